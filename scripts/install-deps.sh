@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs, with apt-get, only the Debian packages dptrain needs that are missing.
+# Idempotent: a machine that has everything is left untouched and nothing is printed but a summary.
+set -euo pipefail
+
+packages=(
+  gcc make pkg-config
+  libopenmpi-dev openmpi-bin
+  libopenblas-dev
+  libhdf5-openmpi-dev hdf5-tools
+  libcmocka-dev
+  libinih-dev
+  zlib1g-dev
+  dataset-fashion-mnist
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "install-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# The package lists on a fresh machine are empty or stale; refresh them once before installing.
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq "${missing[@]}"
+echo "install-deps: done"
