@@ -1,0 +1,18 @@
+/* Element-wise activations. The backward pass is written in terms of the activation's OUTPUT y,
+ * which is all the forward pass keeps: relu' = [y > 0], tanh' = 1 - y², sigmoid' = y(1 - y). */
+#ifndef DPTRAIN_ACTIVATIONS_H
+#define DPTRAIN_ACTIVATIONS_H
+
+#include <stddef.h>
+
+typedef enum { DP_ACT_IDENTITY, DP_ACT_RELU, DP_ACT_TANH, DP_ACT_SIGMOID } dp_act;
+
+const char *dp_act_name(dp_act a);
+/* In place: x <- f(x), n elements. */
+void dp_act_forward(dp_act a, float *x, size_t n);
+/* In place: dy <- dy * f'(x), where y = f(x) is the forward output. */
+void dp_act_backward(dp_act a, const float *y, float *dy, size_t n);
+/* Fused forward for a dense layer: z (B, out) <- f(z + b), one pass over the output. */
+void dp_act_bias_forward(dp_act a, float *z, const float *b, size_t rows, size_t cols);
+
+#endif

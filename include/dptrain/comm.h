@@ -1,0 +1,40 @@
+/* Communication between ranks. Every collective the trainer makes goes through here, so the rule
+ * "every rank reaches every collective" can be read off one file's callers. MPI errors return
+ * instead of aborting (MPI_ERRORS_RETURN on our own duplicated communicator) and become DP_EMPI
+ * with the call and its file:line. */
+#ifndef DPTRAIN_COMM_H
+#define DPTRAIN_COMM_H
+
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+  MPI_Comm comm;   /* a duplicate: our collectives never mix with a caller's */
+  int rank, size;
+  int node_rank;   /* rank among the ranks sharing this node */
+  int node_size;   /* ranks sharing this node */
+  int n_nodes;
+} dp_comm;
+
+/* Duplicates parent and learns the node topology (MPI_Comm_split_type, MPI_COMM_TYPE_SHARED). */
+int dp_comm_init(dp_comm *c, MPI_Comm parent);
+void dp_comm_free(dp_comm *c);
+
+/* In-place sums over all ranks. */
+int dp_comm_allreduce_f32(dp_comm *c, float *buf, size_t n);
+int dp_comm_allreduce_f64(dp_comm *c, double *buf, size_t n);
+/* In-place maximum over all ranks. */
+int dp_comm_allreduce_max_f64(dp_comm *c, double *buf, int n);
+int dp_comm_bcast(dp_comm *c, void *buf, size_t bytes, int root);
+
+/* Every rank passes its own status (0 or a DP_E code) and gets back 0 if all ranks succeeded, else
+ * the code of the lowest failing rank, which is the one that prints its message (*reporter, may be
+ * NULL; also recorded with dp_error_set_reporter). A collective: every rank calls it at the same
+ * points, which is what lets a failure on one rank end all ranks cleanly, without a hang. */
+int dp_comm_agree(dp_comm *c, int status, int *reporter);
+
+/* Rows [*lo, *hi) of n rows that rank r of size gets: contiguous, sizes differ by at most one. */
+void dp_split_range(int64_t n, int r, int size, int64_t *lo, int64_t *hi);
+
+#endif

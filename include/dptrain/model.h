@@ -1,0 +1,53 @@
+/* The model: a stack of dense layers over ONE contiguous parameter block and ONE gradient block of
+ * the same layout (llm.c style), so a single allreduce and a single optimizer loop cover every
+ * parameter. Every buffer is allocated when the model is built; forward and backward allocate
+ * nothing. */
+#ifndef DPTRAIN_MODEL_H
+#define DPTRAIN_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dptrain/config.h"
+#include "dptrain/layers.h"
+#include "dptrain/loss.h"
+
+/* Slots after the gradients in the gradient block, reduced by the same allreduce: the shard's
+ * scaled loss sum, its count of correct predictions, and a count of ranks whose part of the step
+ * failed (so a local failure stops every rank at the same step, with no extra collective). */
+enum { DP_EXTRA_LOSS, DP_EXTRA_CORRECT, DP_EXTRA_FAILED, DP_GRAD_EXTRA };
+
+typedef struct {
+  int n_layers;
+  dp_dense layer[DP_MAX_LAYERS];
+  int in_dim, out_dim;
+  int max_batch;      /* rows per forward/backward pass (a micro-batch) */
+  dp_loss_kind loss;
+  size_t n_params;    /* real parameters */
+  size_t n_floats;    /* length of params/grads, views padded to 64-byte boundaries */
+  float *params;      /* (n_floats) */
+  float *grads;       /* (n_floats + DP_GRAD_EXTRA) */
+  float *acts;        /* every layer's y and dy */
+} dp_model;
+
+/* Builds the model the config describes for inputs of in_dim features, passes of at most max_batch
+ * rows. Parameters are zero until dp_model_init. */
+int dp_model_create(dp_model *m, const dp_config *cfg, int in_dim, int max_batch);
+void dp_model_free(dp_model *m);
+/* Initial weights per each layer's rule, from seed; biases zero. */
+void dp_model_init(dp_model *m, const dp_config *cfg, uint64_t seed);
+
+/* Output (B, out_dim) for x (B, in_dim); B <= max_batch. */
+const float *dp_model_forward(dp_model *m, const float *x, int B);
+/* After dp_model_forward(x): the loss sum of the B rows, and gradients of (loss sum × scale) into
+ * the gradient block (added when accumulate is set). labels (B) for cross-entropy, targets (B, K)
+ * for mse. *correct (may be NULL) counts argmax hits for cross-entropy. */
+double dp_model_backward(dp_model *m, const float *x, const int32_t *labels, const float *targets, int B,
+                         float scale, int accumulate, int *correct);
+/* The loss sum only (evaluation), after dp_model_forward. */
+double dp_model_loss(dp_model *m, const int32_t *labels, const float *targets, int B, int *correct);
+
+/* FLOPs of one sample's forward pass (2 per weight). */
+double dp_model_flops_forward(const dp_model *m);
+
+#endif

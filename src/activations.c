@@ -1,0 +1,59 @@
+#include "dptrain/activations.h"
+
+#include <math.h>
+
+const char *dp_act_name(dp_act a) {
+  static const char *const names[] = {"identity", "relu", "tanh", "sigmoid"};
+  return (unsigned)a < 4 ? names[a] : "?";
+}
+
+static float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+void dp_act_forward(dp_act a, float *x, size_t n) {
+  switch (a) {
+  case DP_ACT_IDENTITY:
+    break;
+  case DP_ACT_RELU:
+    for (size_t i = 0; i < n; i++)
+      x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    break;
+  case DP_ACT_TANH:
+    for (size_t i = 0; i < n; i++)
+      x[i] = tanhf(x[i]);
+    break;
+  case DP_ACT_SIGMOID:
+    for (size_t i = 0; i < n; i++)
+      x[i] = sigmoidf(x[i]);
+    break;
+  }
+}
+
+void dp_act_backward(dp_act a, const float *y, float *dy, size_t n) {
+  switch (a) {
+  case DP_ACT_IDENTITY:
+    break;
+  case DP_ACT_RELU:
+    for (size_t i = 0; i < n; i++)
+      dy[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    break;
+  case DP_ACT_TANH:
+    for (size_t i = 0; i < n; i++)
+      dy[i] *= 1.0f - y[i] * y[i];
+    break;
+  case DP_ACT_SIGMOID:
+    for (size_t i = 0; i < n; i++)
+      dy[i] *= y[i] * (1.0f - y[i]);
+    break;
+  }
+}
+
+void dp_act_bias_forward(dp_act a, float *z, const float *b, size_t rows, size_t cols) {
+  for (size_t r = 0; r < rows; r++) {
+    float *zr = z + r * cols;
+    if (b)
+      for (size_t c = 0; c < cols; c++)
+        zr[c] += b[c];
+    /* Per row, while the row is still in L1. */
+    dp_act_forward(a, zr, cols);
+  }
+}
