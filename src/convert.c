@@ -1,0 +1,326 @@
+/* Writing data files, and converting IDX (MNIST family) and CSV into them. */
+#include <errno.h>
+#include <hdf5.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "dptrain/data.h"
+#include "dptrain/error.h"
+
+/* ---- writing ---- */
+
+static herr_t write_array(hid_t g, const char *name, hid_t file_type, hid_t mem_type, int rank, const hsize_t *dims,
+                          const void *buf) {
+  hid_t sp = H5Screate_simple(rank, dims, NULL);
+  hid_t d = sp < 0 ? -1 : H5Dcreate2(g, name, file_type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  herr_t st = d < 0 ? -1 : H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+  if (d >= 0)
+    H5Dclose(d);
+  if (sp >= 0)
+    H5Sclose(sp);
+  return st;
+}
+
+static herr_t write_scale(hid_t g, float scale) {
+  if (scale == 1.0f)
+    return 0;
+  hid_t d = H5Dopen2(g, "x", H5P_DEFAULT);
+  hid_t sp = H5Screate(H5S_SCALAR);
+  hid_t a = H5Acreate2(d, "scale", H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+  herr_t st = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_FLOAT, &scale);
+  if (a >= 0)
+    H5Aclose(a);
+  H5Sclose(sp);
+  if (d >= 0)
+    H5Dclose(d);
+  return st;
+}
+
+static herr_t write_split(hid_t f, const char *name, const dp_split_view *v) {
+  hid_t g = H5Gcreate2(f, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  if (g < 0)
+    return -1;
+  hsize_t dims[2] = {(hsize_t)v->n, (hsize_t)v->d};
+  herr_t st = v->x_u8 ? write_array(g, "x", H5T_STD_U8LE, H5T_NATIVE_UINT8, 2, dims, v->x)
+                      : write_array(g, "x", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dims, v->x);
+  if (st >= 0)
+    st = write_scale(g, v->scale);
+  if (st >= 0 && v->labels) {
+    st = write_array(g, "y", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, dims, v->labels);
+  } else if (st >= 0) {
+    dims[1] = (hsize_t)v->k;
+    st = write_array(g, "y", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dims, v->targets);
+  }
+  H5Gclose(g);
+  return st;
+}
+
+int dp_data_write(const char *path, const dp_split_view *train, const dp_split_view *test) {
+  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+  char tmp[4096];
+  if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
+    return dp_fail(DP_EINVAL, "%s: path too long", path);
+  hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (f < 0)
+    return dp_fail(DP_EIO, "%s: cannot create (directory missing or not writable?)", tmp);
+  herr_t st = write_split(f, "train", train);
+  if (st >= 0 && test)
+    st = write_split(f, "test", test);
+  if (H5Fclose(f) < 0)
+    st = -1;
+  if (st < 0) {
+    remove(tmp);
+    return dp_fail(DP_EIO, "%s: writing failed (disk full?)", tmp);
+  }
+  if (rename(tmp, path) != 0) {
+    int e = errno;
+    remove(tmp);
+    return dp_fail(DP_EIO, "%s: cannot rename %s into place: %s", path, tmp, strerror(e));
+  }
+  return 0;
+}
+
+/* ---- IDX ---- */
+
+typedef struct {
+  uint8_t *data;
+  int64_t n;       /* items (first dimension) */
+  int64_t item;    /* bytes per item (product of the other dimensions) */
+  int ndims;
+} idx_array;
+
+static int gz_read_all(gzFile gz, const char *path, void *buf, size_t bytes, const char *what) {
+  size_t done = 0;
+  while (done < bytes) {
+    unsigned chunk = bytes - done > (1u << 30) ? (1u << 30) : (unsigned)(bytes - done);
+    int got = gzread(gz, (char *)buf + done, chunk);
+    if (got <= 0) {
+      int zerr;
+      const char *msg = gzerror(gz, &zerr);
+      return dp_fail(DP_EDATA, "%s: truncated IDX file: %s ended after %zu of %zu bytes%s%s", path, what, done, bytes,
+                     zerr ? ": " : "", zerr ? msg : "");
+    }
+    done += (size_t)got;
+  }
+  return 0;
+}
+
+static int idx_read(const char *path, int want_dims, idx_array *a) {
+  memset(a, 0, sizeof *a);
+  gzFile gz = gzopen(path, "rb"); /* reads plain files too */
+  if (!gz)
+    return dp_fail(DP_EDATA, "%s: cannot open: %s", path, strerror(errno));
+  uint8_t head[4];
+  int rc = gz_read_all(gz, path, head, 4, "the header");
+  if (rc == 0 && (head[0] || head[1] || head[2] != 0x08))
+    rc = dp_fail(DP_EDATA, "%s: not an unsigned-byte IDX file (magic %02x %02x %02x %02x, expected 00 00 08 nn)", path,
+                 head[0], head[1], head[2], head[3]);
+  if (rc == 0 && head[3] != want_dims)
+    rc = dp_fail(DP_EDATA, "%s: expected %d dimensions, found %d", path, want_dims, head[3]);
+  uint8_t dims[16];
+  if (rc == 0)
+    rc = gz_read_all(gz, path, dims, 4u * (unsigned)want_dims, "the dimensions");
+  a->item = 1;
+  for (int i = 0; rc == 0 && i < want_dims; i++) {
+    int64_t v = (int64_t)dims[4 * i] << 24 | dims[4 * i + 1] << 16 | dims[4 * i + 2] << 8 | dims[4 * i + 3];
+    if (v <= 0 || v > (1 << 28))
+      rc = dp_fail(DP_EDATA, "%s: dimension %d is %lld (expected 1..2^28)", path, i, (long long)v);
+    if (i == 0)
+      a->n = v;
+    else
+      a->item *= v;
+  }
+  size_t bytes = (size_t)a->n * (size_t)a->item;
+  if (rc == 0 && !(a->data = malloc(bytes)))
+    rc = dp_fail(DP_ENOMEM, "%s: no memory for %zu bytes", path, bytes);
+  if (rc == 0)
+    rc = gz_read_all(gz, path, a->data, bytes, "the data");
+  gzclose(gz);
+  if (rc < 0) {
+    free(a->data);
+    a->data = NULL;
+  }
+  a->ndims = want_dims;
+  return rc;
+}
+
+/* Reads one images/labels pair into a split; the caller frees x and labels. */
+static int idx_split(const char *images, const char *labels, dp_split_view *v, int32_t **lab_out) {
+  idx_array im, lb;
+  DP_TRY(idx_read(images, 3, &im));
+  int rc = idx_read(labels, 1, &lb);
+  if (rc == 0 && lb.n != im.n)
+    rc = dp_fail(DP_EDATA, "%s: %lld labels, but %s has %lld images", labels, (long long)lb.n, images,
+                 (long long)im.n);
+  int32_t *lab = rc == 0 ? malloc((size_t)lb.n * sizeof *lab) : NULL;
+  if (rc == 0 && !lab)
+    rc = dp_fail(DP_ENOMEM, "%s: no memory", labels);
+  for (int64_t i = 0; rc == 0 && i < lb.n; i++)
+    lab[i] = lb.data[i];
+  free(lb.data);
+  if (rc < 0) {
+    free(im.data);
+    free(lab);
+    return rc;
+  }
+  *v = (dp_split_view){.n = im.n, .d = im.item, .x_u8 = 1, .x = im.data, .scale = 1.0f / 255.0f, .labels = lab};
+  *lab_out = lab;
+  return 0;
+}
+
+int dp_convert_idx(const char *images, const char *labels, const char *test_images, const char *test_labels,
+                   const char *out) {
+  dp_split_view train = {0}, test = {0};
+  int32_t *l1 = NULL, *l2 = NULL;
+  int rc = idx_split(images, labels, &train, &l1);
+  if (rc == 0 && test_images)
+    rc = idx_split(test_images, test_labels, &test, &l2);
+  if (rc == 0 && test_images && test.d != train.d)
+    rc = dp_fail(DP_EDATA, "%s: images have %lld pixels, but %s has %lld", test_images, (long long)test.d, images,
+                 (long long)train.d);
+  if (rc == 0)
+    rc = dp_data_write(out, &train, test_images ? &test : NULL);
+  free((void *)train.x);
+  free((void *)test.x);
+  free(l1);
+  free(l2);
+  return rc;
+}
+
+/* ---- CSV ---- */
+
+typedef struct {
+  float *x;
+  float *y;
+  int64_t n, cap, d;
+} csv_table;
+
+static int csv_push(csv_table *t, const char *path, int64_t line, float *vals, int64_t nv, int label_col,
+                    int regression) {
+  int64_t lc = label_col < 0 ? nv + label_col : label_col;
+  if (lc < 0 || lc >= nv)
+    return dp_fail(DP_EDATA, "%s:%lld: label column %d does not exist (the row has %lld columns)", path,
+                   (long long)line, label_col, (long long)nv);
+  if (t->d == 0)
+    t->d = nv - 1;
+  if (nv - 1 != t->d || t->d == 0)
+    return dp_fail(DP_EDATA, "%s:%lld: expected %lld columns like the first row, found %lld", path, (long long)line,
+                   (long long)t->d + 1, (long long)nv);
+  if (!regression && (vals[lc] != floorf(vals[lc]) || vals[lc] < 0 || vals[lc] > 1e6f))
+    return dp_fail(DP_EDATA, "%s:%lld: label '%g' is not a class number 0, 1, 2, ...", path, (long long)line,
+                   (double)vals[lc]);
+  if (t->n == t->cap) {
+    int64_t cap = t->cap ? 2 * t->cap : 1024;
+    float *x = realloc(t->x, (size_t)cap * (size_t)t->d * sizeof *x);
+    if (x)
+      t->x = x;
+    float *y = x ? realloc(t->y, (size_t)cap * sizeof *y) : NULL;
+    if (y)
+      t->y = y;
+    if (!x || !y)
+      return dp_fail(DP_ENOMEM, "%s:%lld: out of memory", path, (long long)line);
+    t->cap = cap;
+  }
+  float *row = t->x + t->n * t->d;
+  for (int64_t j = 0, o = 0; j < nv; j++)
+    if (j != lc)
+      row[o++] = vals[j];
+  t->y[t->n++] = vals[lc];
+  return 0;
+}
+
+/* Splits one line into numbers; returns the count or a negative error. */
+static int64_t csv_fields(char *s, float **vals, int64_t *cap, const char *path, int64_t line) {
+  int64_t n = 0;
+  for (;;) {
+    char *end;
+    errno = 0;
+    float v = strtof(s, &end);
+    if (end == s || !isfinite(v))
+      return dp_fail(DP_EDATA, "%s:%lld: field %lld is not a finite number", path, (long long)line, (long long)n + 1);
+    if (n == *cap) {
+      float *nv = realloc(*vals, (size_t)(*cap = *cap ? 2 * *cap : 256) * sizeof *nv);
+      if (!nv)
+        return dp_fail(DP_ENOMEM, "%s: out of memory", path);
+      *vals = nv;
+    }
+    (*vals)[n++] = v;
+    while (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n')
+      end++;
+    if (*end == 0)
+      return n;
+    if (*end != ',')
+      return dp_fail(DP_EDATA, "%s:%lld: unexpected '%c' after field %lld (expected ',')", path, (long long)line, *end,
+                     (long long)n);
+    s = end + 1;
+  }
+}
+
+static int csv_read(const char *path, const dp_csv_options *o, csv_table *t) {
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return dp_fail(DP_EDATA, "%s: cannot open: %s", path, strerror(errno));
+  char *line = NULL;
+  size_t len = 0;
+  float *vals = NULL;
+  int64_t cap = 0, lineno = 0;
+  int rc = 0;
+  while (rc == 0 && getline(&line, &len, f) >= 0) {
+    lineno++;
+    if ((lineno == 1 && o->header) || line[strspn(line, " \t\r\n")] == 0)
+      continue;
+    int64_t nv = csv_fields(line, &vals, &cap, path, lineno);
+    rc = nv < 0 ? (int)nv : csv_push(t, path, lineno, vals, nv, o->label_col, o->regression);
+  }
+  if (rc == 0 && ferror(f))
+    rc = dp_fail(DP_EIO, "%s: read error", path);
+  if (rc == 0 && t->n == 0)
+    rc = dp_fail(DP_EDATA, "%s: no data rows", path);
+  free(line);
+  free(vals);
+  fclose(f);
+  return rc;
+}
+
+static int csv_view(csv_table *t, const dp_csv_options *o, dp_split_view *v, int32_t **labels) {
+  *v = (dp_split_view){.n = t->n, .d = t->d, .x = t->x, .scale = o->scale, .k = 1};
+  if (o->regression) {
+    v->targets = t->y;
+    return 0;
+  }
+  *labels = malloc((size_t)t->n * sizeof **labels);
+  if (!*labels)
+    return dp_fail(DP_ENOMEM, "out of memory");
+  for (int64_t i = 0; i < t->n; i++)
+    (*labels)[i] = (int32_t)t->y[i];
+  v->labels = *labels;
+  return 0;
+}
+
+int dp_convert_csv(const dp_csv_options *o) {
+  csv_table tr = {0}, te = {0};
+  dp_split_view vtr, vte;
+  int32_t *l1 = NULL, *l2 = NULL;
+  int rc = csv_read(o->train_csv, o, &tr);
+  if (rc == 0 && o->test_csv)
+    rc = csv_read(o->test_csv, o, &te);
+  if (rc == 0 && o->test_csv && te.d != tr.d)
+    rc = dp_fail(DP_EDATA, "%s: %lld feature columns, but %s has %lld", o->test_csv, (long long)te.d, o->train_csv,
+                 (long long)tr.d);
+  if (rc == 0)
+    rc = csv_view(&tr, o, &vtr, &l1);
+  if (rc == 0 && o->test_csv)
+    rc = csv_view(&te, o, &vte, &l2);
+  if (rc == 0)
+    rc = dp_data_write(o->out, &vtr, o->test_csv ? &vte : NULL);
+  free(tr.x);
+  free(tr.y);
+  free(te.x);
+  free(te.y);
+  free(l1);
+  free(l2);
+  return rc;
+}

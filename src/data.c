@@ -1,0 +1,326 @@
+/* Data sets in HDF5: validation on open, hyperslab reads of only the rows a rank needs. */
+#include <errno.h>
+#include <hdf5.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dptrain/data.h"
+#include "dptrain/error.h"
+
+#define CHUNK_ROWS 4096
+
+/* HDF5 prints its own error stack to stderr by default; we report one line of our own instead. */
+static void quiet_hdf5(void) {
+  static int done;
+  if (!done) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    done = 1;
+  }
+}
+
+void dp_dataset_init(dp_dataset *ds) {
+  memset(ds, 0, sizeof *ds);
+  ds->h5_file = ds->h5_x = ds->h5_y = -1;
+  ds->scale = 1.0f;
+}
+
+void dp_dataset_close(dp_dataset *ds) {
+  if (ds->h5_x >= 0)
+    H5Dclose(ds->h5_x);
+  if (ds->h5_y >= 0)
+    H5Dclose(ds->h5_y);
+  if (ds->h5_file >= 0)
+    H5Fclose(ds->h5_file);
+  free(ds->mem_x);
+  free(ds->mem_labels);
+  free(ds->mem_targets);
+  char path[sizeof ds->path];
+  memcpy(path, ds->path, sizeof path);
+  dp_dataset_init(ds);
+  memcpy(ds->path, path, sizeof path);
+}
+
+/* Rank and dimensions of a dataset; dims has room for 2. */
+static int shape_of(dp_dataset *ds, hid_t d, const char *name, int *rank, hsize_t dims[2]) {
+  hid_t sp = H5Dget_space(d);
+  int r = sp < 0 ? -1 : H5Sget_simple_extent_ndims(sp);
+  if (r >= 1 && r <= 2)
+    H5Sget_simple_extent_dims(sp, dims, NULL);
+  if (sp >= 0)
+    H5Sclose(sp);
+  if (r < 1 || r > 2)
+    return dp_fail(DP_EDATA, "%s: %s: expected 1 or 2 dimensions, found %d", ds->path, name, r);
+  *rank = r;
+  return 0;
+}
+
+static int open_x(dp_dataset *ds, const char *name) {
+  ds->h5_x = H5Dopen2(ds->h5_file, name, H5P_DEFAULT);
+  if (ds->h5_x < 0)
+    return dp_fail(DP_EDATA, "%s: missing dataset %s (expected an (N, D) array of uint8 or float32)", ds->path, name);
+  int rank;
+  hsize_t dims[2];
+  DP_TRY(shape_of(ds, ds->h5_x, name, &rank, dims));
+  if (rank != 2)
+    return dp_fail(DP_EDATA, "%s: %s: expected 2 dimensions (N, D), found 1", ds->path, name);
+  hid_t t = H5Dget_type(ds->h5_x);
+  H5T_class_t cls = H5Tget_class(t);
+  size_t size = H5Tget_size(t);
+  H5T_sign_t sign = cls == H5T_INTEGER ? H5Tget_sign(t) : H5T_SGN_ERROR;
+  H5Tclose(t);
+  ds->x_u8 = cls == H5T_INTEGER && size == 1 && sign == H5T_SGN_NONE;
+  if (!ds->x_u8 && !(cls == H5T_FLOAT && size == 4))
+    return dp_fail(DP_EDATA, "%s: %s: expected uint8 or float32 elements", ds->path, name);
+  if (dims[0] == 0 || dims[1] == 0)
+    return dp_fail(DP_EDATA, "%s: %s: expected at least one row and one column, found (%llu, %llu)", ds->path, name,
+                   (unsigned long long)dims[0], (unsigned long long)dims[1]);
+  ds->n = (int64_t)dims[0];
+  ds->d = (int64_t)dims[1];
+  return 0;
+}
+
+static int read_scale(dp_dataset *ds, const char *name) {
+  ds->scale = 1.0f;
+  htri_t has = H5Aexists(ds->h5_x, "scale");
+  if (has <= 0)
+    return has < 0 ? dp_fail(DP_EHDF5, "%s: %s: cannot read its attributes", ds->path, name) : 0;
+  hid_t a = H5Aopen(ds->h5_x, "scale", H5P_DEFAULT);
+  hid_t sp = a < 0 ? -1 : H5Aget_space(a);
+  hssize_t npts = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
+  herr_t st = npts == 1 ? H5Aread(a, H5T_NATIVE_FLOAT, &ds->scale) : -1;
+  if (sp >= 0)
+    H5Sclose(sp);
+  if (a >= 0)
+    H5Aclose(a);
+  if (st < 0 || !isfinite(ds->scale) || ds->scale == 0.0f)
+    return dp_fail(DP_EDATA, "%s: %s: attribute 'scale' must be one finite non-zero number", ds->path, name);
+  return 0;
+}
+
+static int open_y(dp_dataset *ds, const char *name) {
+  ds->h5_y = H5Dopen2(ds->h5_file, name, H5P_DEFAULT);
+  if (ds->h5_y < 0)
+    return dp_fail(DP_EDATA, "%s: missing dataset %s (expected (N) integer labels or (N, K) float32 targets)",
+                   ds->path, name);
+  int rank;
+  hsize_t dims[2] = {0, 1};
+  DP_TRY(shape_of(ds, ds->h5_y, name, &rank, dims));
+  hid_t t = H5Dget_type(ds->h5_y);
+  H5T_class_t cls = H5Tget_class(t);
+  size_t size = H5Tget_size(t);
+  H5Tclose(t);
+  if (cls == H5T_INTEGER && rank == 1 && size <= 4) {
+    ds->has_labels = 1;
+    ds->k = 1;
+  } else if (cls == H5T_FLOAT) {
+    ds->has_labels = 0;
+    ds->k = rank == 2 ? (int64_t)dims[1] : 1;
+    if (ds->k < 1)
+      return dp_fail(DP_EDATA, "%s: %s: expected at least one target column", ds->path, name);
+  } else {
+    return dp_fail(DP_EDATA, "%s: %s: expected (N) integer labels of at most 32 bits or (N, K) float targets",
+                   ds->path, name);
+  }
+  if ((int64_t)dims[0] != ds->n)
+    return dp_fail(DP_EDATA, "%s: %s: expected %lld rows like its x, found %llu", ds->path, name, (long long)ds->n,
+                   (unsigned long long)dims[0]);
+  return 0;
+}
+
+static int open_file(dp_dataset *ds, const char *path) {
+  quiet_hdf5();
+  if (access(path, R_OK) != 0)
+    return dp_fail(DP_EDATA, "%s: cannot open data file: %s", path, strerror(errno));
+  if (H5Fis_hdf5(path) <= 0)
+    return dp_fail(DP_EDATA, "%s: not an HDF5 file (convert data with `dptrain convert`)", path);
+  ds->h5_file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (ds->h5_file < 0)
+    return dp_fail(DP_EDATA, "%s: HDF5 cannot open the file (damaged or truncated?)", path);
+  return 0;
+}
+
+int dp_dataset_open(dp_dataset *ds, const char *path, const char *group, int optional) {
+  dp_dataset_init(ds);
+  if (strlen(path) >= sizeof ds->path || strlen(group) + 3 >= sizeof ds->group)
+    return dp_fail(DP_EINVAL, "%s: path too long", path);
+  strcpy(ds->path, path);
+  strcpy(ds->group, group);
+  DP_TRY(open_file(ds, path));
+  char gname[80], xname[80], yname[80];
+  snprintf(gname, sizeof gname, "/%s", group);
+  htri_t exists = H5Lexists(ds->h5_file, gname, H5P_DEFAULT);
+  if (exists <= 0) {
+    if (optional) {
+      dp_dataset_close(ds);
+      return 1;
+    }
+    return dp_fail(DP_EDATA, "%s: missing group %s (expected %s/x and %s/y)", path, gname, gname, gname);
+  }
+  snprintf(xname, sizeof xname, "/%s/x", group);
+  snprintf(yname, sizeof yname, "/%s/y", group);
+  DP_TRY(open_x(ds, xname));
+  DP_TRY(read_scale(ds, xname));
+  return open_y(ds, yname);
+}
+
+/* Reads rows [lo, lo+n) of x (as mem_type) and y into the given buffers (each may be NULL). */
+static int read_rows(dp_dataset *ds, int64_t lo, int64_t n, hid_t x_type, void *x, int32_t *labels, float *targets) {
+  hsize_t start[2] = {(hsize_t)lo, 0}, count[2] = {(hsize_t)n, (hsize_t)ds->d};
+  herr_t st = 0;
+  if (x) {
+    hid_t fs = H5Dget_space(ds->h5_x), ms = H5Screate_simple(2, count, NULL);
+    st = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    if (st >= 0)
+      st = H5Dread(ds->h5_x, x_type, ms, fs, H5P_DEFAULT, x);
+    H5Sclose(ms);
+    H5Sclose(fs);
+  }
+  if (st >= 0 && (labels || targets)) {
+    count[1] = (hsize_t)ds->k;
+    int yrank = labels ? 1 : 2;
+    hid_t fs = H5Dget_space(ds->h5_y), ms = H5Screate_simple(yrank, count, NULL);
+    int frank = H5Sget_simple_extent_ndims(fs);
+    st = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    if (frank == 1 && !labels) { /* (N) float targets: k = 1 */
+      hsize_t c1[1] = {(hsize_t)n};
+      H5Sclose(ms);
+      ms = H5Screate_simple(1, c1, NULL);
+    }
+    if (st >= 0)
+      st = labels ? H5Dread(ds->h5_y, H5T_NATIVE_INT32, ms, fs, H5P_DEFAULT, labels)
+                  : H5Dread(ds->h5_y, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, targets);
+    H5Sclose(ms);
+    H5Sclose(fs);
+  }
+  if (st < 0)
+    return dp_fail(DP_EIO, "%s: /%s: reading rows %lld..%lld failed (file damaged or truncated?)", ds->path,
+                   ds->group, (long long)lo, (long long)(lo + n - 1));
+  return 0;
+}
+
+int dp_dataset_load(dp_dataset *ds, int64_t lo, int64_t hi) {
+  int64_t n = hi - lo;
+  size_t xbytes = (size_t)n * (size_t)ds->d * (ds->x_u8 ? 1 : sizeof(float));
+  void *x = malloc(xbytes ? xbytes : 1);
+  int32_t *labels = ds->has_labels ? malloc((size_t)(n ? n : 1) * sizeof *labels) : NULL;
+  float *targets = ds->has_labels ? NULL : malloc((size_t)(n ? n : 1) * (size_t)ds->k * sizeof *targets);
+  if (!x || (!labels && !targets)) {
+    free(x);
+    free(labels);
+    free(targets);
+    return dp_fail(DP_ENOMEM, "%s: /%s: cannot hold %lld rows in memory (%.1f MB); set [data] in_memory = false",
+                   ds->path, ds->group, (long long)n, xbytes / 1e6);
+  }
+  int rc = 0;
+  hid_t xt = ds->x_u8 ? H5T_NATIVE_UINT8 : H5T_NATIVE_FLOAT;
+  for (int64_t c = 0; c < n && rc == 0; c += CHUNK_ROWS) {
+    int64_t m = n - c < CHUNK_ROWS ? n - c : CHUNK_ROWS;
+    char *xp = (char *)x + (size_t)c * (size_t)ds->d * (ds->x_u8 ? 1 : sizeof(float));
+    rc = read_rows(ds, lo + c, m, xt, xp, labels ? labels + c : NULL, targets ? targets + c * ds->k : NULL);
+  }
+  if (rc < 0) {
+    free(x);
+    free(labels);
+    free(targets);
+    return rc;
+  }
+  free(ds->mem_x);
+  free(ds->mem_labels);
+  free(ds->mem_targets);
+  ds->mem_x = x;
+  ds->mem_labels = labels;
+  ds->mem_targets = targets;
+  ds->mem_lo = lo;
+  ds->mem_hi = hi;
+  return 0;
+}
+
+static void copy_from_memory(const dp_dataset *ds, int64_t row, float *x, int32_t *labels, float *targets) {
+  int64_t r = row - ds->mem_lo, d = ds->d;
+  if (ds->x_u8) {
+    const uint8_t *s = (const uint8_t *)ds->mem_x + r * d;
+    for (int64_t j = 0; j < d; j++)
+      x[j] = (float)s[j] * ds->scale;
+  } else {
+    const float *s = (const float *)ds->mem_x + r * d;
+    for (int64_t j = 0; j < d; j++)
+      x[j] = s[j] * ds->scale;
+  }
+  if (labels)
+    *labels = ds->mem_labels[r];
+  if (targets)
+    memcpy(targets, ds->mem_targets + r * ds->k, (size_t)ds->k * sizeof *targets);
+}
+
+int dp_dataset_gather(dp_dataset *ds, const int64_t *rows, int n, float *x, int32_t *labels, float *targets) {
+  int64_t d = ds->d, k = ds->k;
+  for (int i = 0; i < n;) {
+    int64_t r = rows[i];
+    if (r >= ds->mem_lo && r < ds->mem_hi) {
+      copy_from_memory(ds, r, x + i * d, labels ? labels + i : NULL, targets ? targets + i * k : NULL);
+      i++;
+      continue;
+    }
+    int run = 1; /* consecutive rows outside memory: one read */
+    while (i + run < n && rows[i + run] == r + run && !(r + run >= ds->mem_lo && r + run < ds->mem_hi))
+      run++;
+    DP_TRY(read_rows(ds, r, run, H5T_NATIVE_FLOAT, x + i * d, labels ? labels + i : NULL,
+                     targets ? targets + i * k : NULL));
+    if (ds->scale != 1.0f)
+      for (int64_t j = 0; j < run * d; j++)
+        x[i * d + j] *= ds->scale;
+    i += run;
+  }
+  return 0;
+}
+
+int dp_dataset_label_range(dp_dataset *ds, int64_t lo, int64_t hi, int32_t *min, int32_t *max) {
+  *min = INT32_MAX;
+  *max = INT32_MIN;
+  int32_t *buf = malloc(CHUNK_ROWS * sizeof *buf);
+  if (!buf)
+    return dp_fail(DP_ENOMEM, "%s: no memory to check labels", ds->path);
+  int rc = 0;
+  for (int64_t c = lo; c < hi && rc == 0; c += CHUNK_ROWS) {
+    int64_t m = hi - c < CHUNK_ROWS ? hi - c : CHUNK_ROWS;
+    const int32_t *l = buf;
+    if (c >= ds->mem_lo && c + m <= ds->mem_hi)
+      l = ds->mem_labels + (c - ds->mem_lo);
+    else
+      rc = read_rows(ds, c, m, H5T_NATIVE_FLOAT, NULL, buf, NULL);
+    for (int64_t i = 0; rc == 0 && i < m; i++) {
+      if (l[i] < *min)
+        *min = l[i];
+      if (l[i] > *max)
+        *max = l[i];
+    }
+  }
+  free(buf);
+  return rc;
+}
+
+int dp_dataset_check_finite(dp_dataset *ds, int64_t lo, int64_t hi) {
+  if (ds->x_u8)
+    return 0;
+  float *buf = malloc((size_t)CHUNK_ROWS * (size_t)ds->d * sizeof *buf);
+  if (!buf)
+    return dp_fail(DP_ENOMEM, "%s: no memory to check values", ds->path);
+  int rc = 0;
+  for (int64_t c = lo; c < hi && rc == 0; c += CHUNK_ROWS) {
+    int64_t m = hi - c < CHUNK_ROWS ? hi - c : CHUNK_ROWS;
+    const float *x = buf;
+    if (c >= ds->mem_lo && c + m <= ds->mem_hi)
+      x = (const float *)ds->mem_x + (c - ds->mem_lo) * ds->d;
+    else
+      rc = read_rows(ds, c, m, H5T_NATIVE_FLOAT, buf, NULL, NULL);
+    for (int64_t i = 0; rc == 0 && i < m * ds->d; i++)
+      if (!isfinite(x[i]))
+        rc = dp_fail(DP_EDATA, "%s: /%s/x: row %lld, column %lld is %s (expected finite values)", ds->path,
+                     ds->group, (long long)(c + i / ds->d), (long long)(i % ds->d), isnan(x[i]) ? "NaN" : "Inf");
+  }
+  free(buf);
+  return rc;
+}
