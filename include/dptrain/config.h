@@ -1,0 +1,149 @@
+/* The run configuration: an INI file with sections [data] [model] [layer]... [optimizer] [train].
+ *
+ * Every key has a type, a default and a one-line description in ONE table (src/config.c); the
+ * parser, `dptrain config --list` and the generated reference all read that table, so they cannot
+ * drift apart. Errors name the file and line (`file:line: message`) and suggest near-miss keys. */
+#ifndef DPTRAIN_CONFIG_H
+#define DPTRAIN_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "dptrain/activations.h"
+#include "dptrain/init.h"
+#include "dptrain/loss.h"
+
+#define DP_MAX_LAYERS 64
+#define DP_PATH_MAX 1024
+
+typedef enum { DP_INMEM_AUTO, DP_INMEM_TRUE, DP_INMEM_FALSE } dp_in_memory;
+typedef enum { DP_OPT_SGD, DP_OPT_RMSPROP, DP_OPT_ADAM, DP_OPT_ADAMW, DP_OPT_LBFGS } dp_optim_kind;
+typedef enum { DP_MOMENTUM_HEAVY_BALL, DP_MOMENTUM_DIFFERENCE } dp_momentum_form;
+typedef enum { DP_EPS_OUTSIDE, DP_EPS_INSIDE } dp_eps_placement;
+typedef enum { DP_SCHED_CONSTANT, DP_SCHED_STEP, DP_SCHED_MULTISTEP, DP_SCHED_EXPONENTIAL, DP_SCHED_COSINE } dp_sched_kind;
+typedef enum { DP_LR_SCALE_NONE, DP_LR_SCALE_LINEAR } dp_lr_scale;
+
+#define DP_MAX_MILESTONES 32
+
+typedef struct {
+  dp_sched_kind name;
+  int64_t step_size;     /* step: decay every step_size steps */
+  double gamma;          /* step, multistep, exponential: the decay factor */
+  int64_t milestones[DP_MAX_MILESTONES]; /* multistep: ascending steps */
+  int n_milestones;
+  double min_lr;         /* cosine: the floor */
+  int64_t warmup_steps;  /* linear warm-up from 0 */
+  dp_lr_scale lr_scale;  /* linear: lr × batch_size / base_batch */
+  int64_t base_batch;
+} dp_schedule_cfg;
+
+typedef struct {
+  dp_optim_kind name;
+  double lr;                   /* 0 in the file means the optimizer's own default */
+  double momentum;
+  double dampening, weight_decay, clip_norm;
+  bool nesterov;
+  dp_momentum_form momentum_form;
+  double alpha, eps;           /* rmsprop (eps also adam) */
+  double beta1, beta2;         /* adam, adamw */
+  bool bias_correction;
+  dp_eps_placement eps_placement;
+  int history;                 /* lbfgs */
+  int64_t max_iter;
+  double tolerance_grad, tolerance_change;
+} dp_optim_cfg;
+
+typedef struct {
+  int units;
+  dp_act activation;
+  dp_init_rule init;
+  dp_init_dist init_dist;
+  int line; /* line of its [layer] header, for messages; 0 when unknown */
+} dp_layer_cfg;
+
+typedef struct {
+  char file[DP_PATH_MAX]; /* where it was read from, for messages */
+
+  struct {
+    char path[DP_PATH_MAX];
+    dp_in_memory in_memory;
+  } data;
+
+  struct {
+    dp_loss_kind loss;
+  } model;
+
+  int n_layers;
+  dp_layer_cfg layer[DP_MAX_LAYERS];
+
+  dp_optim_cfg optimizer;
+
+  dp_schedule_cfg schedule;
+
+  struct {
+    char lr[256];          /* grid: "LO:HI:N" (log-spaced) or "a,b,c" */
+    int64_t steps;
+    int ranks_per_run;
+    double diverge_factor;
+  } sweep;
+
+  struct {
+    int64_t batch_size; /* global mini-batch; 0 means "full" (the whole training set) */
+    int epochs;
+    int64_t max_steps; /* 0 = no limit */
+    uint64_t seed;
+    bool shuffle;
+    bool drop_last;
+    int log_every;
+    int64_t eval_every; /* 0 = after each epoch only */
+    char out_dir[DP_PATH_MAX];
+    int threads; /* BLAS threads per rank; 0 = cores on the node / ranks on the node */
+  } train;
+} dp_config;
+
+/* One row of the key table. Layer keys have section "layer" and an offset into dp_layer_cfg; all
+ * others an offset into dp_config. */
+typedef enum {
+  DP_KEY_INT,
+  DP_KEY_INT64,
+  DP_KEY_UINT64,
+  DP_KEY_DOUBLE,
+  DP_KEY_BOOL,
+  DP_KEY_STRING,
+  DP_KEY_ENUM,
+  DP_KEY_LIST /* comma-separated int64s: an array of `size` followed by its int count */
+} dp_key_type;
+
+typedef struct {
+  const char *section;
+  const char *key;
+  dp_key_type type;
+  const char *def;          /* default as text; NULL = required */
+  const char *desc;         /* one line */
+  size_t offset;            /* into dp_config, or into dp_layer_cfg for section "layer" */
+  const char *const *choices; /* DP_KEY_ENUM: NULL-terminated names, value = index */
+  double min, max;          /* numeric range, inclusive */
+  size_t size;              /* DP_KEY_STRING: buffer bytes; DP_KEY_LIST: capacity */
+  const char *alias_of;     /* another name for that key: parsed, never written */
+} dp_key;
+
+/* The key table and its length. */
+const dp_key *dp_config_keys(size_t *n);
+const char *dp_key_type_name(dp_key_type t);
+
+/* All defaults, no layers, empty data path. */
+void dp_config_defaults(dp_config *c);
+/* Parses an INI file, then applies `section.key=value` overrides (layer keys: `layer.<i>.key`, i from
+ * 0), then validates. Errors: DP_ECONFIG with a `file:line: ...` message (dp_errmsg). */
+int dp_config_load(dp_config *c, const char *path, const char *const *sets, int n_sets);
+/* The same from text in memory; name is used in messages. */
+int dp_config_parse_string(dp_config *c, const char *text, const char *name, const char *const *sets, int n_sets);
+/* Writes the effective configuration (every key, defaults included) as INI that parses back to
+ * the same configuration. */
+int dp_config_write(const dp_config *c, FILE *f);
+/* Prints every key: section, key, type, default, description (for `dptrain config --list`). */
+void dp_config_list(FILE *f);
+
+#endif

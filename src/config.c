@@ -1,0 +1,722 @@
+#include "dptrain/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "dptrain/error.h"
+
+/* ---- the key table: the single source of truth for parsing, defaults, --list and the docs ---- */
+
+static const char *const in_memory_names[] = {"auto", "true", "false", NULL};
+static const char *const loss_names[] = {"softmax_cross_entropy", "mse", NULL};
+static const char *const act_names[] = {"identity", "relu", "tanh", "sigmoid", NULL};
+static const char *const init_names[] = {"auto", "uniform_fanin", "xavier_uniform", "xavier_normal", NULL};
+static const char *const dist_names[] = {"uniform", "normal", NULL};
+static const char *const optim_names[] = {"sgd", "rmsprop", "adam", "adamw", "lbfgs", NULL};
+static const char *const form_names[] = {"heavy_ball", "difference", NULL};
+static const char *const eps_names[] = {"outside", "inside", NULL};
+static const char *const sched_names[] = {"constant", "step", "multistep", "exponential", "cosine", NULL};
+static const char *const scale_names[] = {"none", "linear", NULL};
+
+#define C(f) offsetof(dp_config, f)
+#define L(f) offsetof(dp_layer_cfg, f)
+#define BIG 9.0e15 /* int64 values are parsed exactly; this only bounds the range check */
+#define STR(sec, k, def, off, sz, desc) {sec, k, DP_KEY_STRING, def, desc, off, NULL, 0, 0, sz, NULL}
+#define NUM(sec, k, t, def, off, lo, hi, desc) {sec, k, t, def, desc, off, NULL, lo, hi, 0, NULL}
+#define ENUM(sec, k, def, off, names, desc) {sec, k, DP_KEY_ENUM, def, desc, off, names, 0, 0, 0, NULL}
+#define BOOL(sec, k, def, off, desc) {sec, k, DP_KEY_BOOL, def, desc, off, NULL, 0, 1, 0, NULL}
+
+static const dp_key keys[] = {
+    STR("data", "path", NULL, C(data.path), DP_PATH_MAX, "HDF5 data file with /train/x, /train/y (and optionally /test)"),
+    ENUM("data", "in_memory", "auto", C(data.in_memory), in_memory_names,
+         "hold the training set in memory (auto: when it takes at most half of a rank's memory share)"),
+
+    ENUM("model", "loss", "softmax_cross_entropy", C(model.loss), loss_names,
+         "softmax_cross_entropy (integer labels) or mse (float targets)"),
+
+    NUM("layer", "units", DP_KEY_INT, NULL, L(units), 1, 1 << 24, "outputs of this fully-connected layer"),
+    ENUM("layer", "activation", "relu", L(activation), act_names, "identity, relu, tanh or sigmoid"),
+    ENUM("layer", "init", "auto", L(init), init_names,
+         "weight initialisation; auto follows the activation (Xavier; sigmoid x4, relu x sqrt 2)"),
+    ENUM("layer", "init_dist", "uniform", L(init_dist), dist_names, "distribution of init = auto: uniform or normal"),
+
+    ENUM("optimizer", "name", "sgd", C(optimizer.name), optim_names, "sgd, rmsprop, adam, adamw or lbfgs"),
+    NUM("optimizer", "lr", DP_KEY_DOUBLE, "0", C(optimizer.lr), 0, 1e6,
+        "step size gamma; 0 = the optimizer's default (sgd 0.01, rmsprop 0.01, adam/adamw 0.001, lbfgs 1)"),
+    NUM("optimizer", "momentum", DP_KEY_DOUBLE, "0", C(optimizer.momentum), 0, 0.999999,
+        "momentum beta (sgd: p = beta p + g; rmsprop: on the scaled step); 0 = none"),
+    NUM("optimizer", "dampening", DP_KEY_DOUBLE, "0", C(optimizer.dampening), 0, 1,
+        "sgd: p = beta p + (1 - dampening) g"),
+    NUM("optimizer", "weight_decay", DP_KEY_DOUBLE, "0", C(optimizer.weight_decay), 0, 1e6,
+        "L2 penalty added to the gradient (adamw: decoupled decay of the weights)"),
+    BOOL("optimizer", "nesterov", "false", C(optimizer.nesterov), "sgd: Nesterov momentum"),
+    ENUM("optimizer", "momentum_form", "heavy_ball", C(optimizer.momentum_form), form_names,
+         "sgd: heavy_ball (p = beta p + g; w -= lr p) or difference (w += -lr g + beta (w - w_prev))"),
+    NUM("optimizer", "alpha", DP_KEY_DOUBLE, "0.99", C(optimizer.alpha), 0, 0.999999,
+        "rmsprop: decay of the squared-gradient average v = alpha v + (1 - alpha) g^2"),
+    {"optimizer", "beta", DP_KEY_DOUBLE, "0.99", "rmsprop: another name for alpha", C(optimizer.alpha), NULL, 0,
+     0.999999, 0, "alpha"},
+    NUM("optimizer", "eps", DP_KEY_DOUBLE, "1e-8", C(optimizer.eps), 0, 1, "rmsprop, adam: epsilon in the denominator"),
+    NUM("optimizer", "beta1", DP_KEY_DOUBLE, "0.9", C(optimizer.beta1), 0, 0.999999, "adam: decay of the first moment"),
+    NUM("optimizer", "beta2", DP_KEY_DOUBLE, "0.999", C(optimizer.beta2), 0, 0.999999,
+        "adam: decay of the second moment"),
+    BOOL("optimizer", "bias_correction", "true", C(optimizer.bias_correction),
+         "adam: divide m and v by (1 - beta^t)"),
+    ENUM("optimizer", "eps_placement", "outside", C(optimizer.eps_placement), eps_names,
+         "adam: m/(sqrt(v) + eps) (outside) or m/sqrt(v + eps) (inside)"),
+    NUM("optimizer", "history", DP_KEY_INT, "10", C(optimizer.history), 1, 1000, "lbfgs: curvature pairs kept"),
+    NUM("optimizer", "max_iter", DP_KEY_INT64, "100", C(optimizer.max_iter), 1, BIG, "lbfgs: iterations"),
+    NUM("optimizer", "tolerance_grad", DP_KEY_DOUBLE, "1e-7", C(optimizer.tolerance_grad), 0, 1e6,
+        "lbfgs: stop when max |gradient| is at most this"),
+    NUM("optimizer", "tolerance_change", DP_KEY_DOUBLE, "1e-9", C(optimizer.tolerance_change), 0, 1e6,
+        "lbfgs: stop when the step or the loss change is below this"),
+    NUM("optimizer", "clip_norm", DP_KEY_DOUBLE, "0", C(optimizer.clip_norm), 0, 1e30,
+        "clip the averaged gradient to this global L2 norm; 0 = off"),
+
+    ENUM("schedule", "name", "constant", C(schedule.name), sched_names,
+         "step-size schedule: constant, step, multistep, exponential or cosine"),
+    NUM("schedule", "step_size", DP_KEY_INT64, "1000", C(schedule.step_size), 1, BIG,
+        "step: multiply by gamma every step_size steps"),
+    NUM("schedule", "gamma", DP_KEY_DOUBLE, "0.1", C(schedule.gamma), 0, 1, "step, multistep, exponential: factor"),
+    {"schedule", "milestones", DP_KEY_LIST, "", "multistep: ascending steps at which to multiply by gamma",
+     C(schedule.milestones), NULL, 1, BIG, DP_MAX_MILESTONES, NULL},
+    NUM("schedule", "min_lr", DP_KEY_DOUBLE, "0", C(schedule.min_lr), 0, 1e6, "cosine: the final step size"),
+    NUM("schedule", "warmup_steps", DP_KEY_INT64, "0", C(schedule.warmup_steps), 0, BIG,
+        "linear warm-up from 0 over this many steps"),
+    ENUM("schedule", "lr_scale", "none", C(schedule.lr_scale), scale_names,
+         "linear: lr x batch_size / base_batch (the linear scaling rule for large batches)"),
+    NUM("schedule", "base_batch", DP_KEY_INT64, "256", C(schedule.base_batch), 1, BIG,
+        "the batch size lr was tuned for (lr_scale = linear)"),
+
+    NUM("train", "batch_size", DP_KEY_INT64, "128", C(train.batch_size), 1, BIG,
+        "GLOBAL mini-batch, split across ranks; full = the whole training set"),
+    NUM("train", "epochs", DP_KEY_INT, "10", C(train.epochs), 0, INT_MAX, "passes over the training set"),
+    NUM("train", "max_steps", DP_KEY_INT64, "0", C(train.max_steps), 0, BIG, "stop after this many steps; 0 = no limit"),
+    NUM("train", "seed", DP_KEY_UINT64, "1", C(train.seed), 0, 0, "seed of the initial weights and the shuffles"),
+    BOOL("train", "shuffle", "true", C(train.shuffle), "draw a new order of the rows every epoch"),
+    BOOL("train", "drop_last", "false", C(train.drop_last), "drop an epoch's last batch when it is short"),
+    NUM("train", "log_every", DP_KEY_INT, "50", C(train.log_every), 1, INT_MAX, "steps between progress lines"),
+    NUM("train", "eval_every", DP_KEY_INT64, "0", C(train.eval_every), 0, BIG,
+        "steps between test-set evaluations; 0 = after each epoch only"),
+    STR("train", "out_dir", "runs/default", C(train.out_dir), DP_PATH_MAX, "where metrics.jsonl and config.ini go"),
+    NUM("train", "threads", DP_KEY_INT, "0", C(train.threads), 0, 1024,
+        "OpenBLAS threads per rank; 0 = cores on the node / ranks on the node"),
+
+    STR("sweep", "lr", "1e-4:1:9", C(sweep.lr), 256, "step sizes: LO:HI:N (log-spaced) or a,b,c"),
+    NUM("sweep", "steps", DP_KEY_INT64, "300", C(sweep.steps), 1, BIG, "steps of each run"),
+    NUM("sweep", "ranks_per_run", DP_KEY_INT, "1", C(sweep.ranks_per_run), 1, 1 << 20, "ranks that train one step size"),
+    NUM("sweep", "diverge_factor", DP_KEY_DOUBLE, "4", C(sweep.diverge_factor), 1, 1e30,
+        "a run diverged when its loss exceeds this x its first loss (or is NaN/Inf)"),
+};
+
+enum { N_KEYS = sizeof keys / sizeof keys[0] };
+static const char *const sections[] = {"data", "model", "layer", "optimizer", "schedule", "train", "sweep", NULL};
+
+const dp_key *dp_config_keys(size_t *n) {
+  *n = N_KEYS;
+  return keys;
+}
+
+const char *dp_key_type_name(dp_key_type t) {
+  static const char *const names[] = {"int", "int64", "uint64", "float", "bool", "string", "enum", "list"};
+  return (unsigned)t < sizeof names / sizeof names[0] ? names[t] : "?";
+}
+
+/* ---- values ---- */
+
+static void trim(char *s) {
+  size_t n = strlen(s);
+  while (n && isspace((unsigned char)s[n - 1]))
+    s[--n] = 0;
+  size_t i = 0;
+  while (isspace((unsigned char)s[i]))
+    i++;
+  memmove(s, s + i, n - i + 1);
+}
+
+static int parse_i64(const char *v, int64_t *out) {
+  char *end;
+  errno = 0;
+  long long x = strtoll(v, &end, 10);
+  if (end == v || *end || errno)
+    return 0;
+  *out = x;
+  return 1;
+}
+
+static int lookup_choice(const char *const *names, const char *v) {
+  for (int i = 0; names[i]; i++)
+    if (!strcasecmp(names[i], v))
+      return i;
+  return -1;
+}
+
+static void choices_text(const char *const *names, char *buf, size_t len, const char *sep) {
+  buf[0] = 0;
+  for (int i = 0; names[i]; i++) {
+    size_t n = strlen(buf);
+    snprintf(buf + n, len - n, "%s%s", i ? sep : "", names[i]);
+  }
+}
+
+/* Parses value v for key k into base + k->offset. On failure writes what was expected into `want`. */
+static int parse_list(const dp_key *k, const char *v, void *dst, char *want, size_t wlen) {
+  int64_t *arr = dst;
+  int *count = (int *)(arr + k->size), n = 0;
+  char buf[512];
+  snprintf(buf, sizeof buf, "%s", v);
+  for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+    trim(tok);
+    int64_t x;
+    if ((size_t)n == k->size || !parse_i64(tok, &x) || x < k->min || (n && x <= arr[n - 1])) {
+      snprintf(want, wlen, "up to %zu ascending integers >= %.0f, comma-separated", k->size, k->min);
+      return 0;
+    }
+    arr[n++] = x;
+  }
+  *count = n;
+  return 1;
+}
+
+static int parse_number(const dp_key *k, const char *v, void *dst, char *want, size_t wlen) {
+  if (k->type == DP_KEY_DOUBLE) {
+    char *end;
+    double x = strtod(v, &end);
+    if (end == v || *end || !isfinite(x) || x < k->min || x > k->max) {
+      snprintf(want, wlen, "a number in [%g, %g]", k->min, k->max);
+      return 0;
+    }
+    *(double *)dst = x;
+    return 1;
+  }
+  if (k->type == DP_KEY_UINT64) {
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (end == v || *end || errno || v[0] == '-') {
+      snprintf(want, wlen, "a non-negative integer");
+      return 0;
+    }
+    *(uint64_t *)dst = x;
+    return 1;
+  }
+  int64_t x;
+  if (!parse_i64(v, &x) || x < k->min || x > k->max) {
+    snprintf(want, wlen, "an integer in [%.0f, %.0f]", k->min, k->max);
+    return 0;
+  }
+  if (k->type == DP_KEY_INT)
+    *(int *)dst = (int)x;
+  else
+    *(int64_t *)dst = x;
+  return 1;
+}
+
+static int parse_value(const dp_key *k, const char *v, void *base, char *want, size_t wlen) {
+  void *dst = (char *)base + k->offset;
+  if (!strcmp(k->key, "batch_size") && !strcasecmp(v, "full")) {
+    *(int64_t *)dst = 0;
+    return 1;
+  }
+  switch (k->type) {
+  case DP_KEY_STRING:
+    if (strlen(v) >= k->size || !v[0]) {
+      snprintf(want, wlen, "a non-empty string shorter than %zu characters", k->size);
+      return 0;
+    }
+    memcpy(dst, v, strlen(v) + 1);
+    return 1;
+  case DP_KEY_BOOL: {
+    static const char *const yes[] = {"true", "yes", "on", "1", NULL}, *const no[] = {"false", "no", "off", "0", NULL};
+    int t = lookup_choice(yes, v), f = lookup_choice(no, v);
+    if (t < 0 && f < 0) {
+      snprintf(want, wlen, "true or false");
+      return 0;
+    }
+    *(bool *)dst = t >= 0;
+    return 1;
+  }
+  case DP_KEY_ENUM: {
+    int i = lookup_choice(k->choices, v);
+    if (i < 0) {
+      char c[256];
+      choices_text(k->choices, c, sizeof c, ", ");
+      snprintf(want, wlen, "one of %s", c);
+      return 0;
+    }
+    *(int *)dst = i;
+    return 1;
+  }
+  case DP_KEY_LIST:
+    return parse_list(k, v, dst, want, wlen);
+  default:
+    if (parse_number(k, v, dst, want, wlen))
+      return 1;
+    if (!strcmp(k->key, "batch_size"))
+      snprintf(want, wlen, "an integer >= 1 or 'full'");
+    return 0;
+  }
+}
+
+/* ---- suggestions for near misses ---- */
+
+static size_t edit_distance(const char *a, const char *b) {
+  size_t n = strlen(a), m = strlen(b), row[64];
+  if (m >= 64)
+    return 99;
+  for (size_t j = 0; j <= m; j++)
+    row[j] = j;
+  for (size_t i = 1; i <= n; i++) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= m; j++) {
+      size_t up = row[j], cost = tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]);
+      size_t best = diag + cost;
+      if (up + 1 < best)
+        best = up + 1;
+      if (row[j - 1] + 1 < best)
+        best = row[j - 1] + 1;
+      row[j] = best;
+      diag = up;
+    }
+  }
+  return row[m];
+}
+
+static int close_enough(const char *typo, const char *name, size_t *best) {
+  size_t d = edit_distance(typo, name), len = strlen(name);
+  size_t limit = len / 3 > 2 ? len / 3 : 2;
+  if (d <= limit && d < *best) {
+    *best = d;
+    return 1;
+  }
+  return 0;
+}
+
+static const char *suggest_key(const char *section, const char *typo) {
+  const char *hit = NULL;
+  size_t best = 99;
+  for (int i = 0; i < N_KEYS; i++)
+    if (!strcmp(keys[i].section, section) && close_enough(typo, keys[i].key, &best))
+      hit = keys[i].key;
+  return hit;
+}
+
+static const char *section_of_key(const char *key) {
+  for (int i = 0; i < N_KEYS; i++)
+    if (!strcmp(keys[i].key, key))
+      return keys[i].section;
+  return NULL;
+}
+
+static const char *suggest_section(const char *typo) {
+  const char *hit = NULL;
+  size_t best = 99;
+  for (int i = 0; sections[i]; i++)
+    if (close_enough(typo, sections[i], &best))
+      hit = sections[i];
+  return hit;
+}
+
+static int find_key(const char *section, const char *key) {
+  for (int i = 0; i < N_KEYS; i++)
+    if (!strcmp(keys[i].section, section) && !strcasecmp(keys[i].key, key))
+      return i;
+  return -1;
+}
+
+static int known_section(const char *s) { return lookup_choice(sections, s) >= 0; }
+
+/* "unknown key 'x' in [s] (did you mean 'y'?)" — or where the key does belong. */
+static void unknown_key_text(const char *section, const char *key, char *buf, size_t len) {
+  const char *hint = suggest_key(section, key), *home = section_of_key(key);
+  if (hint)
+    snprintf(buf, len, "unknown key '%s' in [%s] (did you mean '%s'?)", key, section, hint);
+  else if (home)
+    snprintf(buf, len, "unknown key '%s' in [%s] (it belongs in [%s])", key, section, home);
+  else
+    snprintf(buf, len, "unknown key '%s' in [%s] (see `dptrain config --list`)", key, section);
+}
+
+/* ---- parsing ---- */
+
+typedef struct {
+  dp_config *c;
+  const char *name; /* the file, for messages */
+  FILE *f;          /* reading from a file, or */
+  const char *text; /* from memory */
+  size_t pos;
+  int line;
+  char section[64];
+  int instance;     /* counts section headers: duplicate keys are per instance */
+  int seen_line[N_KEYS], seen_instance[N_KEYS];
+  int err;
+} parser;
+
+static int parse_error(parser *p, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int parse_error(parser *p, int line, const char *fmt, ...) {
+  char msg[768];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (line > 0)
+    p->err = dp_fail(DP_ECONFIG, "%s:%d: %s", p->name, line, msg);
+  else
+    p->err = dp_fail(DP_ECONFIG, "%s: %s", p->name, msg);
+  return p->err;
+}
+
+static void layer_defaults(dp_layer_cfg *l, int line) {
+  memset(l, 0, sizeof *l);
+  for (int i = 0; i < N_KEYS; i++)
+    if (!strcmp(keys[i].section, "layer") && keys[i].def) {
+      char want[8];
+      parse_value(&keys[i], keys[i].def, l, want, sizeof want);
+    }
+  l->line = line;
+}
+
+/* A section header, seen by the reader: inih does not tell a handler where a section starts, and
+ * each [layer] must start a new layer even when the previous one had the same name. */
+static void enter_section(parser *p, const char *line) {
+  const char *open = strchr(line, '['), *close = open ? strchr(open, ']') : NULL;
+  if (!close)
+    return; /* inih reports the syntax error */
+  size_t n = (size_t)(close - open - 1);
+  if (n >= sizeof p->section)
+    n = sizeof p->section - 1;
+  memcpy(p->section, open + 1, n);
+  p->section[n] = 0;
+  trim(p->section);
+  p->instance++;
+  if (!known_section(p->section)) {
+    const char *hint = suggest_section(p->section);
+    if (hint)
+      parse_error(p, p->line, "unknown section [%s] (did you mean [%s]?)", p->section, hint);
+    else
+      parse_error(p, p->line, "unknown section [%s] (sections: data, model, layer, optimizer, schedule, train, sweep)",
+                  p->section);
+  } else if (!strcasecmp(p->section, "layer")) {
+    if (p->c->n_layers == DP_MAX_LAYERS)
+      parse_error(p, p->line, "too many [layer] sections (at most %d)", DP_MAX_LAYERS);
+    else
+      layer_defaults(&p->c->layer[p->c->n_layers++], p->line);
+  }
+}
+
+static int next_line(parser *p, char *buf, int num) {
+  if (p->f)
+    return fgets(buf, num, p->f) != NULL;
+  if (!p->text[p->pos])
+    return 0;
+  int i = 0;
+  while (i < num - 1 && p->text[p->pos]) {
+    char ch = p->text[p->pos++];
+    buf[i++] = ch;
+    if (ch == '\n')
+      break;
+  }
+  buf[i] = 0;
+  return 1;
+}
+
+/* inih's reader: one line at a time, counting lines and noticing section headers. Returning NULL
+ * ends the parse, which is how an error found here stops it. */
+static char *reader(char *buf, int num, void *stream) {
+  parser *p = stream;
+  if (p->err || !next_line(p, buf, num))
+    return NULL;
+  p->line++;
+  size_t n = strlen(buf);
+  if (n == (size_t)num - 1 && buf[n - 1] != '\n') {
+    parse_error(p, p->line, "line longer than %d characters", num - 2);
+    return NULL;
+  }
+  for (size_t i = 0; i < n; i++)
+    if (buf[i] == 0 || ((unsigned char)buf[i] < 32 && !isspace((unsigned char)buf[i]))) {
+      parse_error(p, p->line, "not a text line (control character 0x%02x)", (unsigned char)buf[i]);
+      return NULL;
+    }
+  const char *s = buf;
+  while (isspace((unsigned char)*s))
+    s++;
+  if (*s == '[')
+    enter_section(p, s);
+  return p->err ? NULL : buf;
+}
+
+static void *key_base(dp_config *c, const dp_key *k) {
+  return !strcmp(k->section, "layer") ? (void *)&c->layer[c->n_layers - 1] : (void *)c;
+}
+
+static int handler(void *user, const char *section, const char *name, const char *value) {
+  parser *p = user;
+  (void)section; /* the reader's own record of the section also knows about repeated [layer]s */
+  if (p->err)
+    return 0;
+  char key[128], val[512];
+  snprintf(key, sizeof key, "%s", name);
+  snprintf(val, sizeof val, "%s", value);
+  trim(key);
+  trim(val);
+  if (!p->section[0]) {
+    parse_error(p, p->line, "key '%s' outside any section", key);
+    return 0;
+  }
+  int i = find_key(p->section, key);
+  if (i < 0) {
+    char msg[300];
+    unknown_key_text(p->section, key, msg, sizeof msg);
+    parse_error(p, p->line, "%s", msg);
+    return 0;
+  }
+  if (p->seen_instance[i] == p->instance) {
+    parse_error(p, p->line, "duplicate key '%s' in [%s] (first set on line %d)", keys[i].key, p->section,
+                p->seen_line[i]);
+    return 0;
+  }
+  p->seen_instance[i] = p->instance;
+  p->seen_line[i] = p->line;
+  char want[300];
+  if (!parse_value(&keys[i], val, key_base(p->c, &keys[i]), want, sizeof want)) {
+    if (!strcmp(p->section, "layer"))
+      parse_error(p, p->line, "[layer %d] %s: expected %s, got '%s'", p->c->n_layers - 1, keys[i].key, want, val);
+    else
+      parse_error(p, p->line, "[%s] %s: expected %s, got '%s'", p->section, keys[i].key, want, val);
+    return 0;
+  }
+  return 1;
+}
+
+static int run_parser(parser *p) {
+  int rc = ini_parse_stream(reader, p, handler, p);
+  if (p->err)
+    return p->err;
+  if (rc > 0)
+    return parse_error(p, rc, "syntax error (expected 'key = value' or '[section]')");
+  if (rc < 0)
+    return parse_error(p, 0, "cannot parse (out of memory)");
+  return 0;
+}
+
+/* ---- --set overrides: section.key=value, layer.<i>.key=value ---- */
+
+static int apply_set(dp_config *c, const char *spec) {
+  char buf[700], section[64], key[128];
+  snprintf(buf, sizeof buf, "%s", spec);
+  char *eq = strchr(buf, '=');
+  char *dot = strchr(buf, '.');
+  if (!eq || !dot || dot > eq)
+    return dp_fail(DP_ECONFIG, "--set %s: expected section.key=value (layer keys: layer.<i>.key=value)", spec);
+  *eq = 0;
+  *dot = 0;
+  const char *value = eq + 1;
+  if (strlen(buf) >= sizeof section)
+    return dp_fail(DP_ECONFIG, "--set %s: unknown section", spec);
+  memcpy(section, buf, strlen(buf) + 1);
+  char *name = dot + 1;
+  void *base = c;
+  int layer = -1;
+  if (!strcmp(section, "layer")) {
+    char *dot2 = strchr(name, '.'), *end;
+    long li = dot2 ? strtol(name, &end, 10) : -1;
+    if (!dot2 || end != dot2 || li < 0 || li >= c->n_layers)
+      return dp_fail(DP_ECONFIG, "--set %s: expected layer.<i>.key=value with 0 <= i < %d (the layers in the file)",
+                     spec, c->n_layers);
+    layer = (int)li;
+    base = &c->layer[layer];
+    name = dot2 + 1;
+  }
+  if (strlen(name) >= sizeof key)
+    return dp_fail(DP_ECONFIG, "--set %s: key too long", spec);
+  memcpy(key, name, strlen(name) + 1);
+  if (!known_section(section)) {
+    const char *hint = suggest_section(section);
+    return dp_fail(DP_ECONFIG, "--set %s: unknown section [%s]%s%s%s", spec, section, hint ? " (did you mean [" : "",
+                   hint ? hint : "", hint ? "]?)" : "");
+  }
+  int i = find_key(section, key);
+  if (i < 0) {
+    char msg[300];
+    unknown_key_text(section, key, msg, sizeof msg);
+    return dp_fail(DP_ECONFIG, "--set %s: %s", spec, msg);
+  }
+  char want[300], val[512];
+  snprintf(val, sizeof val, "%s", value);
+  trim(val);
+  if (!parse_value(&keys[i], val, base, want, sizeof want))
+    return dp_fail(DP_ECONFIG, "--set %s: expected %s, got '%s'", spec, want, val);
+  return 0;
+}
+
+/* ---- validation across keys, once everything is read ---- */
+
+static int check_layers(parser *p) {
+  dp_config *c = p->c;
+  if (c->n_layers == 0)
+    return parse_error(p, 0, "no [layer] section: the model needs at least one layer");
+  for (int i = 0; i < c->n_layers; i++)
+    if (c->layer[i].units < 1)
+      return parse_error(p, c->layer[i].line, "[layer %d] units is required", i);
+  return 0;
+}
+
+static int check_optimizer(parser *p) {
+  dp_config *c = p->c;
+  dp_optim_cfg *o = &c->optimizer;
+  if (o->lr == 0.0) {
+    static const double defaults[] = {0.01, 0.01, 1e-3, 1e-3, 1.0};
+    o->lr = defaults[o->name];
+  }
+  if (o->name == DP_OPT_SGD && o->momentum_form == DP_MOMENTUM_DIFFERENCE &&
+      (o->nesterov || o->dampening > 0 || o->weight_decay > 0))
+    return parse_error(p, 0, "[optimizer] momentum_form = difference takes no nesterov, dampening or weight_decay");
+  if (o->nesterov && (o->momentum == 0 || o->dampening != 0))
+    return parse_error(p, 0, "[optimizer] nesterov = true needs momentum > 0 and dampening = 0");
+  if (o->name == DP_OPT_LBFGS && c->train.batch_size != 0)
+    return parse_error(p, 0, "[optimizer] name = lbfgs is a full-batch method: set [train] batch_size = full");
+  if (c->schedule.name == DP_SCHED_MULTISTEP && c->schedule.n_milestones == 0)
+    return parse_error(p, 0, "[schedule] name = multistep needs milestones, e.g. milestones = 3000, 6000");
+  return 0;
+}
+
+static int validate(parser *p) {
+  if (!p->c->data.path[0])
+    return parse_error(p, 0, "[data] path is required");
+  DP_TRY(check_layers(p));
+  return check_optimizer(p);
+}
+
+/* ---- public ---- */
+
+void dp_config_defaults(dp_config *c) {
+  memset(c, 0, sizeof *c);
+  for (int i = 0; i < N_KEYS; i++)
+    if (strcmp(keys[i].section, "layer") && keys[i].def && !keys[i].alias_of) {
+      char want[8];
+      parse_value(&keys[i], keys[i].def, c, want, sizeof want);
+    }
+}
+
+static int finish(parser *p, const char *const *sets, int n_sets) {
+  DP_TRY(run_parser(p));
+  for (int i = 0; i < n_sets; i++)
+    DP_TRY(apply_set(p->c, sets[i]));
+  return validate(p);
+}
+
+static void init_parser(parser *p, dp_config *c, const char *name) {
+  memset(p, 0, sizeof *p);
+  dp_config_defaults(c);
+  snprintf(c->file, sizeof c->file, "%s", name);
+  p->c = c;
+  p->name = c->file;
+}
+
+int dp_config_parse_string(dp_config *c, const char *text, const char *name, const char *const *sets, int n_sets) {
+  parser p;
+  init_parser(&p, c, name);
+  p.text = text;
+  return finish(&p, sets, n_sets);
+}
+
+int dp_config_load(dp_config *c, const char *path, const char *const *sets, int n_sets) {
+  parser p;
+  init_parser(&p, c, path);
+  p.f = fopen(path, "r");
+  if (!p.f)
+    return dp_fail(DP_ECONFIG, "%s: cannot open: %s", path, strerror(errno));
+  int rc = finish(&p, sets, n_sets);
+  fclose(p.f);
+  return rc;
+}
+
+/* ---- writing and listing ---- */
+
+static void format_value(const dp_key *k, const void *base, char *buf, size_t len) {
+  const void *v = (const char *)base + k->offset;
+  switch (k->type) {
+  case DP_KEY_INT:
+    snprintf(buf, len, "%d", *(const int *)v);
+    return;
+  case DP_KEY_INT64:
+    if (!strcmp(k->key, "batch_size") && *(const int64_t *)v == 0)
+      snprintf(buf, len, "full");
+    else
+      snprintf(buf, len, "%lld", (long long)*(const int64_t *)v);
+    return;
+  case DP_KEY_UINT64:
+    snprintf(buf, len, "%llu", (unsigned long long)*(const uint64_t *)v);
+    return;
+  case DP_KEY_DOUBLE:
+    snprintf(buf, len, "%.17g", *(const double *)v);
+    return;
+  case DP_KEY_BOOL:
+    snprintf(buf, len, "%s", *(const bool *)v ? "true" : "false");
+    return;
+  case DP_KEY_STRING:
+    snprintf(buf, len, "%s", (const char *)v);
+    return;
+  case DP_KEY_ENUM:
+    snprintf(buf, len, "%s", k->choices[*(const int *)v]);
+    return;
+  case DP_KEY_LIST: {
+    const int64_t *arr = v;
+    int n = *(const int *)(arr + k->size);
+    buf[0] = 0;
+    for (int i = 0; i < n; i++) {
+      size_t used = strlen(buf);
+      snprintf(buf + used, len - used, "%s%lld", i ? ", " : "", (long long)arr[i]);
+    }
+    return;
+  }
+  }
+}
+
+static void write_section(FILE *f, const char *section, const void *base) {
+  fprintf(f, "[%s]\n", section);
+  for (int i = 0; i < N_KEYS; i++) {
+    if (strcmp(keys[i].section, section) || keys[i].alias_of)
+      continue;
+    char buf[1100];
+    format_value(&keys[i], base, buf, sizeof buf);
+    fprintf(f, "%s = %s\n", keys[i].key, buf);
+  }
+  fputc('\n', f);
+}
+
+int dp_config_write(const dp_config *c, FILE *f) {
+  write_section(f, "data", c);
+  write_section(f, "model", c);
+  for (int i = 0; i < c->n_layers; i++)
+    write_section(f, "layer", &c->layer[i]);
+  write_section(f, "optimizer", c);
+  write_section(f, "schedule", c);
+  write_section(f, "train", c);
+  write_section(f, "sweep", c);
+  if (ferror(f))
+    return dp_fail(DP_EIO, "cannot write the configuration: %s", strerror(errno));
+  return 0;
+}
+
+void dp_config_list(FILE *f) {
+  fprintf(f, "%-10s %-17s %-10s %-22s %s\n", "section", "key", "type", "default", "description");
+  for (int i = 0; i < N_KEYS; i++) {
+    const dp_key *k = &keys[i];
+    char type[160];
+    if (k->type == DP_KEY_ENUM)
+      choices_text(k->choices, type, sizeof type, "|");
+    else
+      snprintf(type, sizeof type, "%s", dp_key_type_name(k->type));
+    fprintf(f, "%-10s %-17s %-10s %-22s %s\n", k->section, k->key, type,
+            k->def ? (k->def[0] ? k->def : "(empty)") : "(required)", k->desc);
+  }
+}
