@@ -1,5 +1,6 @@
 #include "dptrain/optim.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,17 +14,101 @@ void dp_sgd_momentum(size_t n, float lr, float beta, const float *restrict g, fl
   }
 }
 
-static void sgd_plain(size_t n, float lr, const float *restrict g, float *restrict w) {
-  for (size_t i = 0; i < n; i++)
-    w[i] -= lr * g[i];
+void dp_sgd_full(size_t n, float lr, float beta, float dampening, float weight_decay, int nesterov, int first,
+                 const float *restrict g, float *restrict w, float *restrict p) {
+  /* PyTorch's convention: the first step's buffer is the gradient itself, undampened. */
+  float keep = first ? 0.0f : beta, take = first ? 1.0f : 1.0f - dampening, look = nesterov ? beta : 0.0f;
+  float direct = nesterov ? 1.0f : 0.0f, via_p = nesterov ? 0.0f : 1.0f;
+  for (size_t i = 0; i < n; i++) {
+    float gi = g[i] + weight_decay * w[i];
+    p[i] = keep * p[i] + take * gi;
+    w[i] -= lr * (direct * gi + look * p[i] + via_p * p[i]);
+  }
+}
+
+void dp_sgd_difference(size_t n, float lr, float beta, const float *restrict g, float *restrict w,
+                       float *restrict prev) {
+  for (size_t i = 0; i < n; i++) {
+    float d = w[i] - prev[i];
+    prev[i] = w[i];
+    w[i] += beta * d - lr * g[i];
+  }
+}
+
+void dp_rmsprop(size_t n, float lr, float alpha, float eps, float mu, const float *restrict g, float *restrict w,
+                float *restrict v, float *restrict b) {
+  if (!b || mu == 0.0f) {
+    for (size_t i = 0; i < n; i++) {
+      v[i] = alpha * v[i] + (1.0f - alpha) * g[i] * g[i];
+      w[i] -= lr * g[i] / (sqrtf(v[i]) + eps);
+    }
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    v[i] = alpha * v[i] + (1.0f - alpha) * g[i] * g[i];
+    b[i] = mu * b[i] + g[i] / (sqrtf(v[i]) + eps);
+    w[i] -= lr * b[i];
+  }
+}
+
+void dp_adam(size_t n, float lr, float beta1, float beta2, float eps, int eps_inside, float c1, float c2, float l2,
+             float decoupled, const float *restrict g, float *restrict w, float *restrict m, float *restrict v) {
+  float shrink = 1.0f - lr * decoupled, step = lr / c1, inv_c2 = 1.0f / c2;
+  /* Two loops instead of a branch per element, so both vectorise. */
+  if (eps_inside) {
+    for (size_t i = 0; i < n; i++) {
+      float gi = g[i] + l2 * w[i];
+      m[i] = beta1 * m[i] + (1.0f - beta1) * gi;
+      v[i] = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+      w[i] = shrink * w[i] - step * m[i] / sqrtf(v[i] * inv_c2 + eps);
+    }
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    float gi = g[i] + l2 * w[i];
+    m[i] = beta1 * m[i] + (1.0f - beta1) * gi;
+    v[i] = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+    w[i] = shrink * w[i] - step * m[i] / (sqrtf(v[i] * inv_c2) + eps);
+  }
+}
+
+void dp_optim_hparams_from_config(dp_optim_hparams *h, const dp_config *cfg) {
+  const dp_optim_cfg *c = &cfg->optimizer;
+  memset(h, 0, sizeof *h);
+  h->kind = c->name;
+  h->momentum = (float)c->momentum;
+  h->dampening = (float)c->dampening;
+  h->weight_decay = (float)c->weight_decay;
+  h->nesterov = c->nesterov;
+  h->difference = c->momentum_form == DP_MOMENTUM_DIFFERENCE;
+  h->alpha = (float)c->alpha;
+  h->eps = (float)c->eps;
+  h->beta1 = (float)c->beta1;
+  h->beta2 = (float)c->beta2;
+  h->bias_correction = c->bias_correction;
+  h->eps_inside = c->eps_placement == DP_EPS_INSIDE;
+}
+
+static int slots_needed(const dp_optim_hparams *h) {
+  switch (h->kind) {
+  case DP_OPT_SGD:
+    return h->momentum > 0.0f || h->difference ? 1 : 0; /* p, or the previous weights */
+  case DP_OPT_RMSPROP:
+    return h->momentum > 0.0f ? 2 : 1; /* v, b */
+  case DP_OPT_ADAM:
+  case DP_OPT_ADAMW:
+    return 2; /* m, v */
+  case DP_OPT_LBFGS:
+    return 0; /* its history lives in dp_lbfgs */
+  }
+  return 0;
 }
 
 int dp_optim_create(dp_optim *o, const dp_config *cfg, size_t n) {
   memset(o, 0, sizeof *o);
-  o->kind = cfg->optimizer.name;
+  dp_optim_hparams_from_config(&o->h, cfg);
   o->n = n;
-  o->momentum = (float)cfg->optimizer.momentum;
-  o->n_slots = o->momentum > 0.0f ? 1 : 0;
+  o->n_slots = slots_needed(&o->h);
   if (o->n_slots) {
     o->state = calloc((size_t)o->n_slots * n, sizeof(float));
     if (!o->state)
@@ -37,10 +122,53 @@ void dp_optim_free(dp_optim *o) {
   o->state = NULL;
 }
 
+float *dp_optim_slot(dp_optim *o, int i) { return i >= 0 && i < o->n_slots ? o->state + (size_t)i * o->n : NULL; }
+
+static void sgd_plain(size_t n, float lr, float weight_decay, const float *restrict g, float *restrict w) {
+  for (size_t i = 0; i < n; i++)
+    w[i] -= lr * (g[i] + weight_decay * w[i]);
+}
+
+static void sgd_step(dp_optim *o, float *w, const float *g, float lr) {
+  const dp_optim_hparams *h = &o->h;
+  if (h->difference) {
+    if (o->t == 0) /* w_{-1} = w_0: the first step is a plain gradient step, as with heavy ball */
+      memcpy(o->state, w, sizeof(float) * o->n);
+    dp_sgd_difference(o->n, lr, h->momentum, g, w, o->state);
+  } else if (h->momentum == 0.0f) {
+    sgd_plain(o->n, lr, h->weight_decay, g, w);
+  } else if (!h->nesterov && h->dampening == 0.0f && h->weight_decay == 0.0f) {
+    dp_sgd_momentum(o->n, lr, h->momentum, g, w, o->state);
+  } else {
+    dp_sgd_full(o->n, lr, h->momentum, h->dampening, h->weight_decay, h->nesterov, o->t == 0, g, w, o->state);
+  }
+}
+
+static void adam_step(dp_optim *o, float *w, const float *g, float lr) {
+  const dp_optim_hparams *h = &o->h;
+  double t = (double)(o->t + 1);
+  float c1 = h->bias_correction ? (float)(1.0 - pow(h->beta1, t)) : 1.0f;
+  float c2 = h->bias_correction ? (float)(1.0 - pow(h->beta2, t)) : 1.0f;
+  int adamw = h->kind == DP_OPT_ADAMW;
+  dp_adam(o->n, lr, h->beta1, h->beta2, h->eps, h->eps_inside, c1, c2, adamw ? 0.0f : h->weight_decay,
+          adamw ? h->weight_decay : 0.0f, g, w, dp_optim_slot(o, 0), dp_optim_slot(o, 1));
+}
+
 void dp_optim_step(dp_optim *o, float *w, const float *g, float lr) {
-  if (o->n_slots)
-    dp_sgd_momentum(o->n, lr, o->momentum, g, w, o->state);
-  else
-    sgd_plain(o->n, lr, g, w);
+  const dp_optim_hparams *h = &o->h;
+  switch (h->kind) {
+  case DP_OPT_SGD:
+    sgd_step(o, w, g, lr);
+    break;
+  case DP_OPT_RMSPROP:
+    dp_rmsprop(o->n, lr, h->alpha, h->eps, h->momentum, g, w, dp_optim_slot(o, 0), dp_optim_slot(o, 1));
+    break;
+  case DP_OPT_ADAM:
+  case DP_OPT_ADAMW:
+    adam_step(o, w, g, lr);
+    break;
+  case DP_OPT_LBFGS: /* stepped by the trainer through dp_lbfgs_step */
+    break;
+  }
   o->t++;
 }
