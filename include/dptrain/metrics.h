@@ -1,0 +1,33 @@
+/* What a run reports: metrics.jsonl (one JSON object per line) and progress lines, rank 0 only. */
+#ifndef DPTRAIN_METRICS_H
+#define DPTRAIN_METRICS_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct {
+  FILE *jsonl;   /* rank 0 only; NULL elsewhere */
+  FILE *out;     /* progress lines; NULL when quiet or not rank 0 */
+} dp_metrics;
+
+typedef struct {
+  int64_t step;        /* steps done */
+  int64_t epoch;       /* current epoch (0-based) */
+  int64_t steps_per_epoch;
+  int64_t pos;         /* steps done in this epoch */
+  double loss;         /* mean loss over the global batches of the interval */
+  double acc;          /* training accuracy over the interval (classification) */
+  double lr;
+  double samples_per_s;
+} dp_step_log;
+
+/* Creates out_dir (and parents) and opens out_dir/metrics.jsonl when is_root; `out` gets progress. */
+int dp_metrics_open(dp_metrics *m, const char *out_dir, int is_root, FILE *out);
+int dp_metrics_step(dp_metrics *m, const dp_step_log *s);
+int dp_metrics_eval(dp_metrics *m, int64_t step, int64_t epoch, double test_loss, double test_acc);
+void dp_metrics_close(dp_metrics *m);
+
+/* mkdir -p */
+int dp_mkdirs(const char *path);
+
+#endif

@@ -1,0 +1,80 @@
+/* Data-parallel mini-batch training.
+ *
+ * One step: the global mini-batch (batch_size rows of this epoch's permutation, the same on every
+ * rank) is split into contiguous shards, one per rank, sizes differing by at most one; each rank
+ * sums the gradients of its shard's per-sample losses, scaled by 1/global_batch; ONE allreduce sums
+ * them (and the loss) across ranks; every rank applies the same optimizer step. The result does not
+ * depend on the number of ranks beyond floating-point rounding, and every rank makes the same
+ * collectives in the same order. */
+#ifndef DPTRAIN_TRAIN_H
+#define DPTRAIN_TRAIN_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "dptrain/comm.h"
+#include "dptrain/config.h"
+#include "dptrain/data.h"
+#include "dptrain/model.h"
+#include "dptrain/lbfgs.h"
+#include "dptrain/optim.h"
+#include "dptrain/schedule.h"
+
+typedef struct {
+  const dp_config *cfg;
+  dp_comm *comm;
+  dp_dataset *train;
+  dp_model model;
+  dp_optim optim;
+  dp_schedule sched;
+  dp_lbfgs lbfgs;          /* optimizer lbfgs only */
+  double lbfgs_f;          /* the loss at the current point */
+  int converged;           /* lbfgs met a tolerance: the run stops */
+
+  int64_t n_train;         /* training rows */
+  int64_t batch;           /* global mini-batch (n_train for "full") */
+  int64_t steps_per_epoch;
+  int64_t total_steps;     /* over the whole run: epochs × steps_per_epoch, capped by max_steps */
+
+  int64_t step;            /* steps done */
+  int64_t epoch;           /* current epoch, 0-based */
+  int64_t pos;             /* steps done in the current epoch */
+  int64_t perm_epoch;      /* the epoch perm was drawn for; -1 = none yet */
+
+  int64_t *perm;           /* (n_train) this epoch's order of the rows */
+  int64_t *rows;           /* (max_batch) row indices for evaluation passes */
+  float *x;                /* (max_batch, D) gathered rows */
+  int32_t *labels;         /* (max_batch) */
+  float *targets;          /* (max_batch, K) */
+} dp_trainer;
+
+typedef struct {
+  double loss;             /* mean loss over the global batch */
+  double acc;              /* fraction of the global batch classified right (classification) */
+  double lr;               /* the step size used */
+  double grad_norm;        /* ‖averaged gradient‖₂ before clipping */
+  int64_t batch;           /* rows in this global batch */
+} dp_step_result;
+
+/* Builds the model for the data set's shape, checks that data and model fit each other, allocates
+ * every buffer, initialises the parameters on rank 0 and broadcasts them. Collective. */
+int dp_trainer_create(dp_trainer *t, const dp_config *cfg, dp_comm *comm, dp_dataset *train);
+void dp_trainer_free(dp_trainer *t);
+
+/* One global mini-batch step. Collective. local_status (0 or a DP_E code) carries a failure from
+ * outside the step — say rank 0 could not write metrics — into the step's allreduce, so every rank
+ * stops at the same step without an extra collective. */
+int dp_trainer_step(dp_trainer *t, int local_status, dp_step_result *r);
+
+/* Loss and accuracy over all rows of ds, split across ranks. Collective. */
+int dp_trainer_evaluate(dp_trainer *t, dp_dataset *ds, double *loss, double *acc);
+
+/* Checks that a data set's x and y fit the model (width, label range or target width). Collective. */
+int dp_check_data_fits(const dp_config *cfg, dp_comm *comm, dp_dataset *ds, int64_t in_dim, int out_dim);
+
+/* `dptrain train`: opens the data, trains for the configured epochs/steps with evaluation, writes
+ * out_dir/metrics.jsonl and out_dir/config.ini, prints progress to `out` on rank 0 (NULL: quiet).
+ * Collective. */
+int dp_train_run(const dp_config *cfg, dp_comm *comm, FILE *out);
+
+#endif

@@ -1,0 +1,387 @@
+/* dptrain's command line: parses arguments and dispatches. The only place an error becomes an
+ * exit code. */
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dptrain/comm.h"
+#include "dptrain/config.h"
+#include "dptrain/data.h"
+#include "dptrain/error.h"
+#include "dptrain/metrics.h"
+#include "dptrain/sweep.h"
+#include "dptrain/train.h"
+
+#define DP_VERSION "0.1.0"
+#define DP_MAX_SETS 256
+
+static const char usage_main[] =
+    "usage: dptrain <command> [options]\n"
+    "\n"
+    "Distributed data-parallel mini-batch training of neural networks (MPI + OpenBLAS + HDF5).\n"
+    "\n"
+    "commands:\n"
+    "  train CONFIG.ini [--set section.key=value ...] [--quiet]\n"
+    "                      train the model CONFIG describes; run under `mpirun -np N` for N ranks\n"
+    "  sweep CONFIG.ini [--lr LO:HI:N] [--steps S] [--ranks-per-run K] [-o sweep.csv]\n"
+    "                      short runs over a log grid of step sizes, in parallel groups of ranks\n"
+    "  convert idx IMAGES LABELS [TEST_IMAGES TEST_LABELS] -o OUT.h5\n"
+    "                      convert gzip'd IDX files (MNIST family) to dptrain's HDF5 layout\n"
+    "  convert csv TRAIN.csv [--test TEST.csv] [--label-col N] [--header] [--regression]\n"
+    "              [--scale S] -o OUT.h5\n"
+    "                      convert a numeric CSV with a label column\n"
+    "  config --list       print every configuration key with its type, default and meaning\n"
+    "  config --check CONFIG.ini [--set ...]\n"
+    "                      validate a configuration without training\n"
+    "\n"
+    "options: --help (also after a command), --version\n"
+    "exit codes: 0 success, 1 runtime error, 2 usage or configuration error, 3 diverged\n";
+
+static const char usage_train[] =
+    "usage: dptrain train CONFIG.ini [--set section.key=value ...] [--quiet]\n"
+    "\n"
+    "Trains the model that CONFIG.ini describes on its [data] path. Under `mpirun -np N` the global\n"
+    "mini-batch ([train] batch_size) is split across the N ranks and the gradients are averaged with\n"
+    "one allreduce per step, so the result does not depend on N beyond rounding.\n"
+    "\n"
+    "  --set section.key=value   override a key (repeatable); layer keys as layer.<i>.key, i from 0\n"
+    "  --quiet                   no progress output (metrics.jsonl is still written)\n"
+    "\n"
+    "Writes [train] out_dir/metrics.jsonl and out_dir/config.ini (the effective configuration).\n"
+    "`dptrain config --list` lists every key.\n";
+
+static const char usage_sweep[] =
+    "usage: dptrain sweep CONFIG.ini [--lr LO:HI:N | --lr a,b,c] [--steps S] [--ranks-per-run K]\n"
+    "                    [-o sweep.csv] [--set section.key=value ...] [--quiet]\n"
+    "\n"
+    "Trains CONFIG briefly ([sweep] steps, default 300) for each step size on a log grid\n"
+    "(--lr 1e-4:1:9 = 9 values from 1e-4 to 1) and reports the final and best loss of each, marking\n"
+    "runs whose loss became NaN/Inf or grew past [sweep] diverge_factor x its first value.\n"
+    "The ranks are split into groups of --ranks-per-run (default 1); each group trains its share of\n"
+    "the grid data-parallel, so 8 ranks with --ranks-per-run 2 run 4 step sizes at once.\n"
+    "Writes sweep.csv (lr, final_loss, best_loss, diverged, steps; default [train] out_dir/sweep.csv).\n";
+
+static const char usage_convert[] =
+    "usage: dptrain convert idx IMAGES LABELS [TEST_IMAGES TEST_LABELS] -o OUT.h5\n"
+    "       dptrain convert csv TRAIN.csv [--test TEST.csv] [--label-col N] [--header]\n"
+    "                           [--regression] [--scale S] -o OUT.h5\n"
+    "\n"
+    "idx: IDX files, gzip'd or plain (MNIST, Fashion-MNIST); images become /train/x uint8 with\n"
+    "     scale 1/255, labels /train/y; the optional pair becomes /test.\n"
+    "csv: one sample per line, comma-separated numbers; --label-col picks the label column (0-based,\n"
+    "     negative counts from the end; default -1, the last); --header skips the first line;\n"
+    "     --regression stores the label column as a float target instead of a class;\n"
+    "     --scale sets the x scale attribute (default 1).\n";
+
+static const char usage_config[] =
+    "usage: dptrain config --list\n"
+    "       dptrain config --check CONFIG.ini [--set section.key=value ...]\n";
+
+static int usage_error(const char *usage, const char *fmt, const char *arg) {
+  fprintf(stderr, "dptrain: ");
+  fprintf(stderr, fmt, arg);
+  fprintf(stderr, "\n%s", usage);
+  return 2;
+}
+
+static int is_help(const char *a) { return !strcmp(a, "--help") || !strcmp(a, "-h"); }
+
+/* Turns an error into a message and an exit code. When every rank knows of the error
+ * (dp_comm_agree), one rank prints and all exit cleanly; when only this rank knows, it aborts the
+ * job so no other rank is left waiting in a collective. */
+static int finish(int rc, const dp_comm *c) {
+  int rank = c ? c->rank : 0, size = c ? c->size : 1;
+  if (rc < 0) {
+    int rep = dp_error_reporter();
+    if (rep == -1 || rep == rank)
+      fprintf(stderr, "dptrain: error: %s\n", dp_errmsg(rc));
+    if (rep == -1 && size > 1) {
+      fflush(stderr);
+      MPI_Abort(MPI_COMM_WORLD, dp_exit_code(rc));
+    }
+  }
+  return dp_exit_code(rc);
+}
+
+typedef struct {
+  const char *config;
+  const char *sets[DP_MAX_SETS];
+  int n_sets;
+  int quiet;
+  int sweep; /* accept the sweep options below */
+  const char *lr, *ranks_per_run, *steps, *csv;
+} train_args;
+
+/* The sweep's options with a value; returns the slot for option s, or NULL. */
+static const char **sweep_option(train_args *a, const char *s) {
+  if (!a->sweep)
+    return NULL;
+  if (!strcmp(s, "--lr"))
+    return &a->lr;
+  if (!strcmp(s, "--ranks-per-run"))
+    return &a->ranks_per_run;
+  if (!strcmp(s, "--steps"))
+    return &a->steps;
+  if (!strcmp(s, "-o"))
+    return &a->csv;
+  return NULL;
+}
+
+/* Returns 0, or an exit code after printing the problem (rank 0 only prints). */
+static int parse_train_args(int argc, char **argv, train_args *a, int print, const char *usage) {
+  int sweep = a->sweep;
+  memset(a, 0, sizeof *a);
+  a->sweep = sweep;
+  for (int i = 0; i < argc; i++) {
+    const char *s = argv[i];
+    const char **slot = sweep_option(a, s);
+    if (slot) {
+      if (i + 1 >= argc)
+        return print ? usage_error(usage, "option '%s' needs a value", s) : 2;
+      *slot = argv[++i];
+    } else if (is_help(s)) {
+      if (print)
+        fputs(usage, stdout);
+      return -1;
+    } else if (!strcmp(s, "--set")) {
+      if (i + 1 >= argc)
+        return print ? usage_error(usage, "--set needs a value: --set section.key=value%s", "") : 2;
+      if (a->n_sets == DP_MAX_SETS)
+        return print ? usage_error(usage, "too many --set options (at most %s)", "256") : 2;
+      a->sets[a->n_sets++] = argv[++i];
+    } else if (!strncmp(s, "--set=", 6)) {
+      if (a->n_sets == DP_MAX_SETS)
+        return print ? usage_error(usage, "too many --set options (at most %s)", "256") : 2;
+      a->sets[a->n_sets++] = s + 6;
+    } else if (!strcmp(s, "--quiet") || !strcmp(s, "-q")) {
+      a->quiet = 1;
+    } else if (s[0] == '-' && s[1]) {
+      return print ? usage_error(usage, "unknown option '%s'", s) : 2;
+    } else if (a->config) {
+      return print ? usage_error(usage, "unexpected argument '%s' (one CONFIG file only)", s) : 2;
+    } else {
+      a->config = s;
+    }
+  }
+  if (!a->config)
+    return print ? usage_error(usage, "missing CONFIG.ini%s", "") : 2;
+  return 0;
+}
+
+static int cmd_train(int argc, char **argv) {
+  MPI_Init(&argc, &argv);
+  int world_rank;
+  MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+  train_args a = {0};
+  int code = parse_train_args(argc, argv, &a, world_rank == 0, usage_train);
+  if (code != 0) { /* every rank parsed the same arguments and stops alike */
+    MPI_Finalize();
+    return code < 0 ? 0 : code;
+  }
+  dp_comm comm;
+  int rc = dp_comm_init(&comm, MPI_COMM_WORLD);
+  if (rc == 0) {
+    dp_config cfg;
+    rc = dp_comm_agree(&comm, dp_config_load(&cfg, a.config, a.sets, a.n_sets), NULL);
+    if (rc == 0)
+      rc = dp_train_run(&cfg, &comm, a.quiet ? NULL : stdout);
+  }
+  code = finish(rc, &comm);
+  dp_comm_free(&comm);
+  MPI_Finalize();
+  return code;
+}
+
+static int sweep_options(const train_args *a, const dp_config *cfg, dp_sweep_opts *o, char *csv, size_t len) {
+  memset(o, 0, sizeof *o);
+  o->steps = cfg->sweep.steps;
+  o->ranks_per_run = cfg->sweep.ranks_per_run;
+  o->diverge_factor = cfg->sweep.diverge_factor;
+  DP_TRY(dp_sweep_parse_grid(a->lr ? a->lr : cfg->sweep.lr, o->lr, &o->n));
+  char *end;
+  if (a->steps && ((o->steps = strtoll(a->steps, &end, 10)) < 1 || *end))
+    return dp_fail(DP_EUSAGE, "--steps expects a positive integer, got '%s'", a->steps);
+  if (a->ranks_per_run && ((o->ranks_per_run = (int)strtol(a->ranks_per_run, &end, 10)) < 1 || *end))
+    return dp_fail(DP_EUSAGE, "--ranks-per-run expects a positive integer, got '%s'", a->ranks_per_run);
+  if (a->csv)
+    snprintf(csv, len, "%s", a->csv);
+  else
+    snprintf(csv, len, "%s/sweep.csv", cfg->train.out_dir);
+  o->csv = csv;
+  return 0;
+}
+
+static int run_sweep(const train_args *a, const dp_config *cfg, dp_comm *comm) {
+  dp_sweep_opts o;
+  char csv[DP_PATH_MAX + 16];
+  DP_TRY(dp_comm_agree(comm, sweep_options(a, cfg, &o, csv, sizeof csv), NULL));
+  FILE *out = comm->rank == 0 && !a->quiet ? stdout : NULL;
+  dp_sweep_result res[DP_SWEEP_MAX];
+  DP_TRY(dp_sweep_run(cfg, comm, &o, res, out));
+  int rc = 0;
+  if (comm->rank == 0) {
+    rc = a->csv ? 0 : dp_mkdirs(cfg->train.out_dir);
+    if (rc == 0)
+      rc = dp_sweep_report(res, o.n, o.csv, out);
+  }
+  return dp_comm_agree(comm, rc, NULL);
+}
+
+static int cmd_sweep(int argc, char **argv) {
+  MPI_Init(&argc, &argv);
+  int world_rank;
+  MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+  train_args a = {.sweep = 1};
+  int code = parse_train_args(argc, argv, &a, world_rank == 0, usage_sweep);
+  if (code != 0) {
+    MPI_Finalize();
+    return code < 0 ? 0 : code;
+  }
+  dp_comm comm;
+  int rc = dp_comm_init(&comm, MPI_COMM_WORLD);
+  if (rc == 0) {
+    dp_config cfg;
+    rc = dp_comm_agree(&comm, dp_config_load(&cfg, a.config, a.sets, a.n_sets), NULL);
+    if (rc == 0)
+      rc = run_sweep(&a, &cfg, &comm);
+  }
+  code = finish(rc, &comm);
+  dp_comm_free(&comm);
+  MPI_Finalize();
+  return code;
+}
+
+static int cmd_config(int argc, char **argv) {
+  if (argc < 1 || is_help(argv[0])) {
+    fputs(usage_config, argc < 1 ? stderr : stdout);
+    return argc < 1 ? 2 : 0;
+  }
+  if (!strcmp(argv[0], "--list")) {
+    if (argc > 1)
+      return usage_error(usage_config, "unexpected argument '%s'", argv[1]);
+    dp_config_list(stdout);
+    return 0;
+  }
+  if (strcmp(argv[0], "--check"))
+    return usage_error(usage_config, "unknown option '%s'", argv[0]);
+  train_args a = {0};
+  int code = parse_train_args(argc - 1, argv + 1, &a, 1, usage_config);
+  if (code != 0)
+    return code < 0 ? 0 : code;
+  dp_config cfg;
+  int rc = dp_config_load(&cfg, a.config, a.sets, a.n_sets);
+  if (rc == 0)
+    printf("%s: ok (%d layers)\n", a.config, cfg.n_layers);
+  return finish(rc, NULL);
+}
+
+static int convert_idx(int argc, char **argv) {
+  const char *files[4] = {0}, *out = NULL;
+  int n = 0;
+  for (int i = 0; i < argc; i++) {
+    if (!strcmp(argv[i], "-o")) {
+      if (i + 1 >= argc)
+        return usage_error(usage_convert, "-o needs a file name%s", "");
+      out = argv[++i];
+    } else if (argv[i][0] == '-' && argv[i][1]) {
+      return usage_error(usage_convert, "unknown option '%s'", argv[i]);
+    } else if (n == 4) {
+      return usage_error(usage_convert, "unexpected argument '%s'", argv[i]);
+    } else {
+      files[n++] = argv[i];
+    }
+  }
+  if ((n != 2 && n != 4) || !out)
+    return usage_error(usage_convert, "convert idx needs IMAGES LABELS [TEST_IMAGES TEST_LABELS] and -o OUT.h5%s", "");
+  int rc = dp_convert_idx(files[0], files[1], files[2], files[3], out);
+  if (rc == 0)
+    printf("wrote %s\n", out);
+  return finish(rc, NULL);
+}
+
+static int parse_number(const char *s, double *v) {
+  char *end;
+  *v = strtod(s, &end);
+  return end != s && *end == 0;
+}
+
+static int convert_csv(int argc, char **argv) {
+  dp_csv_options o = {.label_col = -1, .scale = 1.0f};
+  for (int i = 0; i < argc; i++) {
+    const char *s = argv[i];
+    int has_val = i + 1 < argc;
+    double v;
+    if (!strcmp(s, "-o") && has_val) {
+      o.out = argv[++i];
+    } else if (!strcmp(s, "--test") && has_val) {
+      o.test_csv = argv[++i];
+    } else if (!strcmp(s, "--label-col") && has_val) {
+      if (!parse_number(argv[++i], &v) || v != (int)v)
+        return usage_error(usage_convert, "--label-col expects an integer, got '%s'", argv[i]);
+      o.label_col = (int)v;
+    } else if (!strcmp(s, "--scale") && has_val) {
+      if (!parse_number(argv[++i], &v))
+        return usage_error(usage_convert, "--scale expects a number, got '%s'", argv[i]);
+      o.scale = (float)v;
+    } else if (!strcmp(s, "--header")) {
+      o.header = 1;
+    } else if (!strcmp(s, "--regression")) {
+      o.regression = 1;
+    } else if (s[0] == '-' && s[1]) {
+      return usage_error(usage_convert, has_val ? "unknown option '%s'" : "option '%s' needs a value", s);
+    } else if (o.train_csv) {
+      return usage_error(usage_convert, "unexpected argument '%s'", s);
+    } else {
+      o.train_csv = s;
+    }
+  }
+  if (!o.train_csv || !o.out)
+    return usage_error(usage_convert, "convert csv needs TRAIN.csv and -o OUT.h5%s", "");
+  int rc = dp_convert_csv(&o);
+  if (rc == 0)
+    printf("wrote %s\n", o.out);
+  return finish(rc, NULL);
+}
+
+static int cmd_convert(int argc, char **argv) {
+  if (argc < 1)
+    return usage_error(usage_convert, "convert needs a format: idx or csv%s", "");
+  if (is_help(argv[0])) {
+    fputs(usage_convert, stdout);
+    return 0;
+  }
+  for (int i = 1; i < argc; i++)
+    if (is_help(argv[i])) {
+      fputs(usage_convert, stdout);
+      return 0;
+    }
+  if (!strcmp(argv[0], "idx"))
+    return convert_idx(argc - 1, argv + 1);
+  if (!strcmp(argv[0], "csv"))
+    return convert_csv(argc - 1, argv + 1);
+  return usage_error(usage_convert, "unknown format '%s' (expected idx or csv)", argv[0]);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2)
+    return usage_error(usage_main, "missing command%s", "");
+  const char *cmd = argv[1];
+  if (is_help(cmd)) {
+    fputs(usage_main, stdout);
+    return 0;
+  }
+  if (!strcmp(cmd, "--version")) {
+    printf("dptrain %s\n", DP_VERSION);
+    return 0;
+  }
+  if (!strcmp(cmd, "train"))
+    return cmd_train(argc - 2, argv + 2);
+  if (!strcmp(cmd, "sweep"))
+    return cmd_sweep(argc - 2, argv + 2);
+  if (!strcmp(cmd, "convert"))
+    return cmd_convert(argc - 2, argv + 2);
+  if (!strcmp(cmd, "config"))
+    return cmd_config(argc - 2, argv + 2);
+  return usage_error(usage_main, "unknown command '%s'", cmd);
+}

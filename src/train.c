@@ -1,0 +1,295 @@
+#include "dptrain/train.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dptrain/error.h"
+#include "dptrain/rng.h"
+
+/* Rows per forward/backward pass: a rank's shard larger than this is processed in pieces with the
+ * gradients accumulated, so "full" batches need no more activation memory than ordinary ones. */
+enum { DP_MICRO_MAX = 1024, DP_EVAL_ROWS = 256 };
+
+static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+static int fail_peer(void) {
+  /* Another rank failed and printed; INT_MAX marks "reported elsewhere, all ranks know". */
+  dp_error_set_reporter(INT_MAX);
+  return dp_fail(DP_EPEER, "another rank failed");
+}
+
+static int check_labels(const dp_config *cfg, dp_comm *comm, dp_dataset *ds, int out_dim) {
+  int64_t lo, hi;
+  dp_split_range(ds->n, comm->rank, comm->size, &lo, &hi);
+  int32_t mn = 0, mx = 0;
+  int rc = hi > lo ? dp_dataset_label_range(ds, lo, hi, &mn, &mx) : 0;
+  DP_TRY(dp_comm_agree(comm, rc, NULL));
+  /* MAX over (-min, max): one collective gives both ends. Empty shards must not win. */
+  double r[2] = {hi > lo ? -(double)mn : -1e300, hi > lo ? (double)mx : -1e300};
+  DP_TRY(dp_comm_allreduce_max_f64(comm, r, 2));
+  if (-r[0] < 0 || r[1] >= out_dim)
+    return dp_fail(DP_ESHAPE,
+                   "%s: /%s/y: labels range %.0f..%.0f, but the last [layer] has %d units: expected labels in 0..%d",
+                   ds->path, ds->group, -r[0], r[1], out_dim, out_dim - 1);
+  (void)cfg;
+  return 0;
+}
+
+int dp_check_data_fits(const dp_config *cfg, dp_comm *comm, dp_dataset *ds, int64_t in_dim, int out_dim) {
+  int rc = 0;
+  if (ds->d != in_dim)
+    rc = dp_fail(DP_ESHAPE, "%s: /%s/x has %lld features per row, the model takes %lld", ds->path, ds->group,
+                 (long long)ds->d, (long long)in_dim);
+  else if (cfg->model.loss == DP_LOSS_SOFTMAX_CE && !ds->has_labels)
+    rc = dp_fail(DP_ESHAPE, "%s: /%s/y: loss softmax_cross_entropy needs integer class labels (N), found float targets",
+                 ds->path, ds->group);
+  else if (cfg->model.loss == DP_LOSS_MSE && ds->has_labels)
+    rc = dp_fail(DP_ESHAPE, "%s: /%s/y: loss mse needs float32 targets (N, K), found integer labels", ds->path,
+                 ds->group);
+  else if (cfg->model.loss == DP_LOSS_MSE && ds->k != out_dim)
+    rc = dp_fail(DP_ESHAPE, "%s: /%s/y has %lld targets per row, but the last [layer] has %d units", ds->path,
+                 ds->group, (long long)ds->k, out_dim);
+  /* Every rank sees the same shapes, so they all fail alike; agree anyway before the collective. */
+  DP_TRY(dp_comm_agree(comm, rc, NULL));
+  return ds->has_labels ? check_labels(cfg, comm, ds, out_dim) : 0;
+}
+
+static int plan_steps(dp_trainer *t) {
+  const dp_config *cfg = t->cfg;
+  t->n_train = t->train->n;
+  t->batch = cfg->train.batch_size == 0 ? t->n_train : cfg->train.batch_size;
+  t->steps_per_epoch = cfg->train.drop_last ? t->n_train / t->batch : ceil_div(t->n_train, t->batch);
+  if (t->steps_per_epoch == 0)
+    return dp_fail(DP_ECONFIG,
+                   "%s: [train] batch_size %lld is larger than the %lld training rows and drop_last = true: "
+                   "no step per epoch",
+                   cfg->file, (long long)t->batch, (long long)t->n_train);
+  t->total_steps = (int64_t)cfg->train.epochs * t->steps_per_epoch;
+  if (cfg->optimizer.name == DP_OPT_LBFGS) /* one iteration per step: max_iter counts them */
+    t->total_steps = cfg->optimizer.max_iter;
+  if (cfg->train.max_steps > 0 && cfg->train.max_steps < t->total_steps)
+    t->total_steps = cfg->train.max_steps;
+  return 0;
+}
+
+static int alloc_buffers(dp_trainer *t) {
+  int64_t local = ceil_div(t->batch, t->comm->size);
+  int max_batch = (int)(local < DP_MICRO_MAX ? local : DP_MICRO_MAX);
+  if (max_batch < DP_EVAL_ROWS)
+    max_batch = DP_EVAL_ROWS;
+  DP_TRY(dp_model_create(&t->model, t->cfg, (int)t->train->d, max_batch));
+  DP_TRY(dp_optim_create(&t->optim, t->cfg, t->model.n_floats));
+  size_t B = (size_t)max_batch;
+  t->perm = malloc(sizeof(int64_t) * (size_t)t->n_train);
+  t->rows = malloc(sizeof(int64_t) * B);
+  t->x = malloc(sizeof(float) * B * (size_t)t->train->d);
+  t->labels = malloc(sizeof(int32_t) * B);
+  t->targets = malloc(sizeof(float) * B * (size_t)(t->train->k > 0 ? t->train->k : 1));
+  if (!t->perm || !t->rows || !t->x || !t->labels || !t->targets)
+    return dp_fail(DP_ENOMEM, "trainer: cannot allocate batch buffers for %lld rows", (long long)t->n_train);
+  return 0;
+}
+
+static int create_lbfgs(dp_trainer *t) {
+  const dp_config *cfg = t->cfg;
+  if (t->batch != t->n_train)
+    return dp_fail(DP_ECONFIG, "%s: [optimizer] name = lbfgs needs [train] batch_size = full (it is %lld)", cfg->file,
+                   (long long)t->batch);
+  DP_TRY(dp_lbfgs_create(&t->lbfgs, t->model.n_floats, cfg->optimizer.history));
+  t->lbfgs.tolerance_grad = cfg->optimizer.tolerance_grad;
+  t->lbfgs.tolerance_change = cfg->optimizer.tolerance_change;
+  return 0;
+}
+
+int dp_trainer_create(dp_trainer *t, const dp_config *cfg, dp_comm *comm, dp_dataset *train) {
+  memset(t, 0, sizeof *t);
+  t->cfg = cfg;
+  t->comm = comm;
+  t->train = train;
+  t->perm_epoch = -1;
+  int rc = plan_steps(t);
+  if (rc == 0)
+    rc = alloc_buffers(t);
+  if (rc == 0 && cfg->optimizer.name == DP_OPT_LBFGS)
+    rc = create_lbfgs(t);
+  dp_schedule_init(&t->sched, cfg, t->total_steps, t->batch);
+  DP_TRY(dp_comm_agree(comm, rc, NULL));
+  DP_TRY(dp_check_data_fits(cfg, comm, train, train->d, t->model.out_dim));
+  if (comm->rank == 0)
+    dp_model_init(&t->model, cfg, cfg->train.seed);
+  return dp_comm_bcast(comm, t->model.params, sizeof(float) * t->model.n_floats, 0);
+}
+
+void dp_trainer_free(dp_trainer *t) {
+  dp_model_free(&t->model);
+  dp_optim_free(&t->optim);
+  dp_lbfgs_free(&t->lbfgs);
+  free(t->perm);
+  free(t->rows);
+  free(t->x);
+  free(t->labels);
+  free(t->targets);
+  memset(t, 0, sizeof *t);
+}
+
+/* The epoch's order of the rows: drawn from (seed, epoch) alone, so every rank — and a resumed run
+ * at any rank count — computes the same permutation without communicating. */
+static void draw_permutation(dp_trainer *t) {
+  int64_t n = t->n_train;
+  for (int64_t i = 0; i < n; i++)
+    t->perm[i] = i;
+  if (t->cfg->train.shuffle) {
+    dp_rng rng;
+    dp_rng_seed(&rng, t->cfg->train.seed, 0x5eed0000ULL + (uint64_t)t->epoch);
+    for (int64_t i = n - 1; i > 0; i--) {
+      int64_t j = (int64_t)dp_rng_below(&rng, (uint64_t)i + 1);
+      int64_t tmp = t->perm[i];
+      t->perm[i] = t->perm[j];
+      t->perm[j] = tmp;
+    }
+  }
+  t->perm_epoch = t->epoch;
+}
+
+/* Forward and backward over rows[0..n) in passes of at most max_batch rows. */
+static int shard_gradients(dp_trainer *t, const int64_t *rows, int64_t n, float scale, double *loss, int *correct) {
+  dp_model *m = &t->model;
+  *loss = 0.0;
+  *correct = 0;
+  if (n == 0) { /* an empty shard still sends zero gradients */
+    dp_model_backward(m, t->x, t->labels, t->targets, 0, scale, 0, NULL);
+    return 0;
+  }
+  for (int64_t c = 0; c < n; c += m->max_batch) {
+    int nb = (int)(n - c < m->max_batch ? n - c : m->max_batch);
+    DP_TRY(dp_dataset_gather(t->train, rows + c, nb, t->x, t->train->has_labels ? t->labels : NULL,
+                             t->train->has_labels ? NULL : t->targets));
+    int hits = 0;
+    dp_model_forward(m, t->x, nb);
+    *loss += dp_model_backward(m, t->x, t->labels, t->targets, nb, scale, c > 0, &hits);
+    *correct += hits;
+  }
+  return 0;
+}
+
+/* Gradient of the mean loss over rows [g0, g1) of this epoch's order, summed across ranks into the
+ * gradient block, with the loss and accuracy riding on the same allreduce. */
+static int batch_gradient(dp_trainer *t, int64_t g0, int64_t g1, int local_status, double *loss, double *acc) {
+  int64_t Bg = g1 - g0, lo, hi;
+  dp_split_range(Bg, t->comm->rank, t->comm->size, &lo, &hi);
+  float scale = 1.0f / (float)Bg;
+  double sum = 0.0;
+  int correct = 0, rc = local_status;
+  if (rc == 0)
+    rc = shard_gradients(t, t->perm + g0 + lo, hi - lo, scale, &sum, &correct);
+  float *extra = t->model.grads + t->model.n_floats;
+  extra[DP_EXTRA_LOSS] = (float)(sum * scale);
+  extra[DP_EXTRA_CORRECT] = (float)correct;
+  extra[DP_EXTRA_FAILED] = rc < 0 ? 1.0f : 0.0f;
+  DP_TRY(dp_comm_allreduce_f32(t->comm, t->model.grads, t->model.n_floats + DP_GRAD_EXTRA));
+  if (rc < 0) {
+    dp_error_set_reporter(t->comm->rank);
+    return rc;
+  }
+  if (extra[DP_EXTRA_FAILED] > 0.0f)
+    return fail_peer();
+  *loss = extra[DP_EXTRA_LOSS];
+  *acc = extra[DP_EXTRA_CORRECT] / (double)Bg;
+  return 0;
+}
+
+static double grad_norm(const dp_model *m) {
+  double s = 0.0;
+  for (size_t i = 0; i < m->n_floats; i++)
+    s += (double)m->grads[i] * m->grads[i];
+  return sqrt(s);
+}
+
+/* Global-norm clipping on the averaged gradient: every rank holds the same gradient, so every rank
+ * computes the same norm and the same factor. */
+static double clip_gradients(dp_trainer *t) {
+  double norm = grad_norm(&t->model), clip = t->cfg->optimizer.clip_norm;
+  if (clip > 0.0 && norm > clip) {
+    float f = (float)(clip / norm);
+    for (size_t i = 0; i < t->model.n_floats; i++)
+      t->model.grads[i] *= f;
+  }
+  return norm;
+}
+
+/* L-BFGS's objective: the full-batch loss and gradient at w (which is the model's parameter block). */
+static int full_batch_objective(void *ctx, const float *w, float *g, double *f) {
+  dp_trainer *t = ctx;
+  double acc;
+  (void)w;
+  (void)g; /* both are the model's own blocks */
+  return batch_gradient(t, 0, t->n_train, 0, f, &acc);
+}
+
+static int lbfgs_step(dp_trainer *t, int local_status, dp_step_result *r) {
+  double acc = 0.0;
+  if (t->lbfgs.iter == 0 && t->lbfgs.evals == 0) { /* the starting point's loss and gradient */
+    DP_TRY(batch_gradient(t, 0, t->n_train, local_status, &t->lbfgs_f, &acc));
+    t->lbfgs.evals++;
+  } else if (local_status < 0) {
+    DP_TRY(batch_gradient(t, 0, t->n_train, local_status, &t->lbfgs_f, &acc));
+  }
+  int rc = dp_lbfgs_step(&t->lbfgs, t->model.params, t->model.grads, &t->lbfgs_f, full_batch_objective, t);
+  DP_TRY(rc);
+  t->converged = rc == 1;
+  r->loss = t->lbfgs_f;
+  r->acc = NAN;
+  r->grad_norm = grad_norm(&t->model);
+  return 0;
+}
+
+int dp_trainer_step(dp_trainer *t, int local_status, dp_step_result *r) {
+  if (t->pos == t->steps_per_epoch) {
+    t->epoch++;
+    t->pos = 0;
+  }
+  if (t->perm_epoch != t->epoch)
+    draw_permutation(t);
+  int64_t g0 = t->pos * t->batch, g1 = g0 + t->batch < t->n_train ? g0 + t->batch : t->n_train;
+  r->lr = dp_schedule_lr(&t->sched, t->step);
+  r->batch = g1 - g0;
+  if (t->cfg->optimizer.name == DP_OPT_LBFGS) {
+    t->lbfgs.lr = r->lr;
+    DP_TRY(lbfgs_step(t, local_status, r));
+  } else {
+    DP_TRY(batch_gradient(t, g0, g1, local_status, &r->loss, &r->acc));
+    r->grad_norm = clip_gradients(t);
+    dp_optim_step(&t->optim, t->model.params, t->model.grads, (float)r->lr);
+  }
+  t->pos++;
+  t->step++;
+  return 0;
+}
+
+int dp_trainer_evaluate(dp_trainer *t, dp_dataset *ds, double *loss, double *acc) {
+  dp_model *m = &t->model;
+  int64_t lo, hi;
+  dp_split_range(ds->n, t->comm->rank, t->comm->size, &lo, &hi);
+  double sums[2] = {0.0, 0.0};
+  int rc = 0;
+  for (int64_t c = lo; c < hi && rc == 0; c += m->max_batch) {
+    int nb = (int)(hi - c < m->max_batch ? hi - c : m->max_batch);
+    for (int i = 0; i < nb; i++)
+      t->rows[i] = c + i;
+    rc = dp_dataset_gather(ds, t->rows, nb, t->x, ds->has_labels ? t->labels : NULL,
+                           ds->has_labels ? NULL : t->targets);
+    if (rc == 0) {
+      int hits = 0;
+      dp_model_forward(m, t->x, nb);
+      sums[0] += dp_model_loss(m, t->labels, t->targets, nb, &hits);
+      sums[1] += hits;
+    }
+  }
+  DP_TRY(dp_comm_agree(t->comm, rc, NULL));
+  DP_TRY(dp_comm_allreduce_f64(t->comm, sums, 2));
+  *loss = sums[0] / (double)ds->n;
+  *acc = sums[1] / (double)ds->n;
+  return 0;
+}
