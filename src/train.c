@@ -29,12 +29,13 @@ static int check_labels(const dp_config *cfg, dp_comm *comm, dp_dataset *ds, int
   /* MAX over (-min, max): one collective gives both ends. Empty shards must not win. */
   double r[2] = {hi > lo ? -(double)mn : -1e300, hi > lo ? (double)mx : -1e300};
   DP_TRY(dp_comm_allreduce_max_f64(comm, r, 2));
+  rc = 0;
   if (-r[0] < 0 || r[1] >= out_dim)
-    return dp_fail(DP_ESHAPE,
-                   "%s: /%s/y: labels range %.0f..%.0f, but the last [layer] has %d units: expected labels in 0..%d",
-                   ds->path, ds->group, -r[0], r[1], out_dim, out_dim - 1);
+    rc = dp_fail(DP_ESHAPE,
+                 "%s: /%s/y: labels range %.0f..%.0f, but the last [layer] has %d units: expected labels in 0..%d",
+                 ds->path, ds->group, -r[0], r[1], out_dim, out_dim - 1);
   (void)cfg;
-  return 0;
+  return dp_comm_agree(comm, rc, NULL); /* all ranks know; one of them reports */
 }
 
 int dp_check_data_fits(const dp_config *cfg, dp_comm *comm, dp_dataset *ds, int64_t in_dim, int out_dim) {

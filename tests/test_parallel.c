@@ -1,0 +1,277 @@
+/* Multi-rank tests, run under `mpirun -np 1`, `-np 2` and `-np 3 --oversubscribe`.
+ *
+ * Each case trains on the world communicator, and rank 0 trains the same configuration again on
+ * MPI_COMM_SELF: the loss trajectories and final weights must agree within 1e-5 relative, and all
+ * ranks must hold bit-identical weights. Every assertion is made on a value all ranks agree on
+ * (reduced first), so a failing check fails on every rank instead of leaving ranks in a collective. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dptrain/comm.h"
+#include "dptrain/config.h"
+#include "dptrain/data.h"
+#include "dptrain/error.h"
+#include "dptrain/rng.h"
+#include "dptrain/train.h"
+
+enum { STEPS = 20, N_ROWS = 100, DIM = 12, CLASSES = 4 };
+
+static dp_comm world;
+static char dir[256];
+
+/* Rank 0 writes a small synthetic set: class-dependent means plus noise (uint8, scale 1/255), or
+ * float32 x with a linear target for regression. */
+static void write_data(const char *path, int64_t n, int regression) {
+  if (world.rank == 0) {
+    uint8_t *xu = malloc((size_t)n * DIM);
+    float *xf = malloc(sizeof(float) * (size_t)n * DIM);
+    int32_t *y = malloc(sizeof(int32_t) * (size_t)n);
+    float *t = malloc(sizeof(float) * (size_t)n * 2);
+    dp_rng r;
+    dp_rng_seed(&r, 42, 7);
+    for (int64_t i = 0; i < n; i++) {
+      y[i] = (int32_t)dp_rng_below(&r, CLASSES);
+      t[2 * i] = t[2 * i + 1] = 0.0f;
+      for (int j = 0; j < DIM; j++) {
+        double v = 128 + 60 * ((j % CLASSES) == y[i]) + 30 * dp_rng_normal(&r);
+        xu[i * DIM + j] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+        xf[i * DIM + j] = (float)dp_rng_normal(&r);
+        t[2 * i] += (j % 3 - 1) * xf[i * DIM + j] * 0.5f;
+        t[2 * i + 1] += (j % 2) * xf[i * DIM + j] * 0.25f;
+      }
+    }
+    dp_split_view v = {.n = n, .d = DIM, .x_u8 = !regression, .x = regression ? (void *)xf : (void *)xu,
+                       .scale = regression ? 0.5f : 1.0f / 255, .labels = regression ? NULL : y,
+                       .targets = regression ? t : NULL, .k = regression ? 2 : 1};
+    int rc = dp_data_write(path, &v, NULL);
+    if (rc)
+      fprintf(stderr, "write_data: %s\n", dp_errmsg(rc));
+    free(xu);
+    free(xf);
+    free(y);
+    free(t);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+typedef struct {
+  double loss[STEPS];
+  float *params;
+  size_t n;
+  int rc;
+} run_out;
+
+/* Trains `steps` steps of the configuration text on communicator c. */
+static void run_steps(const char *cfg_text, dp_comm *c, int steps, run_out *o) {
+  dp_config cfg;
+  memset(o, 0, sizeof *o);
+  o->rc = dp_config_parse_string(&cfg, cfg_text, "test.ini", NULL, 0);
+  if (o->rc)
+    return;
+  dp_dataset ds;
+  dp_dataset_init(&ds);
+  o->rc = dp_dataset_open(&ds, cfg.data.path, "train", 0);
+  if (o->rc == 0 && cfg.data.in_memory != DP_INMEM_FALSE)
+    o->rc = dp_dataset_load(&ds, 0, ds.n);
+  dp_trainer t;
+  if (o->rc == 0)
+    o->rc = dp_trainer_create(&t, &cfg, c, &ds);
+  for (int s = 0; s < steps && o->rc == 0; s++) {
+    dp_step_result r;
+    o->rc = dp_trainer_step(&t, 0, &r);
+    o->loss[s] = r.loss;
+  }
+  if (o->rc == 0) {
+    o->n = t.model.n_floats;
+    o->params = malloc(sizeof(float) * o->n);
+    memcpy(o->params, t.model.params, sizeof(float) * o->n);
+    dp_trainer_free(&t);
+  }
+  if (o->rc)
+    fprintf(stderr, "rank %d: %s\n", c->rank, dp_errmsg(o->rc));
+  dp_dataset_close(&ds);
+}
+
+static double rel_diff(const float *a, const float *b, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; i++) {
+    num = fmax(num, fabs((double)a[i] - b[i]));
+    den = fmax(den, fabs((double)b[i]));
+  }
+  return den > 0 ? num / den : num;
+}
+
+/* World run vs. rank 0's single-rank run; returns the worst relative difference (same on all ranks). */
+static double compare_with_single_rank(const char *cfg_text, int steps) {
+  run_out w, s;
+  run_steps(cfg_text, &world, steps, &w);
+  double worst = w.rc ? INFINITY : 0.0;
+  if (world.rank == 0 && w.rc == 0) {
+    dp_comm self;
+    dp_comm_init(&self, MPI_COMM_SELF);
+    run_steps(cfg_text, &self, steps, &s);
+    dp_comm_free(&self);
+    if (s.rc || s.n != w.n)
+      worst = INFINITY;
+    for (int i = 0; i < steps && s.rc == 0; i++)
+      worst = fmax(worst, fabs(w.loss[i] - s.loss[i]) / fabs(s.loss[i]));
+    if (s.rc == 0 && s.n == w.n)
+      worst = fmax(worst, rel_diff(w.params, s.params, w.n));
+    free(s.params);
+  }
+  /* Bit-identical weights on all ranks: compare with rank 0's. */
+  size_t n = w.n;
+  MPI_Bcast(&n, sizeof n, MPI_BYTE, 0, MPI_COMM_WORLD);
+  if (n == w.n && w.rc == 0) {
+    float *ref = malloc(sizeof(float) * n);
+    memcpy(ref, w.params, sizeof(float) * n);
+    MPI_Bcast(ref, (int)n, MPI_FLOAT, 0, MPI_COMM_WORLD);
+    if (memcmp(ref, w.params, sizeof(float) * n) != 0)
+      worst = INFINITY;
+    free(ref);
+  } else {
+    worst = INFINITY;
+  }
+  free(w.params);
+  MPI_Allreduce(MPI_IN_PLACE, &worst, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  return worst;
+}
+
+/* data_extra: more [data] keys, e.g. "in_memory = false". */
+static void config_text(char *buf, size_t len, const char *data, const char *data_extra, const char *train,
+                        const char *model) {
+  snprintf(buf, len,
+           "[data]\npath = %s/%s\n%s\n%s\n"
+           "[optimizer]\nname = sgd\nlr = 0.1\nmomentum = 0.9\n"
+           "[train]\nseed = 3\nepochs = 100\nlog_every = 5\nout_dir = %s/run\n%s\n",
+           dir, data, data_extra, model, dir, train);
+}
+
+static const char *mlp_ce = "[model]\nloss = softmax_cross_entropy\n"
+                            "[layer]\nunits = 16\nactivation = tanh\n"
+                            "[layer]\nunits = 8\nactivation = relu\n"
+                            "[layer]\nunits = 4\nactivation = identity\n";
+
+static void check_case(const char *data, const char *data_extra, const char *train, const char *model) {
+  char cfg[2048];
+  config_text(cfg, sizeof cfg, data, data_extra, train, model);
+  double worst = compare_with_single_rank(cfg, STEPS);
+  if (world.rank == 0)
+    printf("    worst relative difference vs. 1 rank: %.3g\n", worst);
+  assert_true(worst <= 1e-5);
+}
+
+/* 100 rows, batch 16: a short last batch each epoch, 20 steps span three epochs. */
+static void test_in_memory(void **state) {
+  (void)state;
+  check_case("cls.h5", "", "batch_size = 16\n", mlp_ce);
+}
+
+static void test_streaming(void **state) {
+  (void)state;
+  check_case("cls.h5", "in_memory = false", "batch_size = 16\n", "[model]\n"
+                                            "[layer]\nunits = 8\nactivation = sigmoid\n"
+                                            "[layer]\nunits = 4\nactivation = identity\n");
+}
+
+/* A global batch of 2 leaves rank 2 of 3 with an empty shard at every step. */
+static void test_batch_smaller_than_ranks(void **state) {
+  (void)state;
+  check_case("cls.h5", "", "batch_size = 2\ndrop_last = true\n", mlp_ce);
+}
+
+static void test_no_shuffle_drop_last(void **state) {
+  (void)state;
+  check_case("cls.h5", "", "batch_size = 33\nshuffle = false\ndrop_last = true\n", mlp_ce);
+}
+
+static void test_regression_mse(void **state) {
+  (void)state;
+  check_case("reg.h5", "", "batch_size = 10\n", "[model]\nloss = mse\n"
+                                            "[layer]\nunits = 8\nactivation = tanh\n"
+                                            "[layer]\nunits = 2\nactivation = identity\n");
+}
+
+/* Shards larger than one pass (1024 rows) accumulate their gradients over several passes. */
+static void test_large_shard_accumulates(void **state) {
+  (void)state;
+  char cfg[2048];
+  config_text(cfg, sizeof cfg, "big.h5", "", "batch_size = 2500\n", mlp_ce);
+  double worst = compare_with_single_rank(cfg, 3);
+  assert_true(worst <= 1e-5);
+}
+
+/* Every step is a collective: ranks must agree on the number of steps for any split. */
+static void test_step_counts_agree(void **state) {
+  (void)state;
+  char cfg[2048];
+  config_text(cfg, sizeof cfg, "cls.h5", "", "batch_size = 7\n", mlp_ce);
+  dp_config c;
+  const char *sets[] = {"train.epochs=2"};
+  assert_int_equal(dp_config_parse_string(&c, cfg, "t.ini", sets, 1), 0);
+  dp_dataset ds;
+  dp_dataset_init(&ds);
+  assert_int_equal(dp_dataset_open(&ds, c.data.path, "train", 0), 0);
+  dp_trainer t;
+  assert_int_equal(dp_trainer_create(&t, &c, &world, &ds), 0);
+  long long total = t.total_steps, mn, mx;
+  MPI_Allreduce(&total, &mn, 1, MPI_LONG_LONG, MPI_MIN, MPI_COMM_WORLD);
+  MPI_Allreduce(&total, &mx, 1, MPI_LONG_LONG, MPI_MAX, MPI_COMM_WORLD);
+  assert_int_equal(mn, mx);
+  assert_int_equal(total, 2 * ((N_ROWS + 6) / 7));
+  dp_trainer_free(&t);
+  dp_dataset_close(&ds);
+}
+
+int main(int argc, char **argv) {
+  MPI_Init(&argc, &argv);
+  dp_comm_init(&world, MPI_COMM_WORLD);
+  if (world.rank == 0) {
+    strcpy(dir, "/tmp/dptrain-par-XXXXXX");
+    if (!mkdtemp(dir))
+      MPI_Abort(MPI_COMM_WORLD, 1);
+  } else {
+    freopen("/dev/null", "w", stdout); /* one copy of the report; failures still reach stderr */
+  }
+  MPI_Bcast(dir, sizeof dir, MPI_CHAR, 0, MPI_COMM_WORLD);
+  char path[512];
+  snprintf(path, sizeof path, "%s/cls.h5", dir);
+  write_data(path, N_ROWS, 0);
+  snprintf(path, sizeof path, "%s/reg.h5", dir);
+  write_data(path, 60, 1);
+  snprintf(path, sizeof path, "%s/big.h5", dir);
+  write_data(path, 2600, 0);
+
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_in_memory),
+      cmocka_unit_test(test_streaming),
+      cmocka_unit_test(test_batch_smaller_than_ranks),
+      cmocka_unit_test(test_no_shuffle_drop_last),
+      cmocka_unit_test(test_regression_mse),
+      cmocka_unit_test(test_large_shard_accumulates),
+      cmocka_unit_test(test_step_counts_agree),
+  };
+  char name[64];
+  snprintf(name, sizeof name, "parallel (np=%d)", world.size);
+  int failed = cmocka_run_group_tests_name(name, tests, NULL, NULL);
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (world.rank == 0) {
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0)
+      fprintf(stderr, "could not remove %s\n", dir);
+  }
+  dp_comm_free(&world);
+  MPI_Finalize();
+  return failed ? 1 : 0;
+}
