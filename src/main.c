@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dptrain/blas.h"
 #include "dptrain/comm.h"
 #include "dptrain/config.h"
 #include "dptrain/data.h"
@@ -364,6 +365,7 @@ static int cmd_convert(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+  dp_blas_fix_kernel(argv);
   if (argc < 2)
     return usage_error(usage_main, "missing command%s", "");
   const char *cmd = argv[1];

@@ -1,9 +1,9 @@
 /* `dptrain train`: the whole run around the trainer — data, threads, logging, evaluation. */
-#include <cblas.h>
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "dptrain/blas.h"
 #include "dptrain/error.h"
 #include "dptrain/metrics.h"
 #include "dptrain/train.h"
@@ -15,18 +15,6 @@ static int fits_in_memory(const dp_config *cfg, const dp_comm *comm, const dp_da
   double bytes = (double)rows * (double)ds->d * (ds->x_u8 ? 1.0 : 4.0);
   double share = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE) / comm->node_size;
   return bytes <= share / 2;
-}
-
-static int set_threads(const dp_config *cfg, const dp_comm *comm) {
-  int n = cfg->train.threads;
-  if (n == 0) {
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    n = (int)(cores / comm->node_size);
-    if (n < 1)
-      n = 1;
-  }
-  openblas_set_num_threads(n);
-  return n;
 }
 
 typedef struct {
@@ -67,8 +55,9 @@ static int write_config_copy(const dp_config *cfg) {
 static void print_startup(FILE *out, const dp_trainer *t, const run_data *d, int threads) {
   const dp_comm *c = t->comm;
   const dp_model *m = &t->model;
-  fprintf(out, "dptrain: %d rank%s on %d node%s, %d BLAS thread%s per rank\n", c->size, c->size > 1 ? "s" : "",
-          c->n_nodes, c->n_nodes > 1 ? "s" : "", threads, threads > 1 ? "s" : "");
+  fprintf(out, "dptrain: %d rank%s on %d node%s, %d BLAS thread%s per rank (OpenBLAS %s kernel)\n", c->size,
+          c->size > 1 ? "s" : "", c->n_nodes, c->n_nodes > 1 ? "s" : "", threads, threads > 1 ? "s" : "",
+          dp_blas_kernel());
   fprintf(out, "model: %d", m->in_dim);
   for (int i = 0; i < m->n_layers; i++)
     fprintf(out, "-%d(%s)", m->layer[i].out, dp_act_name(m->layer[i].act));
@@ -169,7 +158,7 @@ static void print_summary(FILE *out, const dp_trainer *t, const run_totals *tot,
 }
 
 static int run_with_data(const dp_config *cfg, dp_comm *comm, run_data *d, FILE *out, double start) {
-  int threads = set_threads(cfg, comm);
+  int threads = dp_blas_set_threads(cfg->train.threads, comm->node_size);
   dp_trainer t;
   int rc = dp_trainer_create(&t, cfg, comm, &d->train);
   if (rc == 0 && d->has_test)
