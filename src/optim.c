@@ -35,18 +35,20 @@ void dp_sgd_difference(size_t n, float lr, float beta, const float *restrict g, 
   }
 }
 
-void dp_rmsprop(size_t n, float lr, float alpha, float eps, float mu, const float *restrict g, float *restrict w,
-                float *restrict v, float *restrict b) {
+void dp_rmsprop(size_t n, float lr, float alpha, float eps, float mu, float l2, const float *restrict g,
+                float *restrict w, float *restrict v, float *restrict b) {
   if (!b || mu == 0.0f) {
     for (size_t i = 0; i < n; i++) {
-      v[i] = alpha * v[i] + (1.0f - alpha) * g[i] * g[i];
-      w[i] -= lr * g[i] / (sqrtf(v[i]) + eps);
+      float gi = g[i] + l2 * w[i];
+      v[i] = alpha * v[i] + (1.0f - alpha) * gi * gi;
+      w[i] -= lr * gi / (sqrtf(v[i]) + eps);
     }
     return;
   }
   for (size_t i = 0; i < n; i++) {
-    v[i] = alpha * v[i] + (1.0f - alpha) * g[i] * g[i];
-    b[i] = mu * b[i] + g[i] / (sqrtf(v[i]) + eps);
+    float gi = g[i] + l2 * w[i];
+    v[i] = alpha * v[i] + (1.0f - alpha) * gi * gi;
+    b[i] = mu * b[i] + gi / (sqrtf(v[i]) + eps);
     w[i] -= lr * b[i];
   }
 }
@@ -161,7 +163,7 @@ void dp_optim_step(dp_optim *o, float *w, const float *g, float lr) {
     sgd_step(o, w, g, lr);
     break;
   case DP_OPT_RMSPROP:
-    dp_rmsprop(o->n, lr, h->alpha, h->eps, h->momentum, g, w, dp_optim_slot(o, 0), dp_optim_slot(o, 1));
+    dp_rmsprop(o->n, lr, h->alpha, h->eps, h->momentum, h->weight_decay, g, w, dp_optim_slot(o, 0), dp_optim_slot(o, 1));
     break;
   case DP_OPT_ADAM:
   case DP_OPT_ADAMW:

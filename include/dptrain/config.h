@@ -133,7 +133,8 @@ typedef struct {
 const dp_key *dp_config_keys(size_t *n);
 const char *dp_key_type_name(dp_key_type t);
 
-/* All defaults, no layers, empty data path. */
+/* All defaults, no layers, empty data path. optimizer.lr stays 0 ("the optimizer's default") until
+ * validation resolves it, so set it when building a config by hand. */
 void dp_config_defaults(dp_config *c);
 /* Parses an INI file, then applies `section.key=value` overrides (layer keys: `layer.<i>.key`, i from
  * 0), then validates. Errors: DP_ECONFIG with a `file:line: ...` message (dp_errmsg). */

@@ -21,9 +21,10 @@ void dp_sgd_full(size_t n, float lr, float beta, float dampening, float weight_d
 /* The "difference" form of momentum: w_{k+1} = w_k − γ∇L + β(w_k − w_{k−1}); prev holds w_{k−1}
  * (set it to w_0 before the first step). The same trajectory as heavy ball for a constant γ. */
 void dp_sgd_difference(size_t n, float lr, float beta, const float *g, float *w, float *prev);
-/* RMSprop: v = αv + (1−α)g²; without momentum w -= γ g/(√v + ε); with momentum μ:
- * b = μb + g/(√v + ε); w -= γb. b may be NULL when μ = 0. */
-void dp_rmsprop(size_t n, float lr, float alpha, float eps, float mu, const float *g, float *w, float *v, float *b);
+/* RMSprop: g' = g + λw (L2); v = αv + (1−α)g'²; without momentum w -= γ g'/(√v + ε); with momentum μ:
+ * b = μb + g'/(√v + ε); w -= γb. b may be NULL when μ = 0. */
+void dp_rmsprop(size_t n, float lr, float alpha, float eps, float mu, float l2, const float *g, float *w, float *v,
+                float *b);
 /* Adam: m = β1 m + (1−β1)g; v = β2 v + (1−β2)g²; m̂ = m/c1, v̂ = v/c2 with c1 = 1−β1^t and
  * c2 = 1−β2^t (or 1 without bias correction); w -= γ m̂/(√v̂ + ε) (eps outside) or γ m̂/√(v̂ + ε)
  * (inside). l2 adds λw to the gradient (Adam's weight decay); decoupled shrinks w by γλ first
