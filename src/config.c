@@ -332,6 +332,15 @@ static int find_key(const char *section, const char *key) {
   return -1;
 }
 
+/* The key an alias stands for (itself when it is no alias). */
+static int canonical_key(int i) {
+  if (keys[i].alias_of)
+    for (int j = 0; j < N_KEYS; j++)
+      if (!strcmp(keys[j].section, keys[i].section) && !strcmp(keys[j].key, keys[i].alias_of))
+        return j;
+  return i;
+}
+
 static int known_section(const char *s) { return lookup_choice(sections, s) >= 0; }
 
 /* "unknown key 'x' in [s] (did you mean 'y'?)" — or where the key does belong. */
@@ -396,6 +405,8 @@ static void enter_section(parser *p, const char *line) {
   memcpy(p->section, open + 1, n);
   p->section[n] = 0;
   trim(p->section);
+  for (char *q = p->section; *q; q++) /* [Train] is [train]: keys are looked up by the lower-case name */
+    *q = (char)tolower((unsigned char)*q);
   p->instance++;
   if (!known_section(p->section)) {
     const char *hint = suggest_section(p->section);
@@ -412,20 +423,37 @@ static void enter_section(parser *p, const char *line) {
   }
 }
 
-static int next_line(parser *p, char *buf, int num) {
+/* The next character of the file or text; EOF at the end. */
+static int next_char(parser *p) {
   if (p->f)
-    return fgets(buf, num, p->f) != NULL;
-  if (!p->text[p->pos])
-    return 0;
-  int i = 0;
-  while (i < num - 1 && p->text[p->pos]) {
-    char ch = p->text[p->pos++];
-    buf[i++] = ch;
+    return getc(p->f);
+  return p->text[p->pos] ? (unsigned char)p->text[p->pos++] : EOF;
+}
+
+/* One line into buf. A NUL byte (which would silently cut the line short) is an error. */
+static int next_line(parser *p, char *buf, int num) {
+  int i = 0, ch = EOF;
+  while (i < num - 1 && (ch = next_char(p)) != EOF) {
+    if (ch == 0) {
+      parse_error(p, p->line + 1, "not a text line (control character 0x00)");
+      return 0;
+    }
+    buf[i++] = (char)ch;
     if (ch == '\n')
       break;
   }
   buf[i] = 0;
-  return 1;
+  return i > 0;
+}
+
+/* What inih would take for a syntax error, caught here first so that the FIRST bad line is the one
+ * reported (inih carries on past a syntax error and would let a later error replace it). */
+static int is_syntax_error(const char *s) {
+  if (*s == 0 || *s == '\n' || *s == '\r' || *s == ';' || *s == '#')
+    return 0;
+  if (*s == '[')
+    return strchr(s, ']') == NULL;
+  return strpbrk(s, "=:") == NULL;
 }
 
 /* inih's reader: one line at a time, counting lines and noticing section headers. Returning NULL
@@ -441,15 +469,22 @@ static char *reader(char *buf, int num, void *stream) {
     return NULL;
   }
   for (size_t i = 0; i < n; i++)
-    if (buf[i] == 0 || ((unsigned char)buf[i] < 32 && !isspace((unsigned char)buf[i]))) {
+    if ((unsigned char)buf[i] < 32 && !isspace((unsigned char)buf[i])) {
       parse_error(p, p->line, "not a text line (control character 0x%02x)", (unsigned char)buf[i]);
       return NULL;
     }
-  const char *s = buf;
-  while (isspace((unsigned char)*s))
-    s++;
-  if (*s == '[')
-    enter_section(p, s);
+  /* No leading blanks reach inih: it would take an indented line as the continuation of the
+   * previous value. A UTF-8 byte-order mark on the first line goes too. */
+  size_t skip = p->line == 1 && !strncmp(buf, "\xEF\xBB\xBF", 3) ? 3 : 0;
+  while (buf[skip] == ' ' || buf[skip] == '\t')
+    skip++;
+  memmove(buf, buf + skip, n - skip + 1);
+  if (is_syntax_error(buf)) {
+    parse_error(p, p->line, "syntax error (expected 'key = value' or '[section]')");
+    return NULL;
+  }
+  if (*buf == '[')
+    enter_section(p, buf);
   return p->err ? NULL : buf;
 }
 
@@ -478,6 +513,7 @@ static int handler(void *user, const char *section, const char *name, const char
     parse_error(p, p->line, "%s", msg);
     return 0;
   }
+  i = canonical_key(i);
   if (p->seen_instance[i] == p->instance) {
     parse_error(p, p->line, "duplicate key '%s' in [%s] (first set on line %d)", keys[i].key, p->section,
                 p->seen_line[i]);
@@ -519,6 +555,7 @@ static int apply_set(dp_config *c, const char *spec) {
   *eq = 0;
   *dot = 0;
   const char *value = eq + 1;
+  trim(buf);
   if (strlen(buf) >= sizeof section)
     return dp_fail(DP_ECONFIG, "--set %s: unknown section", spec);
   memcpy(section, buf, strlen(buf) + 1);
@@ -538,6 +575,7 @@ static int apply_set(dp_config *c, const char *spec) {
   if (strlen(name) >= sizeof key)
     return dp_fail(DP_ECONFIG, "--set %s: key too long", spec);
   memcpy(key, name, strlen(name) + 1);
+  trim(key);
   if (!known_section(section)) {
     const char *hint = suggest_section(section);
     return dp_fail(DP_ECONFIG, "--set %s: unknown section [%s]%s%s%s", spec, section, hint ? " (did you mean [" : "",

@@ -132,6 +132,8 @@ static int idx_read(const char *path, int want_dims, idx_array *a) {
       a->n = v;
     else
       a->item *= v;
+    if (rc == 0 && (double)a->item * (double)(i == 0 ? v : a->n) > 0x1p36) /* 64 GiB: no real IDX is this big */
+      rc = dp_fail(DP_EDATA, "%s: dimensions describe more than 64 GiB of data", path);
   }
   size_t bytes = (size_t)a->n * (size_t)a->item;
   if (rc == 0 && !(a->data = malloc(bytes)))
@@ -286,7 +288,7 @@ static int csv_read(const char *path, const dp_csv_options *o, csv_table *t) {
 }
 
 static int csv_view(csv_table *t, const dp_csv_options *o, dp_split_view *v, int32_t **labels) {
-  *v = (dp_split_view){.n = t->n, .d = t->d, .x = t->x, .scale = o->scale, .k = 1};
+  *v = (dp_split_view){.n = t->n, .d = t->d, .x = t->x, .scale = o->scale != 0.0f ? o->scale : 1.0f, .k = 1};
   if (o->regression) {
     v->targets = t->y;
     return 0;

@@ -2,7 +2,9 @@
  * - gradient descent on f(w) = ½ wᵀAw (A diagonal, eigenvalues known) converges with γ = 1/λ_max,
  *   diverges with γ > 2/λ_max, and is slow with γ ≪ γ_opt;
  * - L-BFGS reaches the minimum of a convex quadratic and of a logistic regression in far fewer
- *   iterations than gradient descent. */
+ *   iterations than gradient descent;
+ * - the mini-batch gradient is an unbiased estimate: over the mini-batches of an epoch its average
+ *   is the full-batch gradient. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -13,7 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dptrain/config.h"
 #include "dptrain/lbfgs.h"
+#include "dptrain/model.h"
 #include "dptrain/optim.h"
 #include "dptrain/rng.h"
 
@@ -168,11 +172,54 @@ static void test_lbfgs_logistic(void **state) {
   dp_lbfgs_free(&o);
 }
 
+/* A linear softmax model on 60 rows in mini-batches of 12: the mean of the 5 mini-batch gradients
+ * (each the gradient of its batch's mean loss) equals the gradient of the full batch's mean loss. */
+static void test_minibatch_unbiased(void **state) {
+  (void)state;
+  enum { ROWS = 60, B = 12, D = 5, K = 3 };
+  dp_config cfg;
+  assert_int_equal(dp_config_parse_string(&cfg, "[data]\npath = unused.h5\n[layer]\nunits = 3\nactivation = identity\n",
+                                          "unbiased.ini", NULL, 0), 0);
+  dp_model m;
+  assert_int_equal(dp_model_create(&m, &cfg, D, ROWS), 0);
+  dp_model_init(&m, &cfg, 5);
+  float x[ROWS * D];
+  int32_t lab[ROWS];
+  dp_rng r;
+  dp_rng_seed(&r, 9, 1);
+  for (int i = 0; i < ROWS * D; i++)
+    x[i] = (float)dp_rng_normal(&r);
+  for (int i = 0; i < ROWS; i++)
+    lab[i] = (int32_t)dp_rng_below(&r, K);
+  size_t n = m.n_floats;
+  float *full = malloc(n * sizeof *full), *mean = calloc(n, sizeof *mean);
+  dp_model_forward(&m, x, ROWS);
+  dp_model_backward(&m, x, lab, NULL, ROWS, 1.0f / ROWS, 0, NULL);
+  memcpy(full, m.grads, n * sizeof *full);
+  for (int b = 0; b < ROWS / B; b++) {
+    dp_model_forward(&m, x + b * B * D, B);
+    dp_model_backward(&m, x + b * B * D, lab + b * B, NULL, B, 1.0f / B, 0, NULL);
+    for (size_t i = 0; i < n; i++)
+      mean[i] += m.grads[i] / (ROWS / B);
+  }
+  double worst = 0.0, biggest = 0.0;
+  for (size_t i = 0; i < n; i++) {
+    worst = fmax(worst, fabs(mean[i] - full[i]));
+    biggest = fmax(biggest, fabs(full[i]));
+  }
+  assert_true(biggest > 1e-2); /* not trivially zero */
+  assert_true(worst <= 1e-6 * biggest + 1e-7);
+  free(full);
+  free(mean);
+  dp_model_free(&m);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_gd_step_sizes),
       cmocka_unit_test(test_lbfgs_quadratic),
       cmocka_unit_test(test_lbfgs_logistic),
+      cmocka_unit_test(test_minibatch_unbiased),
   };
   return cmocka_run_group_tests_name("descent", tests, NULL, NULL);
 }

@@ -72,7 +72,7 @@ typedef struct {
   int label_col;         /* column index of the label (0-based; negative counts from the end) */
   int header;            /* 1: first line is a header and is skipped */
   int regression;        /* 1: the label column is a float target (k = 1), not a class */
-  float scale;           /* stored as the `scale` attribute of x */
+  float scale;           /* stored as the `scale` attribute of x (0 means 1) */
   const char *out;
 } dp_csv_options;
 

@@ -1,0 +1,358 @@
+/* The configuration parser: the shipped config and a minimal one parse with the documented values
+ * and defaults; --set overrides apply (and are rejected when malformed); every kind of bad file
+ * gives DP_ECONFIG with a `file:line: message` that names the key and what was expected; the
+ * written config parses back to the same config; --list shows every section and default. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dptrain/config.h"
+#include "dptrain/error.h"
+
+#define HEAD "[data]\npath = d.h5\n[layer]\nunits = 10\n" /* lines 1-4 */
+
+static dp_config cfg, cfg2; /* large: keep them off the stack */
+
+static void assert_contains(const char *haystack, const char *needle) {
+  if (!strstr(haystack, needle))
+    fail_msg("expected \"%s\" in \"%s\"", needle, haystack);
+}
+
+/* Parses text as `name`; expects DP_ECONFIG and each of the NULL-terminated substrings in the message. */
+static void expect_error(const char *text, const char *name, const char *const *sets, int n_sets, ...) {
+  dp_error_clear();
+  int rc = dp_config_parse_string(&cfg, text, name, sets, n_sets);
+  if (rc != DP_ECONFIG)
+    fail_msg("parsing \"%s\": expected DP_ECONFIG, got %d", text, rc);
+  const char *msg = dp_errmsg(rc);
+  va_list ap;
+  va_start(ap, n_sets);
+  for (const char *s; (s = va_arg(ap, const char *));)
+    assert_contains(msg, s);
+  va_end(ap);
+}
+
+/* The text dp_config_write produces for c (malloc'd). */
+static char *written(const dp_config *c) {
+  FILE *f = tmpfile();
+  assert_non_null(f);
+  assert_int_equal(dp_config_write(c, f), 0);
+  long n = ftell(f);
+  assert_true(n > 0);
+  rewind(f);
+  char *buf = malloc((size_t)n + 1);
+  assert_non_null(buf);
+  assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+  buf[n] = 0;
+  fclose(f);
+  return buf;
+}
+
+static void test_shipped_config(void **state) {
+  (void)state;
+  int rc = dp_config_load(&cfg, "configs/fashion_mlp.ini", NULL, 0);
+  if (rc)
+    fail_msg("%s", dp_errmsg(rc));
+  assert_string_equal(cfg.file, "configs/fashion_mlp.ini");
+  assert_string_equal(cfg.data.path, "data/fashion_mnist.h5");
+  assert_int_equal(cfg.data.in_memory, DP_INMEM_AUTO);
+  assert_int_equal(cfg.model.loss, DP_LOSS_SOFTMAX_CE);
+  assert_int_equal(cfg.n_layers, 3);
+  static const int units[] = {512, 256, 10}, lines[] = {11, 16, 20};
+  static const dp_act acts[] = {DP_ACT_RELU, DP_ACT_RELU, DP_ACT_IDENTITY};
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(cfg.layer[i].units, units[i]);
+    assert_int_equal(cfg.layer[i].activation, acts[i]);
+    assert_int_equal(cfg.layer[i].init, DP_INIT_AUTO);
+    assert_int_equal(cfg.layer[i].init_dist, DP_DIST_UNIFORM);
+    assert_int_equal(cfg.layer[i].line, lines[i]);
+  }
+  assert_int_equal(cfg.optimizer.name, DP_OPT_SGD);
+  assert_true(cfg.optimizer.lr == 0.05);
+  assert_true(cfg.optimizer.momentum == 0.9);
+  assert_false(cfg.optimizer.nesterov);
+  assert_int_equal(cfg.schedule.name, DP_SCHED_COSINE);
+  assert_int_equal(cfg.train.batch_size, 128);
+  assert_int_equal(cfg.train.epochs, 10);
+  assert_int_equal(cfg.train.max_steps, 0);
+  assert_int_equal(cfg.train.seed, 1);
+  assert_true(cfg.train.shuffle);
+  assert_false(cfg.train.drop_last);
+  assert_int_equal(cfg.train.log_every, 50);
+  assert_int_equal(cfg.train.eval_every, 0);
+  assert_string_equal(cfg.train.out_dir, "runs/fashion_mlp");
+
+  dp_error_clear(); /* a missing file */
+  rc = dp_config_load(&cfg, "configs/no_such_file.ini", NULL, 0);
+  assert_int_equal(rc, DP_ECONFIG);
+  assert_contains(dp_errmsg(rc), "configs/no_such_file.ini: cannot open");
+}
+
+static void test_minimal_defaults(void **state) {
+  (void)state;
+  assert_int_equal(dp_config_parse_string(&cfg, HEAD, "min.ini", NULL, 0), 0);
+  assert_string_equal(cfg.file, "min.ini");
+  assert_string_equal(cfg.data.path, "d.h5");
+  assert_int_equal(cfg.data.in_memory, DP_INMEM_AUTO);
+  assert_int_equal(cfg.model.loss, DP_LOSS_SOFTMAX_CE);
+  assert_int_equal(cfg.n_layers, 1);
+  assert_int_equal(cfg.layer[0].units, 10);
+  assert_int_equal(cfg.layer[0].activation, DP_ACT_RELU);
+  assert_int_equal(cfg.layer[0].init, DP_INIT_AUTO);
+  assert_int_equal(cfg.layer[0].line, 3);
+  assert_int_equal(cfg.optimizer.name, DP_OPT_SGD);
+  assert_true(cfg.optimizer.lr == 0.01); /* lr 0 resolves to sgd's default */
+  assert_true(cfg.optimizer.momentum == 0.0);
+  assert_true(cfg.optimizer.alpha == 0.99);
+  assert_true(cfg.optimizer.eps == 1e-8);
+  assert_true(cfg.optimizer.beta1 == 0.9 && cfg.optimizer.beta2 == 0.999);
+  assert_true(cfg.optimizer.bias_correction);
+  assert_int_equal(cfg.optimizer.history, 10);
+  assert_int_equal(cfg.schedule.name, DP_SCHED_CONSTANT);
+  assert_int_equal(cfg.schedule.step_size, 1000);
+  assert_true(cfg.schedule.gamma == 0.1);
+  assert_int_equal(cfg.schedule.n_milestones, 0);
+  assert_int_equal(cfg.schedule.base_batch, 256);
+  assert_int_equal(cfg.train.batch_size, 128);
+  assert_int_equal(cfg.train.epochs, 10);
+  assert_int_equal(cfg.train.seed, 1);
+  assert_true(cfg.train.shuffle);
+  assert_false(cfg.train.drop_last);
+  assert_int_equal(cfg.train.log_every, 50);
+  assert_string_equal(cfg.train.out_dir, "runs/default");
+  assert_int_equal(cfg.train.threads, 0);
+  assert_string_equal(cfg.sweep.lr, "1e-4:1:9");
+  assert_int_equal(cfg.sweep.steps, 300);
+  assert_true(cfg.sweep.diverge_factor == 4.0);
+
+  /* adam's default lr; aliases, lists and case-insensitive values */
+  assert_int_equal(dp_config_parse_string(&cfg, HEAD "[optimizer]\nname = Adam\nbeta = 0.5\n"
+                                                     "[schedule]\nname = multistep\nmilestones = 3, 10,20\n",
+                                          "m.ini", NULL, 0),
+                   0);
+  assert_true(cfg.optimizer.lr == 1e-3);
+  assert_true(cfg.optimizer.alpha == 0.5);
+  assert_int_equal(cfg.schedule.n_milestones, 3);
+  assert_int_equal(cfg.schedule.milestones[2], 20);
+}
+
+static void test_batch_full(void **state) {
+  (void)state;
+  assert_int_equal(dp_config_parse_string(&cfg, HEAD "[train]\nbatch_size = full\n", "f.ini", NULL, 0), 0);
+  assert_int_equal(cfg.train.batch_size, 0);
+  const char *set[] = {"train.batch_size=full", "optimizer.name=lbfgs"};
+  assert_int_equal(dp_config_parse_string(&cfg, HEAD, "f.ini", set, 2), 0);
+  assert_int_equal(cfg.train.batch_size, 0);
+  assert_true(cfg.optimizer.lr == 1.0);
+  /* lbfgs needs the full batch */
+  expect_error(HEAD "[optimizer]\nname = lbfgs\n", "l.ini", NULL, 0, "l.ini: ", "lbfgs", "batch_size = full", NULL);
+}
+
+static void test_set_overrides(void **state) {
+  (void)state;
+  const char *text = HEAD "[layer]\nunits = 5\n";
+  const char *set[] = {"train.epochs=3", "optimizer.lr=0.2", "layer.1.units=64", "layer.0.activation=tanh"};
+  assert_int_equal(dp_config_parse_string(&cfg, text, "s.ini", set, 4), 0);
+  assert_int_equal(cfg.train.epochs, 3);
+  assert_true(cfg.optimizer.lr == 0.2);
+  assert_int_equal(cfg.layer[0].units, 10);
+  assert_int_equal(cfg.layer[1].units, 64);
+  assert_int_equal(cfg.layer[0].activation, DP_ACT_TANH);
+
+  const char *s1[] = {"nosuch.key=1"}, *s2[] = {"train.epochs"}, *s3[] = {"layer.9.units=3"},
+             *s4[] = {"train.epoch=3"}, *s5[] = {"train.epochs=ten"}, *s6[] = {"trian.epochs=3"};
+  expect_error(text, "s.ini", s1, 1, "--set nosuch.key=1", "unknown section [nosuch]", NULL);
+  expect_error(text, "s.ini", s2, 1, "--set train.epochs:", "section.key=value", NULL);
+  expect_error(text, "s.ini", s3, 1, "--set layer.9.units=3", "0 <= i < 2", NULL);
+  expect_error(text, "s.ini", s4, 1, "unknown key 'epoch'", "did you mean 'epochs'", NULL);
+  expect_error(text, "s.ini", s5, 1, "--set train.epochs=ten", "expected an integer", "got 'ten'", NULL);
+  expect_error(text, "s.ini", s6, 1, "did you mean [train]", NULL);
+}
+
+static void test_unknown_names(void **state) {
+  (void)state;
+  expect_error(HEAD "[train]\nepoch = 3\n", "bad.ini", NULL, 0, "bad.ini:6:", "unknown key 'epoch' in [train]",
+               "did you mean 'epochs'", NULL);
+  expect_error(HEAD "[train]\nlr = 3\n", "bad.ini", NULL, 0, "bad.ini:6:", "'lr'", "belongs in [optimizer]", NULL);
+  expect_error(HEAD "[train]\nzzzzzz = 3\n", "bad.ini", NULL, 0, "bad.ini:6:", "'zzzzzz'", "config --list", NULL);
+  expect_error(HEAD "[trian]\nepochs = 3\n", "bad.ini", NULL, 0, "bad.ini:5:", "unknown section [trian]",
+               "did you mean [train]", NULL);
+  expect_error(HEAD "[network]\n", "bad.ini", NULL, 0, "bad.ini:5:", "unknown section [network]", "sections: data",
+               NULL);
+  expect_error("epochs = 3\n" HEAD, "bad.ini", NULL, 0, "bad.ini:1:", "'epochs' outside any section", NULL);
+}
+
+static void test_bad_values(void **state) {
+  (void)state;
+  expect_error(HEAD "[train]\nepochs = ten\n", "bad.ini", NULL, 0, "bad.ini:6:", "[train] epochs",
+               "expected an integer", "got 'ten'", NULL);
+  expect_error(HEAD "[optimizer]\nlr = abc\n", "bad.ini", NULL, 0, "bad.ini:6:", "[optimizer] lr", "expected a number",
+               "got 'abc'", NULL);
+  expect_error(HEAD "[optimizer]\nlr = nan\n", "bad.ini", NULL, 0, "bad.ini:6:", "lr", NULL);
+  expect_error(HEAD "[train]\nshuffle = maybe\n", "bad.ini", NULL, 0, "bad.ini:6:", "shuffle", "true or false",
+               "got 'maybe'", NULL);
+  expect_error(HEAD "[train]\nbatch_size = -5\n", "bad.ini", NULL, 0, "bad.ini:6:", "batch_size",
+               "an integer >= 1 or 'full'", NULL);
+  expect_error(HEAD "[train]\nbatch_size = 0\n", "bad.ini", NULL, 0, "bad.ini:6:", "batch_size", ">= 1 or 'full'",
+               NULL);
+  expect_error(HEAD "[train]\nseed = -1\n", "bad.ini", NULL, 0, "bad.ini:6:", "seed", "non-negative integer", NULL);
+  expect_error("[data]\npath = d\n[layer]\nunits = 0\n", "bad.ini", NULL, 0, "bad.ini:4:", "[layer 0] units",
+               "integer in [1, ", NULL);
+  expect_error(HEAD "[layer]\nunits = 1.5\n", "bad.ini", NULL, 0, "bad.ini:6:", "[layer 1] units", NULL);
+  expect_error(HEAD "[optimizer]\nmomentum = 1.5\n", "bad.ini", NULL, 0, "bad.ini:6:", "momentum",
+               "a number in [0, ", "got '1.5'", NULL);
+  expect_error(HEAD "[layer]\nunits = 3\nactivation = swish\n", "bad.ini", NULL, 0, "bad.ini:7:",
+               "[layer 1] activation", "one of identity, relu, tanh, sigmoid", "got 'swish'", NULL);
+  expect_error(HEAD "[schedule]\nmilestones = 5, 3\n", "bad.ini", NULL, 0, "bad.ini:6:", "milestones", "ascending",
+               NULL);
+  expect_error(HEAD "[schedule]\nname = multistep\n", "bad.ini", NULL, 0, "bad.ini: ", "milestones", NULL);
+  expect_error(HEAD "[optimizer]\nnesterov = true\n", "bad.ini", NULL, 0, "bad.ini: ", "nesterov", "momentum > 0",
+               NULL);
+}
+
+static void test_bad_structure(void **state) {
+  (void)state;
+  expect_error(HEAD "[train]\nepochs = 3\n\nepochs = 4\n", "bad.ini", NULL, 0, "bad.ini:8:",
+               "duplicate key 'epochs' in [train]", "first set on line 6", NULL);
+  /* the same key in two [layer]s, or in a repeated section, is not a duplicate */
+  assert_int_equal(dp_config_parse_string(&cfg, HEAD "[layer]\nunits = 4\n", "ok.ini", NULL, 0), 0);
+  expect_error("[layer]\nunits = 10\n", "bad.ini", NULL, 0, "bad.ini", "[data] path is required", NULL);
+  expect_error("[data]\npath = d.h5\n[train]\nepochs = 3\n", "bad.ini", NULL, 0, "bad.ini", "no [layer] section",
+               NULL);
+  expect_error(HEAD "[layer]\nactivation = tanh\n", "bad.ini", NULL, 0, "bad.ini:5:", "[layer 1] units is required",
+               NULL);
+  expect_error("", "empty.ini", NULL, 0, "empty.ini", "required", NULL);
+  expect_error("; only a comment\n\n", "empty.ini", NULL, 0, "empty.ini", "required", NULL);
+  expect_error(HEAD "\x01\xff\xfe garbage\x02\n", "bin.ini", NULL, 0, "bin.ini:5:", "not a text line",
+               "0x01", NULL);
+  expect_error("\x7f" "ELF\x02\x01\x01", "bin.ini", NULL, 0, "bin.ini:1:", "control character", NULL);
+  expect_error(HEAD "[train]\nepochs 3\n", "bad.ini", NULL, 0, "bad.ini:6:", "syntax error", "key = value", NULL);
+  expect_error(HEAD "[train\n", "bad.ini", NULL, 0, "bad.ini:5:", "syntax error", NULL);
+  char longline[400];
+  snprintf(longline, sizeof longline, HEAD "[data]\nin_memory = %0300d\n", 1);
+  expect_error(longline, "long.ini", NULL, 0, "long.ini:6:", "line longer than", NULL);
+}
+
+/* What real files contain: capitals, a byte-order mark, indentation, stray NUL bytes, spaces in
+ * --set, an alias next to its key; and the first of two errors is the one reported. */
+static void test_real_world_files(void **state) {
+  (void)state;
+  assert_int_equal(dp_config_parse_string(&cfg, HEAD "[Train]\nEpochs = 3\n", "p.ini", NULL, 0), 0);
+  assert_int_equal(cfg.train.epochs, 3);
+  assert_int_equal(dp_config_parse_string(&cfg, "\xEF\xBB\xBF" HEAD, "p.ini", NULL, 0), 0);
+  assert_int_equal(dp_config_parse_string(&cfg, HEAD "[train]\nepochs = 3\n  seed = 2\n  [optimizer]\n  lr = 0.5\n",
+                                          "p.ini", NULL, 0), 0);
+  assert_int_equal(cfg.train.seed, 2);
+  assert_true(cfg.optimizer.lr == 0.5);
+  const char *sets[] = {" train.epochs = 4 "};
+  assert_int_equal(dp_config_parse_string(&cfg, HEAD, "p.ini", sets, 1), 0);
+  assert_int_equal(cfg.train.epochs, 4);
+  expect_error(HEAD "[train]\nepochs 3\nfoo = 1\n", "p.ini", NULL, 0, "p.ini:6:", "syntax error", NULL);
+  expect_error(HEAD "[optimizer]\nname = rmsprop\nalpha = 0.5\nbeta = 0.6\n", "p.ini", NULL, 0, "p.ini:8:",
+               "duplicate key 'alpha'", "line 7", NULL);
+
+  char path[] = "/tmp/dptrain-cfg-XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  FILE *f = fdopen(fd, "wb");
+  fputs(HEAD "[train]\n", f);
+  fwrite("epochs = 3\0garbage\n", 1, 19, f);
+  fclose(f);
+  dp_error_clear();
+  int rc = dp_config_load(&cfg, path, NULL, 0);
+  remove(path);
+  assert_int_equal(rc, DP_ECONFIG);
+  assert_contains(dp_errmsg(rc), ":6: not a text line (control character 0x00)");
+}
+
+static void test_round_trip(void **state) {
+  (void)state;
+  assert_int_equal(dp_config_load(&cfg, "configs/fashion_mlp.ini", NULL, 0), 0);
+  char *a = written(&cfg);
+  assert_contains(a, "[layer]\nunits = 256\nactivation = relu\n");
+  assert_contains(a, "lr = 0.050000000000000003\n");
+  assert_int_equal(dp_config_parse_string(&cfg2, a, "written.ini", NULL, 0), 0);
+  char *b = written(&cfg2);
+  assert_string_equal(a, b);
+  assert_int_equal(cfg2.n_layers, 3);
+  assert_true(cfg2.optimizer.lr == cfg.optimizer.lr && cfg2.optimizer.momentum == cfg.optimizer.momentum);
+  assert_int_equal(memcmp(&cfg.optimizer, &cfg2.optimizer, sizeof cfg.optimizer), 0);
+  assert_int_equal(memcmp(&cfg.train, &cfg2.train, sizeof cfg.train), 0);
+  free(a);
+  free(b);
+
+  /* non-default values of every type: full batch, lbfgs, lists, uint64, odd doubles */
+  const char *set[] = {"train.batch_size=full", "optimizer.name=lbfgs", "optimizer.lr=0.1",
+                       "schedule.name=multistep", "schedule.milestones=7,70,700", "train.seed=18446744073709551615",
+                       "data.in_memory=false", "model.loss=mse", "train.drop_last=yes", "layer.0.init_dist=normal"};
+  assert_int_equal(dp_config_parse_string(&cfg, HEAD, "rt.ini", set, 10), 0);
+  a = written(&cfg);
+  assert_contains(a, "batch_size = full\n");
+  assert_contains(a, "milestones = 7, 70, 700\n");
+  assert_int_equal(dp_config_parse_string(&cfg2, a, "written.ini", NULL, 0), 0);
+  b = written(&cfg2);
+  assert_string_equal(a, b);
+  assert_int_equal(cfg2.train.batch_size, 0);
+  assert_true(cfg2.train.seed == UINT64_MAX);
+  assert_true(cfg2.optimizer.lr == 0.1);
+  assert_int_equal(memcmp(&cfg.schedule, &cfg2.schedule, sizeof cfg.schedule), 0);
+  free(a);
+  free(b);
+}
+
+static void test_list(void **state) {
+  (void)state;
+  FILE *f = tmpfile();
+  assert_non_null(f);
+  dp_config_list(f);
+  long n = ftell(f);
+  rewind(f);
+  char *buf = calloc(1, (size_t)n + 1);
+  assert_non_null(buf);
+  assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+  fclose(f);
+  static const char *const sections[] = {"data ", "model ", "layer ", "optimizer ", "schedule ", "train ", "sweep "};
+  for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++) {
+    char want[32];
+    snprintf(want, sizeof want, "\n%s", sections[i]);
+    assert_contains(buf, want);
+  }
+  /* every key appears, on one line with its default */
+  size_t nk;
+  const dp_key *k = dp_config_keys(&nk);
+  for (size_t i = 0; i < nk; i++)
+    assert_contains(buf, k[i].key);
+  /* the row of train.batch_size: section, key, type, default */
+  int found = 0;
+  for (const char *line = buf; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+    char sec[16], key[32], type[64], def[32];
+    if (sscanf(line, "%15s %31s %63s %31s", sec, key, type, def) == 4 && !strcmp(sec, "train") &&
+        !strcmp(key, "batch_size")) {
+      assert_string_equal(type, "int64");
+      assert_string_equal(def, "128");
+      found++;
+    }
+  }
+  assert_int_equal(found, 1);
+  assert_contains(buf, "(required)");
+  assert_contains(buf, "identity|relu|tanh|sigmoid");
+  free(buf);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_shipped_config), cmocka_unit_test(test_minimal_defaults),
+      cmocka_unit_test(test_batch_full),     cmocka_unit_test(test_set_overrides),
+      cmocka_unit_test(test_unknown_names),  cmocka_unit_test(test_bad_values),
+      cmocka_unit_test(test_bad_structure),  cmocka_unit_test(test_round_trip),
+      cmocka_unit_test(test_list),           cmocka_unit_test(test_real_world_files),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
