@@ -66,6 +66,7 @@ int dp_metrics_step(dp_metrics *m, const dp_step_log *s) {
   json_num(m->jsonl, "loss", s->loss);
   json_num(m->jsonl, "train_acc", s->acc);
   json_num(m->jsonl, "lr", s->lr);
+  json_num(m->jsonl, "grad_norm", s->grad_norm);
   json_num(m->jsonl, "samples_per_s", s->samples_per_s);
   return flush_line(m);
 }

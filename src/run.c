@@ -81,14 +81,15 @@ typedef struct {
 } interval;
 
 /* Logs the interval on rank 0; returns rank 0's I/O status (others 0). */
-static int log_interval(dp_metrics *mt, const dp_trainer *t, interval *iv, double lr) {
+static int log_interval(dp_metrics *mt, const dp_trainer *t, interval *iv, const dp_step_result *r) {
   dp_step_log s = {.step = t->step,
                    .epoch = t->epoch,
                    .steps_per_epoch = t->steps_per_epoch,
                    .pos = t->pos,
                    .loss = iv->loss / iv->steps,
                    .acc = iv->acc / iv->steps,
-                   .lr = lr};
+                   .lr = r->lr,
+                   .grad_norm = r->grad_norm};
   double now = MPI_Wtime();
   s.samples_per_s = iv->samples / (now - iv->t0);
   int rc = dp_metrics_step(mt, &s);
@@ -120,6 +121,7 @@ static int train_loop(dp_trainer *t, run_data *d, dp_metrics *mt, run_totals *to
   while (t->step < t->total_steps && !t->converged) {
     dp_step_result r;
     double t0 = MPI_Wtime();
+    t->want_grad_norm = (t->step + 1) % cfg->train.log_every == 0; /* the logged step's norm */
     DP_TRY(dp_trainer_step(t, io, &r));
     tot->train_s += MPI_Wtime() - t0;
     iv.loss += r.loss;
@@ -128,7 +130,7 @@ static int train_loop(dp_trainer *t, run_data *d, dp_metrics *mt, run_totals *to
     iv.samples += r.batch;
     tot->evaluated = 0;
     if (t->step % cfg->train.log_every == 0 || t->step == t->total_steps || t->converged) {
-      int rc = log_interval(mt, t, &iv, r.lr);
+      int rc = log_interval(mt, t, &iv, &r);
       if (rc < 0 && io == 0)
         io = rc;
     }

@@ -18,6 +18,7 @@ typedef struct {
   double loss;         /* mean loss over the global batches of the interval */
   double acc;          /* training accuracy over the interval (classification) */
   double lr;
+  double grad_norm;    /* of the interval's last step; NaN (written as null) when not computed */
   double samples_per_s;
 } dp_step_log;
 

@@ -30,6 +30,7 @@ typedef struct {
   dp_lbfgs lbfgs;          /* optimizer lbfgs only */
   double lbfgs_f;          /* the loss at the current point */
   int converged;           /* lbfgs met a tolerance: the run stops */
+  int want_grad_norm;      /* set before a step to have its gradient norm computed (else NaN) */
 
   int64_t n_train;         /* training rows */
   int64_t batch;           /* global mini-batch (n_train for "full") */
@@ -52,7 +53,8 @@ typedef struct {
   double loss;             /* mean loss over the global batch */
   double acc;              /* fraction of the global batch classified right (classification) */
   double lr;               /* the step size used */
-  double grad_norm;        /* ‖averaged gradient‖₂ before clipping */
+  double grad_norm;        /* ‖averaged gradient‖₂ before clipping; NaN unless clip_norm is set,
+                              want_grad_norm was, or the optimizer is lbfgs */
   int64_t batch;           /* rows in this global batch */
 } dp_step_result;
 
