@@ -104,7 +104,7 @@ static const dp_key keys[] = {
     BOOL("train", "drop_last", "false", C(train.drop_last), "drop an epoch's last batch when it is short"),
     NUM("train", "log_every", DP_KEY_INT, "50", C(train.log_every), 1, INT_MAX, "steps between progress lines"),
     NUM("train", "eval_every", DP_KEY_INT64, "0", C(train.eval_every), 0, BIG,
-        "steps between test-set evaluations; 0 = after each epoch only"),
+        "evaluate the test set every this many steps (and at the end); 0 = after each epoch"),
     STR("train", "out_dir", "runs/default", C(train.out_dir), DP_PATH_MAX, "where metrics.jsonl and config.ini go"),
     NUM("train", "threads", DP_KEY_INT, "0", C(train.threads), 0, 1024,
         "OpenBLAS threads per rank; 0 = cores on the node / ranks on the node"),

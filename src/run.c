@@ -134,9 +134,10 @@ static int train_loop(dp_trainer *t, run_data *d, dp_metrics *mt, run_totals *to
       if (rc < 0 && io == 0)
         io = rc;
     }
-    int epoch_end = t->pos == t->steps_per_epoch;
-    int due = cfg->train.eval_every > 0 && t->step % cfg->train.eval_every == 0;
-    if (d->has_test && (epoch_end || due)) {
+    /* Every eval_every steps, or at each epoch's end when it is 0 (with a full batch every step
+     * ends an epoch: eval_every thins the evaluations out). */
+    int due = cfg->train.eval_every > 0 ? t->step % cfg->train.eval_every == 0 : t->pos == t->steps_per_epoch;
+    if (d->has_test && due) {
       DP_TRY(evaluate(t, d, mt, tot, &io));
       iv.t0 = MPI_Wtime(); /* evaluation time is not training throughput */
     }

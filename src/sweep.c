@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dptrain/blas.h"
 #include "dptrain/data.h"
 #include "dptrain/error.h"
 #include "dptrain/train.h"
@@ -64,14 +65,19 @@ static int sweep_one(const dp_config *base, dp_comm *group, dp_dataset *ds, cons
   dp_trainer t;
   int rc = dp_trainer_create(&t, &cfg, group, ds);
   *r = (dp_sweep_result){.lr = lr, .best_loss = INFINITY};
-  double first = NAN;
+  double first = NAN, tail = 0.0;
+  /* The final loss is the mean over the last tenth of the steps: one batch's loss is too noisy to
+   * rank step sizes by. */
+  int64_t tail_from = o->steps - (o->steps / 10 > 1 ? o->steps / 10 : 1);
   while (rc == 0 && t.step < t.total_steps && !t.converged) {
     dp_step_result s;
     rc = dp_trainer_step(&t, 0, &s);
     if (rc)
       break;
     r->steps = t.step;
-    r->final_loss = s.loss;
+    if (t.step > tail_from)
+      tail += s.loss;
+    r->final_loss = t.step > tail_from ? tail / (double)(t.step - tail_from) : s.loss;
     if (t.step == 1)
       first = s.loss;
     r->best_loss = fmin(r->best_loss, s.loss);
@@ -123,6 +129,7 @@ int dp_sweep_run(const dp_config *cfg, dp_comm *world, const dp_sweep_opts *o, d
   if (out)
     fprintf(out, "sweep: %d step sizes, %lld steps each, %d group%s of %d rank%s\n", o->n, (long long)o->steps,
             n_groups, n_groups > 1 ? "s" : "", rpr, rpr > 1 ? "s" : "");
+  dp_blas_set_threads(cfg->train.threads, world->node_size);
   dp_dataset ds;
   double *rows = calloc((size_t)o->n * COLS, sizeof(double));
   rc = rows ? open_train(cfg, &group, &ds) : dp_fail(DP_ENOMEM, "sweep: out of memory");
