@@ -40,6 +40,8 @@ static const dp_key keys[] = {
 
     ENUM("model", "loss", "softmax_cross_entropy", C(model.loss), loss_names,
          "softmax_cross_entropy (integer labels) or mse (float targets)"),
+    STR("model", "init_from", "", C(model.init_from), DP_PATH_MAX,
+        "start from the /model weights of this checkpoint (or any file with that layout); empty = none"),
 
     NUM("layer", "units", DP_KEY_INT, NULL, L(units), 1, 1 << 24, "outputs of this fully-connected layer"),
     ENUM("layer", "activation", "relu", L(activation), act_names, "identity, relu, tanh or sigmoid"),
@@ -109,6 +111,16 @@ static const dp_key keys[] = {
     NUM("train", "threads", DP_KEY_INT, "0", C(train.threads), 0, 1024,
         "OpenBLAS threads per rank; 0 = cores on the node / ranks on the node"),
 
+    NUM("checkpoint", "every_steps", DP_KEY_INT64, "0", C(checkpoint.every_steps), 0, BIG,
+        "save every this many steps; 0 = off"),
+    NUM("checkpoint", "every_seconds", DP_KEY_DOUBLE, "0", C(checkpoint.every_seconds), 0, 1e9,
+        "save when this many seconds passed since the last save (rank 0's clock); 0 = off"),
+    BOOL("checkpoint", "at_epoch_end", "false", C(checkpoint.at_epoch_end), "save at the end of every epoch"),
+    BOOL("checkpoint", "at_end", "true", C(checkpoint.at_end), "save the finished run's final state"),
+    NUM("checkpoint", "keep_last", DP_KEY_INT, "3", C(checkpoint.keep_last), 0, 1 << 20,
+        "keep this many newest checkpoints (older ones are removed once a new one is complete); 0 = all"),
+    STR("checkpoint", "dir", "", C(checkpoint.dir), DP_PATH_MAX, "where ckpt-<step>.h5 go; empty = out_dir/checkpoints"),
+
     STR("sweep", "lr", "1e-4:1:9", C(sweep.lr), 256, "step sizes: LO:HI:N (log-spaced) or a,b,c"),
     NUM("sweep", "steps", DP_KEY_INT64, "300", C(sweep.steps), 1, BIG, "steps of each run"),
     NUM("sweep", "ranks_per_run", DP_KEY_INT, "1", C(sweep.ranks_per_run), 1, 1 << 20, "ranks that train one step size"),
@@ -117,7 +129,8 @@ static const dp_key keys[] = {
 };
 
 enum { N_KEYS = sizeof keys / sizeof keys[0] };
-static const char *const sections[] = {"data", "model", "layer", "optimizer", "schedule", "train", "sweep", NULL};
+static const char *const sections[] = {"data",  "model", "layer",      "optimizer",
+                                       "schedule", "train", "checkpoint", "sweep", NULL};
 
 const dp_key *dp_config_keys(size_t *n) {
   *n = N_KEYS;
@@ -227,7 +240,7 @@ static int parse_value(const dp_key *k, const char *v, void *base, char *want, s
   }
   switch (k->type) {
   case DP_KEY_STRING:
-    if (strlen(v) >= k->size || !v[0]) {
+    if (strlen(v) >= k->size || (!v[0] && !(k->def && !k->def[0]))) { /* empty only where it is the default */
       snprintf(want, wlen, "a non-empty string shorter than %zu characters", k->size);
       return 0;
     }
@@ -413,7 +426,7 @@ static void enter_section(parser *p, const char *line) {
     if (hint)
       parse_error(p, p->line, "unknown section [%s] (did you mean [%s]?)", p->section, hint);
     else
-      parse_error(p, p->line, "unknown section [%s] (sections: data, model, layer, optimizer, schedule, train, sweep)",
+      parse_error(p, p->line, "unknown section [%s] (sections: data, model, layer, optimizer, schedule, train, checkpoint, sweep)",
                   p->section);
   } else if (!strcasecmp(p->section, "layer")) {
     if (p->c->n_layers == DP_MAX_LAYERS)
@@ -739,6 +752,7 @@ int dp_config_write(const dp_config *c, FILE *f) {
   write_section(f, "optimizer", c);
   write_section(f, "schedule", c);
   write_section(f, "train", c);
+  write_section(f, "checkpoint", c);
   write_section(f, "sweep", c);
   if (ferror(f))
     return dp_fail(DP_EIO, "cannot write the configuration: %s", strerror(errno));

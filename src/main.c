@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "dptrain/blas.h"
+#include "dptrain/checkpoint.h"
 #include "dptrain/comm.h"
 #include "dptrain/config.h"
 #include "dptrain/data.h"
@@ -23,7 +24,7 @@ static const char usage_main[] =
     "Distributed data-parallel mini-batch training of neural networks (MPI + OpenBLAS + HDF5).\n"
     "\n"
     "commands:\n"
-    "  train CONFIG.ini [--set section.key=value ...] [--quiet]\n"
+    "  train CONFIG.ini [--set section.key=value ...] [--resume PATH|auto] [--quiet]\n"
     "                      train the model CONFIG describes; run under `mpirun -np N` for N ranks\n"
     "  sweep CONFIG.ini [--lr LO:HI:N] [--steps S] [--ranks-per-run K] [-o sweep.csv]\n"
     "                      short runs over a log grid of step sizes, in parallel groups of ranks\n"
@@ -32,6 +33,9 @@ static const char usage_main[] =
     "  convert csv TRAIN.csv [--test TEST.csv] [--label-col N] [--header] [--regression]\n"
     "              [--scale S] -o OUT.h5\n"
     "                      convert a numeric CSV with a label column\n"
+    "  inspect CKPT.h5     print a checkpoint's step, optimizer, layers and config\n"
+    "  eval CKPT.h5 [--data FILE]\n"
+    "                      evaluate a checkpoint on the /test split (any number of ranks)\n"
     "  config --list       print every configuration key with its type, default and meaning\n"
     "  config --check CONFIG.ini [--set ...]\n"
     "                      validate a configuration without training\n"
@@ -40,14 +44,20 @@ static const char usage_main[] =
     "exit codes: 0 success, 1 runtime error, 2 usage or configuration error, 3 diverged\n";
 
 static const char usage_train[] =
-    "usage: dptrain train CONFIG.ini [--set section.key=value ...] [--quiet]\n"
+    "usage: dptrain train CONFIG.ini [--set section.key=value ...] [--resume PATH|auto] [--quiet]\n"
     "\n"
     "Trains the model that CONFIG.ini describes on its [data] path. Under `mpirun -np N` the global\n"
     "mini-batch ([train] batch_size) is split across the N ranks and the gradients are averaged with\n"
     "one allreduce per step, so the result does not depend on N beyond rounding.\n"
     "\n"
     "  --set section.key=value   override a key (repeatable); layer keys as layer.<i>.key, i from 0\n"
+    "  --resume PATH             continue from a checkpoint (ckpt-<step>.h5), at any number of ranks\n"
+    "  --resume auto             continue from the newest checkpoint in [checkpoint] dir, or start fresh\n"
     "  --quiet                   no progress output (metrics.jsonl is still written)\n"
+    "\n"
+    "Checkpoints ([checkpoint] every_steps, every_seconds, at_epoch_end, at_end, keep_last) go to\n"
+    "out_dir/checkpoints. On SIGTERM, SIGUSR1 or SIGINT the run saves a checkpoint at the next step\n"
+    "and exits 0.\n"
     "\n"
     "Writes [train] out_dir/metrics.jsonl and out_dir/config.ini (the effective configuration).\n"
     "`dptrain config --list` lists every key.\n";
@@ -74,6 +84,14 @@ static const char usage_convert[] =
     "     negative counts from the end; default -1, the last); --header skips the first line;\n"
     "     --regression stores the label column as a float target instead of a class;\n"
     "     --scale sets the x scale attribute (default 1).\n";
+
+static const char usage_ckpt[] =
+    "usage: dptrain inspect CKPT.h5\n"
+    "       dptrain eval CKPT.h5 [--data FILE.h5]\n"
+    "\n"
+    "inspect: the checkpoint's format, step, epoch, world size, optimizer, layers and stored config.\n"
+    "eval: loss and accuracy of its model on the /test split of FILE (default: the stored config's\n"
+    "      [data] path); runs under mpirun at any number of ranks.\n";
 
 static const char usage_config[] =
     "usage: dptrain config --list\n"
@@ -110,6 +128,7 @@ typedef struct {
   const char *sets[DP_MAX_SETS];
   int n_sets;
   int quiet;
+  const char *resume;
   int sweep; /* accept the sweep options below */
   const char *lr, *ranks_per_run, *steps, *csv;
 } train_args;
@@ -155,6 +174,10 @@ static int parse_train_args(int argc, char **argv, train_args *a, int print, con
       if (a->n_sets == DP_MAX_SETS)
         return print ? usage_error(usage, "too many --set options (at most %s)", "256") : 2;
       a->sets[a->n_sets++] = s + 6;
+    } else if (!sweep && !strcmp(s, "--resume")) {
+      if (i + 1 >= argc)
+        return print ? usage_error(usage, "--resume needs a checkpoint path or auto%s", "") : 2;
+      a->resume = argv[++i];
     } else if (!strcmp(s, "--quiet") || !strcmp(s, "-q")) {
       a->quiet = 1;
     } else if (s[0] == '-' && s[1]) {
@@ -186,7 +209,7 @@ static int cmd_train(int argc, char **argv) {
     dp_config cfg;
     rc = dp_comm_agree(&comm, dp_config_load(&cfg, a.config, a.sets, a.n_sets), NULL);
     if (rc == 0)
-      rc = dp_train_run(&cfg, &comm, a.quiet ? NULL : stdout);
+      rc = dp_train_run(&cfg, &comm, a.resume, a.quiet ? NULL : stdout);
   }
   code = finish(rc, &comm);
   dp_comm_free(&comm);
@@ -248,6 +271,45 @@ static int cmd_sweep(int argc, char **argv) {
       rc = run_sweep(&a, &cfg, &comm);
   }
   code = finish(rc, &comm);
+  dp_comm_free(&comm);
+  MPI_Finalize();
+  return code;
+}
+
+static int cmd_inspect(int argc, char **argv) {
+  if (argc == 1 && is_help(argv[0])) {
+    fputs(usage_ckpt, stdout);
+    return 0;
+  }
+  if (argc != 1 || argv[0][0] == '-')
+    return usage_error(usage_ckpt, "inspect needs exactly one checkpoint file%s", "");
+  return finish(dp_ckpt_inspect(argv[0], stdout), NULL);
+}
+
+static int cmd_eval(int argc, char **argv) {
+  const char *ckpt = NULL, *data = NULL;
+  for (int i = 0; i < argc; i++) {
+    if (is_help(argv[i])) {
+      fputs(usage_ckpt, stdout);
+      return 0;
+    } else if (!strcmp(argv[i], "--data") && i + 1 < argc) {
+      data = argv[++i];
+    } else if (argv[i][0] == '-') {
+      return usage_error(usage_ckpt, "unknown option or missing value: '%s'", argv[i]);
+    } else if (ckpt) {
+      return usage_error(usage_ckpt, "unexpected argument '%s'", argv[i]);
+    } else {
+      ckpt = argv[i];
+    }
+  }
+  if (!ckpt)
+    return usage_error(usage_ckpt, "eval needs a checkpoint file%s", "");
+  MPI_Init(&argc, &argv);
+  dp_comm comm;
+  int rc = dp_comm_init(&comm, MPI_COMM_WORLD);
+  if (rc == 0)
+    rc = dp_eval_run(ckpt, data, &comm, stdout);
+  int code = finish(rc, &comm);
   dp_comm_free(&comm);
   MPI_Finalize();
   return code;
@@ -383,6 +445,10 @@ int main(int argc, char **argv) {
     return cmd_sweep(argc - 2, argv + 2);
   if (!strcmp(cmd, "convert"))
     return cmd_convert(argc - 2, argv + 2);
+  if (!strcmp(cmd, "inspect"))
+    return cmd_inspect(argc - 2, argv + 2);
+  if (!strcmp(cmd, "eval"))
+    return cmd_eval(argc - 2, argv + 2);
   if (!strcmp(cmd, "config"))
     return cmd_config(argc - 2, argv + 2);
   return usage_error(usage_main, "unknown command '%s'", cmd);

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -26,7 +27,35 @@ int dp_mkdirs(const char *path) {
   return 0;
 }
 
-int dp_metrics_open(dp_metrics *m, const char *out_dir, int is_root, FILE *out) {
+/* A resumed run continues metrics.jsonl: lines of steps after the checkpoint (logged by the
+ * interrupted run after it saved) are dropped, so every step appears once. */
+static int keep_until(const char *path, int64_t step) {
+  char tmp[1300];
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  FILE *in = fopen(path, "r");
+  if (!in)
+    return 0; /* nothing to continue */
+  FILE *out = fopen(tmp, "w");
+  if (!out) {
+    fclose(in);
+    return dp_fail(DP_EIO, "%s: cannot write: %s", tmp, strerror(errno));
+  }
+  char *line = NULL;
+  size_t cap = 0;
+  long long s;
+  while (getline(&line, &cap, in) > 0)
+    if (sscanf(line, "{\"step\":%lld", &s) == 1 && s <= step)
+      fputs(line, out);
+  free(line);
+  fclose(in);
+  if (fclose(out) != 0 || rename(tmp, path) != 0) {
+    remove(tmp);
+    return dp_fail(DP_EIO, "%s: cannot rewrite: %s", path, strerror(errno));
+  }
+  return 0;
+}
+
+int dp_metrics_open(dp_metrics *m, const char *out_dir, int is_root, FILE *out, int64_t resume_step) {
   memset(m, 0, sizeof *m);
   if (!is_root)
     return 0;
@@ -34,7 +63,9 @@ int dp_metrics_open(dp_metrics *m, const char *out_dir, int is_root, FILE *out) 
   DP_TRY(dp_mkdirs(out_dir));
   char path[1200];
   snprintf(path, sizeof path, "%s/metrics.jsonl", out_dir);
-  m->jsonl = fopen(path, "w");
+  if (resume_step >= 0)
+    DP_TRY(keep_until(path, resume_step));
+  m->jsonl = fopen(path, resume_step >= 0 ? "a" : "w");
   if (!m->jsonl)
     return dp_fail(DP_EIO, "%s: cannot write: %s", path, strerror(errno));
   return 0;

@@ -131,3 +131,10 @@ double dp_model_flops_forward(const dp_model *m) {
     f += 2.0 * m->layer[i].in * m->layer[i].out;
   return f;
 }
+
+int dp_model_tensors(const dp_model *m, int i, dp_tensor t[DP_MAX_TENSORS]) {
+  const dp_dense *l = &m->layer[i];
+  t[0] = (dp_tensor){"weight", (size_t)(l->w - m->params), 2, {l->out, l->in}};
+  t[1] = (dp_tensor){"bias", (size_t)(l->b - m->params), 1, {l->out, 0}};
+  return 2;
+}

@@ -124,6 +124,30 @@ void dp_optim_free(dp_optim *o) {
   o->state = NULL;
 }
 
+const char *dp_optim_name(dp_optim_kind k) {
+  static const char *const names[] = {"sgd", "rmsprop", "adam", "adamw", "lbfgs"};
+  return (unsigned)k < 5 ? names[k] : "?";
+}
+
+const char *dp_optim_slot_name(const dp_optim *o, int i) {
+  static const char *const sgd[] = {"momentum"}, *const diff[] = {"prev_weights"},
+                           *const rms[] = {"square_avg", "buffer"}, *const adam[] = {"m", "v"};
+  if (i < 0 || i >= o->n_slots)
+    return NULL;
+  switch (o->h.kind) {
+  case DP_OPT_SGD:
+    return o->h.difference ? diff[i] : sgd[i];
+  case DP_OPT_RMSPROP:
+    return rms[i];
+  case DP_OPT_ADAM:
+  case DP_OPT_ADAMW:
+    return adam[i];
+  case DP_OPT_LBFGS:
+    break;
+  }
+  return NULL;
+}
+
 float *dp_optim_slot(dp_optim *o, int i) { return i >= 0 && i < o->n_slots ? o->state + (size_t)i * o->n : NULL; }
 
 static void sgd_plain(size_t n, float lr, float weight_decay, const float *restrict g, float *restrict w) {

@@ -1,9 +1,13 @@
-/* `dptrain train`: the whole run around the trainer — data, threads, logging, evaluation. */
+/* `dptrain train`: the whole run around the trainer — data, threads, logging, evaluation,
+ * checkpoints, resuming and stopping on a signal. */
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "dptrain/blas.h"
+#include "dptrain/checkpoint.h"
 #include "dptrain/error.h"
 #include "dptrain/metrics.h"
 #include "dptrain/train.h"
@@ -75,14 +79,48 @@ static void print_startup(FILE *out, const dp_trainer *t, const run_data *d, int
   fprintf(out, " rows), %lld steps/epoch, %lld steps\n", (long long)t->steps_per_epoch, (long long)t->total_steps);
 }
 
+/* Set by SIGTERM, SIGUSR1 (what SLURM sends before a time limit) or SIGINT; read at step boundaries. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig) { stop_signal = sig; }
+
+static void catch_stop_signals(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGUSR1, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+}
+
 typedef struct {
   double loss, acc, t0;
   int64_t steps, samples;
 } interval;
 
+/* Everything one run carries from step to step. */
+typedef struct {
+  dp_trainer t;
+  run_data *d;
+  dp_metrics mt;
+  FILE *out;
+  interval iv;
+  double train_s, eval_s, test_loss, test_acc;
+  int evaluated;
+  int io;                 /* rank 0's pending failure, sent along with the next step */
+  char ckpt_dir[DP_PATH_MAX];
+  int64_t saved_step;     /* the step of the newest checkpoint written or loaded; -1 none */
+  int64_t start_samples;  /* samples seen when this session started (resumed runs) */
+  double last_save;       /* rank 0's clock at the last save */
+} run_state;
+
 /* Logs the interval on rank 0; returns rank 0's I/O status (others 0). */
-static int log_interval(dp_metrics *mt, const dp_trainer *t, interval *iv, const dp_step_result *r) {
-  dp_step_log s = {.step = t->step,
+static int log_interval(run_state *s, const dp_step_result *r) {
+  const dp_trainer *t = &s->t;
+  interval *iv = &s->iv;
+  dp_step_log l = {.step = t->step,
                    .epoch = t->epoch,
                    .steps_per_epoch = t->steps_per_epoch,
                    .pos = t->pos,
@@ -90,115 +128,197 @@ static int log_interval(dp_metrics *mt, const dp_trainer *t, interval *iv, const
                    .acc = iv->acc / iv->steps,
                    .lr = r->lr,
                    .grad_norm = r->grad_norm};
-  double now = MPI_Wtime();
-  s.samples_per_s = iv->samples / (now - iv->t0);
-  int rc = dp_metrics_step(mt, &s);
+  l.samples_per_s = iv->samples / (MPI_Wtime() - iv->t0);
+  int rc = dp_metrics_step(&s->mt, &l);
   *iv = (interval){.t0 = MPI_Wtime()};
   return rc;
 }
 
-typedef struct {
-  double train_s, eval_s;
-  double test_loss, test_acc;
-  int evaluated;
-} run_totals;
-
-static int evaluate(dp_trainer *t, run_data *d, dp_metrics *mt, run_totals *tot, int *io_status) {
+static int evaluate(run_state *s) {
   double t0 = MPI_Wtime();
-  DP_TRY(dp_trainer_evaluate(t, &d->test, &tot->test_loss, &tot->test_acc));
-  tot->eval_s += MPI_Wtime() - t0;
-  tot->evaluated = 1;
-  int rc = dp_metrics_eval(mt, t->step, t->epoch, tot->test_loss, tot->test_acc);
-  if (rc < 0 && *io_status == 0)
-    *io_status = rc;
+  DP_TRY(dp_trainer_evaluate(&s->t, &s->d->test, &s->test_loss, &s->test_acc));
+  s->eval_s += MPI_Wtime() - t0;
+  s->evaluated = 1;
+  int rc = dp_metrics_eval(&s->mt, s->t.step, s->t.epoch, s->test_loss, s->test_acc);
+  if (rc < 0 && s->io == 0)
+    s->io = rc;
   return 0;
 }
 
-static int train_loop(dp_trainer *t, run_data *d, dp_metrics *mt, run_totals *tot) {
+/* Rank 0 writes the checkpoint; the others go on. A failure reaches them with the next step's
+ * allreduce (io), or through the agreement the caller makes when it stops here. */
+static void save(run_state *s) {
+  s->saved_step = s->t.step;
+  s->last_save = MPI_Wtime();
+  if (s->t.comm->rank != 0)
+    return;
+  dp_ckpt_extra x = {s->iv.loss, s->iv.acc, s->iv.steps, s->iv.samples};
+  char path[DP_PATH_MAX + 64];
+  int rc = dp_ckpt_save(&s->t, s->ckpt_dir, &x, s->t.cfg->checkpoint.keep_last, path, sizeof path);
+  if (rc < 0 && s->io == 0)
+    s->io = rc;
+  if (rc == 0 && s->out)
+    fprintf(s->out, "checkpoint: %s\n", path);
+}
+
+static int checkpoint_due(const run_state *s, int epoch_end) {
+  const dp_config *cfg = s->t.cfg;
+  int64_t every = cfg->checkpoint.every_steps;
+  return s->t.save_requested || (every > 0 && s->t.step % every == 0) || (cfg->checkpoint.at_epoch_end && epoch_end);
+}
+
+/* What rank 0 wants from the next step's allreduce: a signal here, a time-based save due. */
+static void set_step_flags(run_state *s) {
+  dp_trainer *t = &s->t;
+  double every = t->cfg->checkpoint.every_seconds;
+  t->stop_local = stop_signal != 0;
+  t->save_local = t->comm->rank == 0 && every > 0 && MPI_Wtime() - s->last_save >= every;
+  t->want_grad_norm = (t->step + 1) % t->cfg->train.log_every == 0; /* the logged step's norm */
+}
+
+static int one_step(run_state *s) {
+  dp_trainer *t = &s->t;
+  dp_step_result r;
+  set_step_flags(s);
+  double t0 = MPI_Wtime();
+  DP_TRY(dp_trainer_step(t, s->io, &r));
+  s->train_s += MPI_Wtime() - t0;
+  s->iv.loss += r.loss;
+  s->iv.acc += r.acc;
+  s->iv.steps++;
+  s->iv.samples += r.batch;
+  s->evaluated = 0;
   const dp_config *cfg = t->cfg;
-  interval iv = {.t0 = MPI_Wtime()};
-  int io = 0; /* rank 0's pending metrics failure, sent along with the next step */
-  while (t->step < t->total_steps && !t->converged) {
-    dp_step_result r;
-    double t0 = MPI_Wtime();
-    t->want_grad_norm = (t->step + 1) % cfg->train.log_every == 0; /* the logged step's norm */
-    DP_TRY(dp_trainer_step(t, io, &r));
-    tot->train_s += MPI_Wtime() - t0;
-    iv.loss += r.loss;
-    iv.acc += r.acc;
-    iv.steps++;
-    iv.samples += r.batch;
-    tot->evaluated = 0;
-    if (t->step % cfg->train.log_every == 0 || t->step == t->total_steps || t->converged) {
-      int rc = log_interval(mt, t, &iv, &r);
-      if (rc < 0 && io == 0)
-        io = rc;
-    }
-    /* Every eval_every steps, or at each epoch's end when it is 0 (with a full batch every step
-     * ends an epoch: eval_every thins the evaluations out). */
-    int due = cfg->train.eval_every > 0 ? t->step % cfg->train.eval_every == 0 : t->pos == t->steps_per_epoch;
-    if (d->has_test && due) {
-      DP_TRY(evaluate(t, d, mt, tot, &io));
-      iv.t0 = MPI_Wtime(); /* evaluation time is not training throughput */
-    }
+  if (t->step % cfg->train.log_every == 0 || t->step == t->total_steps || t->converged) {
+    int rc = log_interval(s, &r);
+    if (rc < 0 && s->io == 0)
+      s->io = rc;
   }
-  if (d->has_test && !tot->evaluated)
-    DP_TRY(evaluate(t, d, mt, tot, &io));
-  return dp_comm_agree(t->comm, io, NULL);
+  /* Every eval_every steps, or at each epoch's end when it is 0 (with a full batch every step
+   * ends an epoch: eval_every thins the evaluations out). */
+  int epoch_end = t->pos == t->steps_per_epoch;
+  int due = cfg->train.eval_every > 0 ? t->step % cfg->train.eval_every == 0 : epoch_end;
+  if (s->d->has_test && due) {
+    DP_TRY(evaluate(s));
+    s->iv.t0 = MPI_Wtime(); /* evaluation time is not training throughput */
+  }
+  if (t->stop_requested || checkpoint_due(s, epoch_end))
+    save(s);
+  return 0;
 }
 
-static void print_summary(FILE *out, const dp_trainer *t, const run_totals *tot, double startup_s) {
-  double samples = 0;
-  for (int64_t s = 0; s < t->step; s++) { /* the last batch of an epoch may be short */
-    int64_t pos = s % t->steps_per_epoch, g0 = pos * t->batch;
-    samples += (double)((g0 + t->batch < t->n_train ? g0 + t->batch : t->n_train) - g0);
+static int train_loop(run_state *s) {
+  dp_trainer *t = &s->t;
+  while (t->step < t->total_steps && !t->converged && !t->stop_requested)
+    DP_TRY(one_step(s));
+  if (t->stop_requested) { /* saved at this step boundary by one_step */
+    DP_TRY(dp_comm_agree(t->comm, s->io, NULL));
+    if (s->out)
+      fprintf(s->out, "stopped by a signal at step %lld: the checkpoint above resumes it (--resume auto)\n",
+              (long long)t->step);
+    return 0;
   }
-  fprintf(out, "done: %lld steps, %.0f samples in %.2f s of training (%.0f samples/s); start-up %.2f s, evaluation %.2f s\n",
-          (long long)t->step, samples, tot->train_s, samples / tot->train_s, startup_s, tot->eval_s);
-  if (tot->evaluated)
-    fprintf(out, "final: test_loss %.5f  test_acc %.4f\n", tot->test_loss, tot->test_acc);
-  fflush(out);
+  if (s->d->has_test && !s->evaluated && s->saved_step != t->step)
+    DP_TRY(evaluate(s));
+  if (t->cfg->checkpoint.at_end && s->saved_step != t->step)
+    save(s);
+  return dp_comm_agree(t->comm, s->io, NULL);
 }
 
-static int run_with_data(const dp_config *cfg, dp_comm *comm, run_data *d, FILE *out, double start) {
+static void print_summary(const run_state *s, double startup_s) {
+  const dp_trainer *t = &s->t;
+  double samples = (double)(dp_trainer_samples_seen(t) - s->start_samples);
+  fprintf(s->out, "done: %lld steps, %.0f samples in %.2f s of training (%.0f samples/s); start-up %.2f s, "
+                  "evaluation %.2f s\n",
+          (long long)t->step, samples, s->train_s, samples / s->train_s, startup_s, s->eval_s);
+  if (s->evaluated)
+    fprintf(s->out, "final: test_loss %.5f  test_acc %.4f\n", s->test_loss, s->test_acc);
+  fflush(s->out);
+}
+
+/* --resume PATH, or auto: the newest complete checkpoint in the directory, or a fresh start. */
+static int resume(run_state *s, const char *how) {
+  dp_trainer *t = &s->t;
+  char path[DP_PATH_MAX + 64] = "";
+  int have = 1;
+  if (!strcmp(how, "auto")) {
+    if (t->comm->rank == 0)
+      have = dp_ckpt_latest(s->ckpt_dir, path, sizeof path) == 0;
+    DP_TRY(dp_comm_bcast(t->comm, &have, sizeof have, 0));
+    if (!have) {
+      if (s->out)
+        fprintf(s->out, "resume: no checkpoint in %s, starting fresh\n", s->ckpt_dir);
+      return 0;
+    }
+  } else {
+    snprintf(path, sizeof path, "%s", how);
+  }
+  dp_ckpt_extra x;
+  DP_TRY(dp_ckpt_load(t, path, &x));
+  s->iv = (interval){x.interval_loss, x.interval_acc, 0.0, x.interval_steps, x.interval_samples};
+  s->saved_step = t->step;
+  s->start_samples = dp_trainer_samples_seen(t);
+  if (s->out)
+    fprintf(s->out, "resumed from %s at step %lld (epoch %lld)\n", path, (long long)t->step, (long long)t->epoch + 1);
+  return 0;
+}
+
+static int start_output(run_state *s, const dp_config *cfg) {
+  dp_comm *comm = s->t.comm;
+  int rc = dp_metrics_open(&s->mt, cfg->train.out_dir, comm->rank == 0, s->out, s->saved_step);
+  if (rc == 0 && comm->rank == 0)
+    rc = write_config_copy(cfg);
+  return dp_comm_agree(comm, rc, NULL);
+}
+
+static int run_with_data(const dp_config *cfg, dp_comm *comm, run_data *d, const char *resume_from, FILE *out,
+                         double start) {
   int threads = dp_blas_set_threads(cfg->train.threads, comm->node_size);
-  dp_trainer t;
-  int rc = dp_trainer_create(&t, cfg, comm, &d->train);
+  run_state *s = calloc(1, sizeof *s);
+  if (!s)
+    return dp_fail(DP_ENOMEM, "out of memory");
+  s->d = d;
+  s->out = out;
+  s->saved_step = -1;
+  s->last_save = MPI_Wtime();
+  if (cfg->checkpoint.dir[0])
+    snprintf(s->ckpt_dir, sizeof s->ckpt_dir, "%s", cfg->checkpoint.dir);
+  else
+    snprintf(s->ckpt_dir, sizeof s->ckpt_dir, "%.*s/checkpoints", DP_PATH_MAX - 20, cfg->train.out_dir);
+  int rc = dp_trainer_create(&s->t, cfg, comm, &d->train);
   if (rc == 0 && d->has_test)
-    rc = dp_check_data_fits(cfg, comm, &d->test, t.model.in_dim, t.model.out_dim);
-  dp_metrics mt;
-  memset(&mt, 0, sizeof mt);
-  if (rc == 0) {
-    int lrc = dp_metrics_open(&mt, cfg->train.out_dir, comm->rank == 0, out);
-    if (lrc == 0 && comm->rank == 0)
-      lrc = write_config_copy(cfg);
-    rc = dp_comm_agree(comm, lrc, NULL);
-  }
+    rc = dp_check_data_fits(cfg, comm, &d->test, s->t.model.in_dim, s->t.model.out_dim);
+  if (rc == 0 && resume_from)
+    rc = resume(s, resume_from);
+  if (rc == 0)
+    rc = start_output(s, cfg);
   if (rc == 0) {
     if (out)
-      print_startup(out, &t, d, threads);
-    run_totals tot = {0};
-    double startup = MPI_Wtime() - start;
-    rc = train_loop(&t, d, &mt, &tot);
+      print_startup(out, &s->t, d, threads);
+    s->iv.t0 = MPI_Wtime();
+    double startup = s->iv.t0 - start;
+    rc = train_loop(s);
     if (rc == 0 && out)
-      print_summary(out, &t, &tot, startup);
+      print_summary(s, startup);
   }
-  dp_metrics_close(&mt);
-  dp_trainer_free(&t);
+  dp_metrics_close(&s->mt);
+  dp_trainer_free(&s->t);
+  free(s);
   return rc;
 }
 
-int dp_train_run(const dp_config *cfg, dp_comm *comm, FILE *out) {
+int dp_train_run(const dp_config *cfg, dp_comm *comm, const char *resume_from, FILE *out) {
   double start = MPI_Wtime();
   if (comm->rank != 0)
     out = NULL;
+  catch_stop_signals();
   run_data d;
   memset(&d, 0, sizeof d);
   dp_dataset_init(&d.train);
   dp_dataset_init(&d.test);
   int rc = open_data(cfg, comm, &d);
   if (rc == 0)
-    rc = run_with_data(cfg, comm, &d, out, start);
+    rc = run_with_data(cfg, comm, &d, resume_from, out, start);
   dp_dataset_close(&d.train);
   dp_dataset_close(&d.test);
   return rc;

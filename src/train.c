@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dptrain/checkpoint.h"
 #include "dptrain/error.h"
 #include "dptrain/rng.h"
 
@@ -118,8 +119,13 @@ int dp_trainer_create(dp_trainer *t, const dp_config *cfg, dp_comm *comm, dp_dat
   dp_schedule_init(&t->sched, cfg, t->total_steps, t->batch);
   DP_TRY(dp_comm_agree(comm, rc, NULL));
   DP_TRY(dp_check_data_fits(cfg, comm, train, train->d, t->model.out_dim));
-  if (comm->rank == 0)
+  rc = 0;
+  if (comm->rank == 0) {
     dp_model_init(&t->model, cfg, cfg->train.seed);
+    if (cfg->model.init_from[0])
+      rc = dp_ckpt_load_weights(&t->model, cfg->model.init_from);
+  }
+  DP_TRY(dp_comm_agree(comm, rc, NULL));
   return dp_comm_bcast(comm, t->model.params, sizeof(float) * t->model.n_floats, 0);
 }
 
@@ -189,7 +195,11 @@ static int batch_gradient(dp_trainer *t, int64_t g0, int64_t g1, int local_statu
   extra[DP_EXTRA_LOSS] = (float)(sum * scale);
   extra[DP_EXTRA_CORRECT] = (float)correct;
   extra[DP_EXTRA_FAILED] = rc < 0 ? 1.0f : 0.0f;
+  extra[DP_EXTRA_STOP] = t->stop_local ? 1.0f : 0.0f;
+  extra[DP_EXTRA_SAVE] = t->save_local ? 1.0f : 0.0f;
   DP_TRY(dp_comm_allreduce_f32(t->comm, t->model.grads, t->model.n_floats + DP_GRAD_EXTRA));
+  t->stop_requested = extra[DP_EXTRA_STOP] > 0.0f;
+  t->save_requested = extra[DP_EXTRA_SAVE] > 0.0f;
   if (rc < 0) {
     dp_error_set_reporter(t->comm->rank);
     return rc;
@@ -306,4 +316,11 @@ int dp_trainer_evaluate(dp_trainer *t, dp_dataset *ds, double *loss, double *acc
   *loss = sums[0] / (double)ds->n;
   *acc = sums[1] / (double)ds->n;
   return 0;
+}
+
+int64_t dp_trainer_samples_seen(const dp_trainer *t) {
+  int64_t full_epochs = t->step / t->steps_per_epoch, rest = t->step % t->steps_per_epoch;
+  int64_t per_epoch = t->steps_per_epoch * t->batch < t->n_train ? t->steps_per_epoch * t->batch : t->n_train;
+  int64_t partial = rest * t->batch < per_epoch ? rest * t->batch : per_epoch;
+  return full_epochs * per_epoch + partial;
 }

@@ -1,4 +1,5 @@
-/* The run configuration: an INI file with sections [data] [model] [layer]... [optimizer] [train].
+/* The run configuration: an INI file with sections [data] [model] [layer]... [optimizer] [schedule]
+ * [train] [checkpoint] [sweep].
  *
  * Every key has a type, a default and a one-line description in ONE table (src/config.c); the
  * parser, `dptrain config --list` and the generated reference all read that table, so they cannot
@@ -73,6 +74,7 @@ typedef struct {
 
   struct {
     dp_loss_kind loss;
+    char init_from[DP_PATH_MAX]; /* checkpoint whose /model weights start the run; "" = none */
   } model;
 
   int n_layers;
@@ -81,6 +83,14 @@ typedef struct {
   dp_optim_cfg optimizer;
 
   dp_schedule_cfg schedule;
+
+  struct {
+    int64_t every_steps;   /* 0 = off */
+    double every_seconds;  /* 0 = off */
+    bool at_epoch_end, at_end;
+    int keep_last;         /* 0 = keep all */
+    char dir[DP_PATH_MAX]; /* "" = out_dir/checkpoints */
+  } checkpoint;
 
   struct {
     char lr[256];          /* grid: "LO:HI:N" (log-spaced) or "a,b,c" */

@@ -22,8 +22,9 @@ typedef struct {
   double samples_per_s;
 } dp_step_log;
 
-/* Creates out_dir (and parents) and opens out_dir/metrics.jsonl when is_root; `out` gets progress. */
-int dp_metrics_open(dp_metrics *m, const char *out_dir, int is_root, FILE *out);
+/* Creates out_dir (and parents) and opens out_dir/metrics.jsonl when is_root; `out` gets progress.
+ * resume_step >= 0 continues an existing file, keeping its lines up to that step; -1 starts anew. */
+int dp_metrics_open(dp_metrics *m, const char *out_dir, int is_root, FILE *out, int64_t resume_step);
 int dp_metrics_step(dp_metrics *m, const dp_step_log *s);
 int dp_metrics_eval(dp_metrics *m, int64_t step, int64_t epoch, double test_loss, double test_acc);
 void dp_metrics_close(dp_metrics *m);

@@ -13,9 +13,10 @@
 #include "dptrain/loss.h"
 
 /* Slots after the gradients in the gradient block, reduced by the same allreduce: the shard's
- * scaled loss sum, its count of correct predictions, and a count of ranks whose part of the step
- * failed (so a local failure stops every rank at the same step, with no extra collective). */
-enum { DP_EXTRA_LOSS, DP_EXTRA_CORRECT, DP_EXTRA_FAILED, DP_GRAD_EXTRA };
+ * scaled loss sum, its count of correct predictions, a count of ranks whose part of the step
+ * failed (so a local failure stops every rank at the same step, with no extra collective), of
+ * ranks that caught a stop signal, and of ranks that want a checkpoint. */
+enum { DP_EXTRA_LOSS, DP_EXTRA_CORRECT, DP_EXTRA_FAILED, DP_EXTRA_STOP, DP_EXTRA_SAVE, DP_GRAD_EXTRA };
 
 typedef struct {
   int n_layers;
@@ -46,6 +47,19 @@ double dp_model_backward(dp_model *m, const float *x, const int32_t *labels, con
                          float scale, int accumulate, int *correct);
 /* The loss sum only (evaluation), after dp_model_forward. */
 double dp_model_loss(dp_model *m, const int32_t *labels, const float *targets, int B, int *correct);
+
+/* A named tensor of one layer, for checkpoints: `offset` floats into the parameter block, and at the
+ * same offset into the gradient block and every optimizer state slot. */
+enum { DP_MAX_TENSORS = 4 };
+typedef struct {
+  const char *name; /* "weight", "bias", ... */
+  size_t offset;
+  int rank;
+  int dims[2];      /* (out, in) or (out) */
+} dp_tensor;
+
+/* Layer i's tensors in the parameter block: weight (out, in), bias (out). Returns the count. */
+int dp_model_tensors(const dp_model *m, int i, dp_tensor t[DP_MAX_TENSORS]);
 
 /* FLOPs of one sample's forward pass (2 per weight). */
 double dp_model_flops_forward(const dp_model *m);

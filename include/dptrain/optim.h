@@ -59,5 +59,9 @@ void dp_optim_free(dp_optim *o);
 void dp_optim_step(dp_optim *o, float *w, const float *g, float lr);
 /* State slot i (n floats), e.g. for checkpoints; NULL past the last. */
 float *dp_optim_slot(dp_optim *o, int i);
+/* The slot's name in checkpoints ("momentum", "m", "v", ...); NULL past the last. */
+const char *dp_optim_slot_name(const dp_optim *o, int i);
+/* The optimizer's name as in the config ("sgd", "adam", ...). */
+const char *dp_optim_name(dp_optim_kind k);
 
 #endif

@@ -31,6 +31,10 @@ typedef struct {
   double lbfgs_f;          /* the loss at the current point */
   int converged;           /* lbfgs met a tolerance: the run stops */
   int want_grad_norm;      /* set before a step to have its gradient norm computed (else NaN) */
+  int stop_local;          /* set before a step: this rank was asked to stop (a signal) */
+  int save_local;          /* set before a step: this rank wants a checkpoint (time-based) */
+  int stop_requested;      /* after a step: some rank was asked to stop; all ranks agree */
+  int save_requested;      /* after a step: some rank wants a checkpoint; all ranks agree */
 
   int64_t n_train;         /* training rows */
   int64_t batch;           /* global mini-batch (n_train for "full") */
@@ -68,15 +72,24 @@ void dp_trainer_free(dp_trainer *t);
  * stops at the same step without an extra collective. */
 int dp_trainer_step(dp_trainer *t, int local_status, dp_step_result *r);
 
+/* Training rows processed in the steps done so far (an epoch's last batch may be short). */
+int64_t dp_trainer_samples_seen(const dp_trainer *t);
+
 /* Loss and accuracy over all rows of ds, split across ranks. Collective. */
 int dp_trainer_evaluate(dp_trainer *t, dp_dataset *ds, double *loss, double *acc);
 
 /* Checks that a data set's x and y fit the model (width, label range or target width). Collective. */
 int dp_check_data_fits(const dp_config *cfg, dp_comm *comm, dp_dataset *ds, int64_t in_dim, int out_dim);
 
-/* `dptrain train`: opens the data, trains for the configured epochs/steps with evaluation, writes
- * out_dir/metrics.jsonl and out_dir/config.ini, prints progress to `out` on rank 0 (NULL: quiet).
- * Collective. */
-int dp_train_run(const dp_config *cfg, dp_comm *comm, FILE *out);
+/* `dptrain train`: opens the data, trains for the configured epochs/steps with evaluation and
+ * checkpoints, writes out_dir/metrics.jsonl and out_dir/config.ini, prints progress to `out` on
+ * rank 0 (NULL: quiet). resume_from: NULL, a checkpoint path, or "auto" (the newest in the
+ * checkpoint directory, if any). On SIGTERM, SIGUSR1 or SIGINT it checkpoints at the next step
+ * boundary and returns 0. Collective. */
+int dp_train_run(const dp_config *cfg, dp_comm *comm, const char *resume_from, FILE *out);
+
+/* `dptrain eval`: the model of checkpoint ckpt (its stored config) on the /test split of data (NULL:
+ * the config's data file); prints loss and accuracy on rank 0. Collective. */
+int dp_eval_run(const char *ckpt, const char *data, dp_comm *comm, FILE *out);
 
 #endif

@@ -1,0 +1,65 @@
+/* `dptrain eval`: a checkpoint's model on a data set's test split, at any number of ranks. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "dptrain/checkpoint.h"
+#include "dptrain/error.h"
+#include "dptrain/train.h"
+
+enum { CONFIG_MAX = 1 << 20 };
+
+/* Rank 0 reads the configuration stored in the checkpoint; every rank parses the same text. */
+static int checkpoint_config(const char *ckpt, const char *data, dp_comm *comm, dp_config *cfg) {
+  char *text = calloc(CONFIG_MAX, 1);
+  if (!text)
+    return dp_fail(DP_ENOMEM, "out of memory");
+  int rc = comm->rank == 0 ? dp_ckpt_config_text(ckpt, text, CONFIG_MAX) : 0;
+  rc = dp_comm_agree(comm, rc, NULL);
+  if (rc == 0)
+    rc = dp_comm_bcast(comm, text, CONFIG_MAX, 0);
+  char set[DP_PATH_MAX + 16], name[DP_PATH_MAX + 16];
+  const char *sets[1] = {set};
+  snprintf(set, sizeof set, "data.path=%s", data ? data : "");
+  snprintf(name, sizeof name, "%s:/config", ckpt);
+  if (rc == 0)
+    rc = dp_comm_agree(comm, dp_config_parse_string(cfg, text, name, sets, data ? 1 : 0), NULL);
+  free(text);
+  return rc;
+}
+
+static int eval_on(const dp_config *cfg, const char *ckpt, dp_comm *comm, dp_dataset *test, FILE *out) {
+  dp_trainer t;
+  DP_TRY(dp_trainer_create(&t, cfg, comm, test));
+  int rc = comm->rank == 0 ? dp_ckpt_load_weights(&t.model, ckpt) : 0;
+  rc = dp_comm_agree(comm, rc, NULL);
+  if (rc == 0)
+    rc = dp_comm_bcast(comm, t.model.params, sizeof(float) * t.model.n_floats, 0);
+  double loss, acc;
+  if (rc == 0)
+    rc = dp_trainer_evaluate(&t, test, &loss, &acc);
+  if (rc == 0 && out)
+    fprintf(out, "%s on %s (/test, %lld rows): test_loss %.5f  test_acc %.4f\n", ckpt, cfg->data.path,
+            (long long)test->n, loss, acc);
+  dp_trainer_free(&t);
+  return rc;
+}
+
+int dp_eval_run(const char *ckpt, const char *data, dp_comm *comm, FILE *out) {
+  dp_config *cfg = malloc(sizeof *cfg);
+  if (!cfg)
+    return dp_fail(DP_ENOMEM, "out of memory");
+  int rc = checkpoint_config(ckpt, data, comm, cfg);
+  dp_dataset test;
+  dp_dataset_init(&test);
+  if (rc == 0) {
+    int o = dp_dataset_open(&test, cfg->data.path, "test", 1);
+    if (o == 1)
+      o = dp_fail(DP_EDATA, "%s: no /test group to evaluate on (pass --data FILE)", cfg->data.path);
+    rc = dp_comm_agree(comm, o, NULL);
+  }
+  if (rc == 0)
+    rc = eval_on(cfg, ckpt, comm, &test, comm->rank == 0 ? out : NULL);
+  dp_dataset_close(&test);
+  free(cfg);
+  return rc;
+}
