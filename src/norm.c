@@ -1,0 +1,276 @@
+#include "dptrain/norm.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "dptrain/error.h"
+
+static const char *const NAMES[] = {"none", "batch", "layer"};
+
+const char *dp_norm_name(dp_norm_kind k) {
+  switch (k) {
+  case DP_NORM_NONE:
+  case DP_NORM_BATCH:
+  case DP_NORM_LAYER:
+    return NAMES[k];
+  }
+  return "unknown";
+}
+
+int dp_norm_from_name(const char *s, dp_norm_kind *k) {
+  for (int i = DP_NORM_NONE; i <= DP_NORM_LAYER; i++)
+    if (s && strcmp(s, NAMES[i]) == 0) {
+      *k = (dp_norm_kind)i;
+      return 0;
+    }
+  return dp_fail(DP_EINVAL, "unknown normalisation '%s' (expected none, batch or layer)", s ? s : "(null)");
+}
+
+size_t dp_norm_scratch_floats(dp_norm_kind kind, int units, int max_batch) {
+  size_t zhat = (size_t)max_batch * (size_t)units;
+  if (kind == DP_NORM_BATCH)
+    return zhat + (size_t)units;
+  if (kind == DP_NORM_LAYER)
+    return zhat + (size_t)max_batch;
+  return 0;
+}
+
+size_t dp_norm_work_doubles(dp_norm_kind kind, int units) {
+  return kind == DP_NORM_NONE ? 0 : 2 * (size_t)units + 1;
+}
+
+size_t dp_norm_param_floats(dp_norm_kind kind, int units) { return kind == DP_NORM_NONE ? 0 : 2 * (size_t)units; }
+
+size_t dp_norm_state_floats(dp_norm_kind kind, int units) {
+  return kind == DP_NORM_BATCH ? 2 * (size_t)units : 0;
+}
+
+void dp_norm_init_params(dp_norm *n) {
+  if (n->kind == DP_NORM_NONE)
+    return;
+  for (int j = 0; j < n->units; j++) {
+    n->gain[j] = 1.0f;
+    n->shift[j] = 0.0f;
+  }
+  if (n->kind == DP_NORM_BATCH)
+    for (int j = 0; j < n->units; j++) {
+      n->running_mean[j] = 0.0f;
+      n->running_var[j] = 1.0f;
+    }
+}
+
+/* ---- batch norm ---------------------------------------------------------------------------- */
+
+/* s1[j] = Σ_i (z_ij − K_j), s2[j] = Σ_i (z_ij − K_j)², over the shard's rows. */
+static void shifted_sums(const float *z, int B, int u, const float *K, double *s1, double *s2) {
+  memset(s1, 0, sizeof(double) * (size_t)u);
+  memset(s2, 0, sizeof(double) * (size_t)u);
+  for (int i = 0; i < B; i++) {
+    const float *row = z + (size_t)i * u; /* (units) */
+    for (int j = 0; j < u; j++) {
+      double d = (double)row[j] - K[j];
+      s1[j] += d;
+      s2[j] += d * d;
+    }
+  }
+}
+
+/* From the (global) shifted sums and count N: work[j] <- μ_j, work[u + j] <- σ²_j (biased), the
+ * running statistics updated, inv_std[j] <- 1/√(σ²_j + ε). */
+static void batch_stats(dp_norm *n, double N) {
+  int u = n->units;
+  double *mean = n->work, *var = n->work + u;
+  /* PyTorch keeps the unbiased variance; with one row there is nothing to unbias. */
+  double unbias = N > 1.0 ? N / (N - 1.0) : 1.0, mom = n->momentum;
+  for (int j = 0; j < u; j++) {
+    double m = mean[j] / N, v = var[j] / N - m * m;
+    mean[j] = n->running_mean[j] + m; /* undo the shift before the running mean changes */
+    var[j] = v > 0.0 ? v : 0.0;       /* rounding can take an exact zero variance below zero */
+    n->inv_std[j] = (float)(1.0 / sqrt(var[j] + n->eps));
+  }
+  for (int j = 0; j < u; j++) {
+    n->running_mean[j] = (float)((1.0 - mom) * n->running_mean[j] + mom * mean[j]);
+    n->running_var[j] = (float)((1.0 - mom) * n->running_var[j] + mom * var[j] * unbias);
+  }
+}
+
+/* z (B, units) in place -> α ẑ + β, ẑ kept, with μ in work[0..u). */
+static void batch_apply(dp_norm *n, float *z, int B) {
+  int u = n->units;
+  const double *mean = n->work;
+  for (int i = 0; i < B; i++) {
+    float *row = z + (size_t)i * u, *zh = n->zhat + (size_t)i * u; /* (units) */
+    for (int j = 0; j < u; j++) {
+      float h = (float)(((double)row[j] - mean[j]) * n->inv_std[j]);
+      zh[j] = h;
+      row[j] = n->gain[j] * h + n->shift[j];
+    }
+  }
+}
+
+static int batch_forward_train(dp_norm *n, float *z, int B) {
+  int u = n->units;
+  int global = n->sync && n->reduce;
+  if (B == 0 && !global)
+    return 0;
+  shifted_sums(z, B, u, n->running_mean, n->work, n->work + u);
+  n->work[2 * u] = B;
+  if (global)
+    DP_TRY(n->reduce(n->reduce_ctx, n->work, 2 * u + 1));
+  double N = n->work[2 * u];
+  n->count = N;
+  if (N <= 0.0)
+    return 0;
+  batch_stats(n, N);
+  batch_apply(n, z, B);
+  return 0;
+}
+
+/* The shard's Σ_i g_ij and Σ_i g_ij ẑ_ij into sg, sgz, then into dshift, dgain. */
+static void param_grads(dp_norm *n, const float *g, int B, int accumulate, double *sg, double *sgz) {
+  int u = n->units;
+  memset(sg, 0, sizeof(double) * (size_t)u);
+  memset(sgz, 0, sizeof(double) * (size_t)u);
+  for (int i = 0; i < B; i++) {
+    const float *gr = g + (size_t)i * u, *zh = n->zhat + (size_t)i * u; /* (units) */
+    for (int j = 0; j < u; j++) {
+      sg[j] += gr[j];
+      sgz[j] += (double)gr[j] * zh[j];
+    }
+  }
+  float keep = accumulate ? 1.0f : 0.0f;
+  for (int j = 0; j < u; j++) {
+    n->dshift[j] = keep * n->dshift[j] + (float)sg[j];
+    n->dgain[j] = keep * n->dgain[j] + (float)sgz[j];
+  }
+}
+
+static int batch_backward(dp_norm *n, float *g, int B, int accumulate) {
+  int u = n->units;
+  int global = n->sync && n->reduce;
+  double *s1 = n->work, *s2 = n->work + u;
+  param_grads(n, g, B, accumulate, s1, s2);
+  if (B == 0 && !global)
+    return 0;
+  /* dẑ = α g, so Σ dẑ = α Σ g and Σ dẑ ẑ = α Σ g ẑ: the reduce needs only the sums just taken. */
+  for (int j = 0; j < u; j++) {
+    s1[j] *= n->gain[j];
+    s2[j] *= n->gain[j];
+  }
+  if (global)
+    DP_TRY(n->reduce(n->reduce_ctx, n->work, 2 * u));
+  if (B == 0 || n->count <= 0.0)
+    return 0;
+  for (int j = 0; j < u; j++) {
+    s1[j] /= n->count;
+    s2[j] /= n->count;
+  }
+  for (int i = 0; i < B; i++) {
+    float *gr = g + (size_t)i * u;
+    const float *zh = n->zhat + (size_t)i * u; /* (units) */
+    for (int j = 0; j < u; j++)
+      gr[j] = (float)(n->inv_std[j] * ((double)n->gain[j] * gr[j] - s1[j] - zh[j] * s2[j]));
+  }
+  return 0;
+}
+
+static void batch_forward_eval(const dp_norm *n, float *z, int B) {
+  int u = n->units;
+  for (int i = 0; i < B; i++) {
+    float *row = z + (size_t)i * u; /* (units) */
+    for (int j = 0; j < u; j++) {
+      float h = (row[j] - n->running_mean[j]) / sqrtf(n->running_var[j] + n->eps);
+      row[j] = n->gain[j] * h + n->shift[j];
+    }
+  }
+}
+
+/* ---- layer norm ---------------------------------------------------------------------------- */
+
+/* One row (units) in place -> α ẑ + β; ẑ into zh when not NULL. Returns 1/σ. */
+static float layer_row(const dp_norm *n, float *row, float *zh) {
+  int u = n->units;
+  double s = 0.0, ss = 0.0;
+  for (int j = 0; j < u; j++)
+    s += row[j];
+  double mean = s / u;
+  /* Two passes: the row's own mean is not known in advance, unlike the running mean of batch norm. */
+  for (int j = 0; j < u; j++) {
+    double d = (double)row[j] - mean;
+    ss += d * d;
+  }
+  double inv = 1.0 / sqrt(ss / u + n->eps);
+  for (int j = 0; j < u; j++) {
+    float h = (float)(((double)row[j] - mean) * inv);
+    if (zh)
+      zh[j] = h;
+    row[j] = n->gain[j] * h + n->shift[j];
+  }
+  return (float)inv;
+}
+
+static void layer_forward_train(dp_norm *n, float *z, int B) {
+  for (int i = 0; i < B; i++)
+    n->inv_std[i] = layer_row(n, z + (size_t)i * n->units, n->zhat + (size_t)i * n->units);
+}
+
+static void layer_forward_eval(const dp_norm *n, float *z, int B) {
+  for (int i = 0; i < B; i++)
+    layer_row(n, z + (size_t)i * n->units, NULL);
+}
+
+static void layer_backward(dp_norm *n, float *g, int B, int accumulate) {
+  int u = n->units;
+  param_grads(n, g, B, accumulate, n->work, n->work + u);
+  for (int i = 0; i < B; i++) {
+    float *gr = g + (size_t)i * u;
+    const float *zh = n->zhat + (size_t)i * u; /* (units) */
+    double m1 = 0.0, m2 = 0.0; /* row means of dẑ and dẑ ẑ */
+    for (int j = 0; j < u; j++) {
+      double d = (double)n->gain[j] * gr[j];
+      m1 += d;
+      m2 += d * zh[j];
+    }
+    m1 /= u;
+    m2 /= u;
+    double inv = n->inv_std[i];
+    for (int j = 0; j < u; j++)
+      gr[j] = (float)(inv * ((double)n->gain[j] * gr[j] - m1 - zh[j] * m2));
+  }
+}
+
+/* ---- dispatch ------------------------------------------------------------------------------ */
+
+int dp_norm_forward_train(dp_norm *n, float *z, int B) {
+  if (n->kind == DP_NORM_NONE)
+    return 0;
+  if (B < 0 || B > n->max_batch)
+    return dp_fail(DP_EINVAL, "%s norm: batch of %d rows, room for %d", dp_norm_name(n->kind), B, n->max_batch);
+  n->rows = B;
+  n->count = B;
+  if (n->kind == DP_NORM_LAYER) {
+    layer_forward_train(n, z, B);
+    return 0;
+  }
+  return batch_forward_train(n, z, B);
+}
+
+void dp_norm_forward_eval(const dp_norm *n, float *z, int B) {
+  if (n->kind == DP_NORM_BATCH)
+    batch_forward_eval(n, z, B);
+  else if (n->kind == DP_NORM_LAYER)
+    layer_forward_eval(n, z, B);
+}
+
+int dp_norm_backward(dp_norm *n, float *g, int B, int accumulate) {
+  if (n->kind == DP_NORM_NONE)
+    return 0;
+  if (B != n->rows)
+    return dp_fail(DP_EINVAL, "%s norm: backward over %d rows after a forward over %d", dp_norm_name(n->kind), B,
+                   n->rows);
+  if (n->kind == DP_NORM_LAYER) {
+    layer_backward(n, g, B, accumulate);
+    return 0;
+  }
+  return batch_backward(n, g, B, accumulate);
+}
