@@ -18,10 +18,17 @@
 
 /* ---- writing ---- */
 
-static int write_tensors(hid_t f, const char *prefix, const dp_model *m, const float *block) {
+/* The model's parameter tensors in block (stats = 0), or its running statistics (stats = 1). */
+static int layer_tensors(const dp_model *m, int i, int stats, dp_tensor ts[DP_MAX_TENSORS]) {
+  return stats ? dp_model_stat_tensors(m, i, ts) : dp_model_tensors(m, i, ts);
+}
+
+static int write_tensors(hid_t f, const char *prefix, const dp_model *m, const float *block, int stats) {
   for (int i = 0; i < m->n_layers; i++) {
     dp_tensor ts[DP_MAX_TENSORS];
-    int n = dp_model_tensors(m, i, ts);
+    int n = layer_tensors(m, i, stats, ts);
+    if (n == 0)
+      continue;
     char path[128];
     snprintf(path, sizeof path, "%s/layer%d", prefix, i);
     hid_t g = h5u_group(f, path);
@@ -96,11 +103,12 @@ static int write_file(const dp_trainer *t, const char *path, const dp_ckpt_extra
   hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   if (f < 0)
     return -1;
-  int rc = write_meta(f, t, x) | write_config(f, t->cfg) | write_tensors(f, "model", &t->model, t->model.params);
+  int rc = write_meta(f, t, x) | write_config(f, t->cfg) | write_tensors(f, "model", &t->model, t->model.params, 0) |
+           write_tensors(f, "model", &t->model, t->model.stats, 1);
   for (int i = 0; i < t->optim.n_slots && rc == 0; i++) {
     char prefix[64];
     snprintf(prefix, sizeof prefix, "optimizer/%s", dp_optim_slot_name(&t->optim, i));
-    rc = write_tensors(f, prefix, &t->model, t->optim.state + (size_t)i * t->optim.n);
+    rc = write_tensors(f, prefix, &t->model, t->optim.state + (size_t)i * t->optim.n, 0);
   }
   if (rc == 0 && t->cfg->optimizer.name == DP_OPT_LBFGS)
     rc = write_lbfgs(f, t);
@@ -230,7 +238,7 @@ static int open_ckpt(const char *path, hid_t *f) {
 }
 
 /* Reads prefix/layer<i>/<tensor> for every layer into block, checking every shape first. */
-static int read_tensors(hid_t f, const char *path, const char *prefix, const dp_model *m, float *block) {
+static int read_tensors(hid_t f, const char *path, const char *prefix, const dp_model *m, float *block, int stats) {
   int64_t n_layers = -1;
   if (!strcmp(prefix, "model") && h5u_get_i64(f, "n_layers", &n_layers) == 0 && n_layers != m->n_layers)
     return dp_fail(DP_ECKPT, "%s: the checkpoint's model has %lld layers, the config %d", path, (long long)n_layers,
@@ -238,7 +246,7 @@ static int read_tensors(hid_t f, const char *path, const char *prefix, const dp_
   for (int pass = 0; pass < 2; pass++) /* all shapes, then all data: nothing half-read on a mismatch */
     for (int i = 0; i < m->n_layers; i++) {
       dp_tensor ts[DP_MAX_TENSORS];
-      int n = dp_model_tensors(m, i, ts);
+      int n = layer_tensors(m, i, stats, ts);
       for (int k = 0; k < n; k++) {
         char name[160];
         snprintf(name, sizeof name, "%s/layer%d/%s", prefix, i, ts[k].name);
@@ -264,7 +272,9 @@ int dp_ckpt_load_weights(dp_model *m, const char *path) {
     return dp_fail(DP_ECKPT, "%s: cannot open: %s", path, strerror(errno));
   if (H5Fis_hdf5(path) <= 0 || (f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT)) < 0)
     return dp_fail(DP_ECKPT, "%s: not a readable HDF5 file", path);
-  int rc = read_tensors(f, path, "model", m, m->params);
+  int rc = read_tensors(f, path, "model", m, m->params, 0);
+  if (rc == 0)
+    rc = read_tensors(f, path, "model", m, m->stats, 1);
   H5Fclose(f);
   return rc;
 }
@@ -323,11 +333,13 @@ static int read_all(dp_trainer *t, const char *path, scalars *s) {
   DP_TRY(open_ckpt(path, &f));
   int rc = read_meta(f, path, t, s);
   if (rc == 0)
-    rc = read_tensors(f, path, "model", &t->model, t->model.params);
+    rc = read_tensors(f, path, "model", &t->model, t->model.params, 0);
+  if (rc == 0)
+    rc = read_tensors(f, path, "model", &t->model, t->model.stats, 1);
   for (int i = 0; i < t->optim.n_slots && rc == 0; i++) {
     char prefix[64];
     snprintf(prefix, sizeof prefix, "optimizer/%s", dp_optim_slot_name(&t->optim, i));
-    rc = read_tensors(f, path, prefix, &t->model, dp_optim_slot(&t->optim, i));
+    rc = read_tensors(f, path, prefix, &t->model, dp_optim_slot(&t->optim, i), 0);
   }
   if (rc == 0 && t->cfg->optimizer.name == DP_OPT_LBFGS)
     rc = read_lbfgs(f, path, t, s);
@@ -339,6 +351,8 @@ static int bcast_state(dp_trainer *t, scalars *s) {
   dp_comm *c = t->comm;
   DP_TRY(dp_comm_bcast(c, s, sizeof *s, 0));
   DP_TRY(dp_comm_bcast(c, t->model.params, sizeof(float) * t->model.n_floats, 0));
+  if (t->model.n_stats)
+    DP_TRY(dp_comm_bcast(c, t->model.stats, sizeof(float) * t->model.n_stats, 0));
   if (t->optim.n_slots)
     DP_TRY(dp_comm_bcast(c, t->optim.state, sizeof(float) * t->optim.n * (size_t)t->optim.n_slots, 0));
   if (t->cfg->optimizer.name == DP_OPT_LBFGS) {
@@ -393,8 +407,12 @@ static void print_layers(hid_t f, FILE *out) {
       break;
     snprintf(name, sizeof name, "model/layer%d/bias", i);
     int has_bias = h5u_shape(f, name, &rank, b) == 0;
-    fprintf(out, "  layer%d: weight (%lld, %lld)%s, %lld parameters\n", i, (long long)w[0], (long long)w[1],
-            has_bias ? ", bias" : "", (long long)(w[0] * w[1] + (has_bias ? b[0] : 0)));
+    snprintf(name, sizeof name, "model/layer%d/running_mean", i);
+    int batch = h5u_shape(f, name, &rank, b) == 0;
+    const char *extra = has_bias ? ", bias" : batch ? ", batch norm (gain, shift, running statistics)"
+                                                    : ", layer norm (gain, shift)";
+    fprintf(out, "  layer%d: weight (%lld, %lld)%s, %lld parameters\n", i, (long long)w[0], (long long)w[1], extra,
+            (long long)(w[0] * w[1] + (has_bias ? 1 : 2) * w[0]));
   }
 }
 

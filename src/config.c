@@ -24,6 +24,7 @@ static const char *const form_names[] = {"heavy_ball", "difference", NULL};
 static const char *const eps_names[] = {"outside", "inside", NULL};
 static const char *const sched_names[] = {"constant", "step", "multistep", "exponential", "cosine", NULL};
 static const char *const scale_names[] = {"none", "linear", NULL};
+static const char *const norm_names[] = {"none", "batch", "layer", NULL};
 
 #define C(f) offsetof(dp_config, f)
 #define L(f) offsetof(dp_layer_cfg, f)
@@ -48,6 +49,14 @@ static const dp_key keys[] = {
     ENUM("layer", "init", "auto", L(init), init_names,
          "weight initialisation; auto follows the activation (Xavier; sigmoid x4, relu x sqrt 2)"),
     ENUM("layer", "init_dist", "uniform", L(init_dist), dist_names, "distribution of init = auto: uniform or normal"),
+    ENUM("layer", "norm", "none", L(norm), norm_names,
+         "normalise the net sums before the activation: none, batch or layer (a normed layer has no bias)"),
+    BOOL("layer", "sync", "true", L(sync),
+         "batch norm: statistics over the global batch (all ranks); false = the rank's shard only (faster, "
+         "depends on the rank count)"),
+    NUM("layer", "eps", DP_KEY_DOUBLE, "1e-5", L(eps), 1e-12, 1, "norm: epsilon in sqrt(var + eps)"),
+    NUM("layer", "norm_momentum", DP_KEY_DOUBLE, "0.1", L(norm_momentum), 0, 1,
+        "batch norm: running statistics r = (1 - m) r + m batch (unbiased variance), used for evaluation"),
 
     ENUM("optimizer", "name", "sgd", C(optimizer.name), optim_names, "sgd, rmsprop, adam, adamw or lbfgs"),
     NUM("optimizer", "lr", DP_KEY_DOUBLE, "0", C(optimizer.lr), 0, 1e6,

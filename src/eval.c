@@ -34,6 +34,8 @@ static int eval_on(const dp_config *cfg, const char *ckpt, dp_comm *comm, dp_dat
   rc = dp_comm_agree(comm, rc, NULL);
   if (rc == 0)
     rc = dp_comm_bcast(comm, t.model.params, sizeof(float) * t.model.n_floats, 0);
+  if (rc == 0 && t.model.n_stats)
+    rc = dp_comm_bcast(comm, t.model.stats, sizeof(float) * t.model.n_stats, 0);
   double loss, acc;
   if (rc == 0)
     rc = dp_trainer_evaluate(&t, test, &loss, &acc);

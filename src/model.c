@@ -18,22 +18,73 @@ static float *alloc_floats(size_t n) {
   return p;
 }
 
-static void assign_views(dp_model *m) {
-  size_t off = 0, aoff = 0, B = (size_t)m->max_batch;
-  for (int i = 0; i < m->n_layers; i++) {
-    dp_dense *l = &m->layer[i];
-    size_t nw = (size_t)l->out * l->in;
-    l->w = m->params + off;
-    l->dw = m->grads + off;
-    off += pad16(nw);
-    l->b = m->params + off;
-    l->db = m->grads + off;
-    off += pad16((size_t)l->out);
-    l->y = m->acts + aoff;
-    aoff += pad16(B * l->out);
-    l->dy = m->acts + aoff;
-    aoff += pad16(B * l->out);
+/* Sizes of every block, walked in one place so that counting and assigning views cannot drift. */
+typedef struct {
+  size_t params, acts, stats, scratch, work;
+} block_sizes;
+
+/* Counts layer l's share of each block and, when m's blocks exist, points l's views into them. */
+static void place_layer(dp_model *m, dp_dense *l, block_sizes *o) {
+  int have = m->params != NULL;
+  size_t B = (size_t)m->max_batch, u = (size_t)l->out;
+  dp_norm *n = &l->norm;
+  if (have) {
+    l->w = m->params + o->params, l->dw = m->grads + o->params;
+    l->y = m->acts + o->acts, l->dy = m->acts + o->acts + pad16(B * u);
   }
+  o->params += pad16(u * (size_t)l->in);
+  o->acts += 2 * pad16(B * u);
+  if (n->kind == DP_NORM_NONE) {
+    if (have)
+      l->b = m->params + o->params, l->db = m->grads + o->params;
+    o->params += pad16(u);
+    return;
+  }
+  if (have) {
+    n->gain = m->params + o->params, n->dgain = m->grads + o->params;
+    n->shift = n->gain + pad16(u), n->dshift = n->dgain + pad16(u);
+    n->zhat = m->norm_scratch + o->scratch;
+    n->inv_std = n->zhat + B * u;
+    n->work = m->norm_work + o->work;
+    if (n->kind == DP_NORM_BATCH)
+      n->running_mean = m->stats + o->stats, n->running_var = m->stats + o->stats + pad16(u);
+  }
+  o->params += 2 * pad16(u);
+  o->scratch += pad16(dp_norm_scratch_floats(n->kind, l->out, m->max_batch));
+  o->work += dp_norm_work_doubles(n->kind, l->out);
+  o->stats += n->kind == DP_NORM_BATCH ? 2 * pad16(u) : 0;
+}
+
+static void place_all(dp_model *m, block_sizes *o) {
+  memset(o, 0, sizeof *o);
+  for (int i = 0; i < m->n_layers; i++)
+    place_layer(m, &m->layer[i], o);
+}
+
+static void configure_layer(dp_model *m, dp_dense *l, const dp_layer_cfg *lc, int in) {
+  l->in = in;
+  l->out = lc->units;
+  l->act = lc->activation;
+  l->norm = (dp_norm){.kind = (dp_norm_kind)lc->norm,
+                      .units = lc->units,
+                      .max_batch = m->max_batch,
+                      .eps = (float)lc->eps,
+                      .momentum = (float)lc->norm_momentum,
+                      .sync = lc->sync};
+  m->n_params += (size_t)l->out * l->in + (lc->norm == DP_NORM_NONE ? 1u : 2u) * (size_t)l->out;
+  m->has_batch_norm |= lc->norm == DP_NORM_BATCH;
+}
+
+static int alloc_blocks(dp_model *m, const block_sizes *o) {
+  m->params = alloc_floats(o->params);
+  m->grads = alloc_floats(o->params + DP_GRAD_EXTRA);
+  m->acts = alloc_floats(o->acts);
+  m->stats = alloc_floats(o->stats);
+  m->norm_scratch = alloc_floats(o->scratch);
+  m->norm_work = calloc(o->work ? o->work : 1, sizeof(double));
+  if (!m->params || !m->grads || !m->acts || !m->stats || !m->norm_scratch || !m->norm_work)
+    return dp_fail(DP_ENOMEM, "model: cannot allocate %zu parameters and %zu activation floats", o->params, o->acts);
+  return 0;
 }
 
 int dp_model_create(dp_model *m, const dp_config *cfg, int in_dim, int max_batch) {
@@ -44,28 +95,22 @@ int dp_model_create(dp_model *m, const dp_config *cfg, int in_dim, int max_batch
   m->in_dim = in_dim;
   m->max_batch = max_batch;
   m->loss = cfg->model.loss;
-  size_t nf = 0, na = 0;
   int in = in_dim;
   for (int i = 0; i < m->n_layers; i++) {
-    dp_dense *l = &m->layer[i];
-    l->in = in;
-    l->out = cfg->layer[i].units;
-    l->act = cfg->layer[i].activation;
-    m->n_params += (size_t)l->out * l->in + (size_t)l->out;
-    nf += pad16((size_t)l->out * l->in) + pad16((size_t)l->out);
-    na += 2 * pad16((size_t)max_batch * l->out);
-    in = l->out;
+    configure_layer(m, &m->layer[i], &cfg->layer[i], in);
+    in = m->layer[i].out;
   }
   m->out_dim = in;
-  m->n_floats = nf;
-  m->params = alloc_floats(nf);
-  m->grads = alloc_floats(nf + DP_GRAD_EXTRA);
-  m->acts = alloc_floats(na);
-  if (!m->params || !m->grads || !m->acts) {
+  block_sizes o;
+  place_all(m, &o); /* count */
+  m->n_floats = o.params;
+  m->n_stats = o.stats;
+  int rc = alloc_blocks(m, &o);
+  if (rc < 0) {
     dp_model_free(m);
-    return dp_fail(DP_ENOMEM, "model: cannot allocate %zu parameters and %zu activation floats", nf, na);
+    return rc;
   }
-  assign_views(m);
+  place_all(m, &o); /* assign the views */
   return 0;
 }
 
@@ -73,7 +118,23 @@ void dp_model_free(dp_model *m) {
   free(m->params);
   free(m->grads);
   free(m->acts);
-  m->params = m->grads = m->acts = NULL;
+  free(m->stats);
+  free(m->norm_scratch);
+  free(m->norm_work);
+  m->params = m->grads = m->acts = m->stats = m->norm_scratch = NULL;
+  m->norm_work = NULL;
+}
+
+void dp_model_set_eval(dp_model *m, int eval) {
+  for (int i = 0; i < m->n_layers; i++)
+    m->layer[i].eval = eval;
+}
+
+void dp_model_set_reduce(dp_model *m, dp_reduce_fn fn, void *ctx) {
+  for (int i = 0; i < m->n_layers; i++) {
+    m->layer[i].norm.reduce = fn;
+    m->layer[i].norm.reduce_ctx = ctx;
+  }
 }
 
 void dp_model_init(dp_model *m, const dp_config *cfg, uint64_t seed) {
@@ -84,13 +145,18 @@ void dp_model_init(dp_model *m, const dp_config *cfg, uint64_t seed) {
     /* One stream per layer: adding a layer does not change the others' initial weights. */
     dp_rng_seed(&rng, seed, 0x1000 + (uint64_t)i);
     dp_init_weights(l->w, l->in, l->out, lc->init, lc->init_dist, l->act, &rng);
-    memset(l->b, 0, sizeof(float) * (size_t)l->out);
+    if (l->b)
+      memset(l->b, 0, sizeof(float) * (size_t)l->out);
+    if (l->norm.kind != DP_NORM_NONE)
+      dp_norm_init_params(&l->norm);
   }
 }
 
 const float *dp_model_forward(dp_model *m, const float *x, int B) {
   for (int i = 0; i < m->n_layers; i++) {
-    dp_dense_forward(&m->layer[i], x, B);
+    int rc = dp_dense_forward(&m->layer[i], x, B);
+    if (rc < 0 && m->err == 0)
+      m->err = rc; /* go on: every rank must make the same reduces */
     x = m->layer[i].y;
   }
   return x;
@@ -120,7 +186,9 @@ double dp_model_backward(dp_model *m, const float *x, const int32_t *labels, con
   for (int i = m->n_layers - 1; i >= 0; i--) {
     const float *in = i ? m->layer[i - 1].y : x;
     float *dx = i ? m->layer[i - 1].dy : NULL; /* the input needs no gradient */
-    dp_dense_backward(&m->layer[i], in, B, dx, accumulate);
+    int rc = dp_dense_backward(&m->layer[i], in, B, dx, accumulate);
+    if (rc < 0 && m->err == 0)
+      m->err = rc;
   }
   return loss;
 }
@@ -135,6 +203,20 @@ double dp_model_flops_forward(const dp_model *m) {
 int dp_model_tensors(const dp_model *m, int i, dp_tensor t[DP_MAX_TENSORS]) {
   const dp_dense *l = &m->layer[i];
   t[0] = (dp_tensor){"weight", (size_t)(l->w - m->params), 2, {l->out, l->in}};
-  t[1] = (dp_tensor){"bias", (size_t)(l->b - m->params), 1, {l->out, 0}};
+  if (l->norm.kind == DP_NORM_NONE) {
+    t[1] = (dp_tensor){"bias", (size_t)(l->b - m->params), 1, {l->out, 0}};
+    return 2;
+  }
+  t[1] = (dp_tensor){"gain", (size_t)(l->norm.gain - m->params), 1, {l->out, 0}};
+  t[2] = (dp_tensor){"shift", (size_t)(l->norm.shift - m->params), 1, {l->out, 0}};
+  return 3;
+}
+
+int dp_model_stat_tensors(const dp_model *m, int i, dp_tensor t[DP_MAX_TENSORS]) {
+  const dp_dense *l = &m->layer[i];
+  if (l->norm.kind != DP_NORM_BATCH)
+    return 0;
+  t[0] = (dp_tensor){"running_mean", (size_t)(l->norm.running_mean - m->stats), 1, {l->out, 0}};
+  t[1] = (dp_tensor){"running_var", (size_t)(l->norm.running_var - m->stats), 1, {l->out, 0}};
   return 2;
 }

@@ -150,11 +150,14 @@ static int evaluate(run_state *s) {
 static void save(run_state *s) {
   s->saved_step = s->t.step;
   s->last_save = MPI_Wtime();
-  if (s->t.comm->rank != 0)
+  int rc = dp_trainer_sync_stats(&s->t); /* every rank: a collective only with local batch norm */
+  if (rc < 0 && s->io == 0)
+    s->io = rc;
+  if (s->t.comm->rank != 0 || rc < 0)
     return;
   dp_ckpt_extra x = {s->iv.loss, s->iv.acc, s->iv.steps, s->iv.samples};
   char path[DP_PATH_MAX + 64];
-  int rc = dp_ckpt_save(&s->t, s->ckpt_dir, &x, s->t.cfg->checkpoint.keep_last, path, sizeof path);
+  rc = dp_ckpt_save(&s->t, s->ckpt_dir, &x, s->t.cfg->checkpoint.keep_last, path, sizeof path);
   if (rc < 0 && s->io == 0)
     s->io = rc;
   if (rc == 0 && s->out)

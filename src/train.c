@@ -78,7 +78,14 @@ static int plan_steps(dp_trainer *t) {
 
 static int alloc_buffers(dp_trainer *t) {
   int64_t local = ceil_div(t->batch, t->comm->size);
-  int max_batch = (int)(local < DP_MICRO_MAX ? local : DP_MICRO_MAX);
+  int batch_norm = 0;
+  for (int i = 0; i < t->cfg->n_layers; i++)
+    batch_norm |= t->cfg->layer[i].norm == DP_NORM_BATCH;
+  if (batch_norm && local > INT_MAX / 4)
+    return dp_fail(DP_ECONFIG, "%s: batch norm needs a rank's whole shard (%lld rows) in one pass: too many",
+                   t->cfg->file, (long long)local);
+  /* Batch statistics cover the whole global batch: a shard must go through in one pass. */
+  int max_batch = (int)(batch_norm || local < DP_MICRO_MAX ? local : DP_MICRO_MAX);
   if (max_batch < DP_EVAL_ROWS)
     max_batch = DP_EVAL_ROWS;
   DP_TRY(dp_model_create(&t->model, t->cfg, (int)t->train->d, max_batch));
@@ -105,6 +112,9 @@ static int create_lbfgs(dp_trainer *t) {
   return 0;
 }
 
+/* Batch norm's sums across the ranks of the trainer's communicator. */
+static int reduce_f64(void *ctx, double *buf, int n) { return dp_comm_allreduce_f64(ctx, buf, (size_t)n); }
+
 int dp_trainer_create(dp_trainer *t, const dp_config *cfg, dp_comm *comm, dp_dataset *train) {
   memset(t, 0, sizeof *t);
   t->cfg = cfg;
@@ -114,6 +124,8 @@ int dp_trainer_create(dp_trainer *t, const dp_config *cfg, dp_comm *comm, dp_dat
   int rc = plan_steps(t);
   if (rc == 0)
     rc = alloc_buffers(t);
+  if (rc == 0)
+    dp_model_set_reduce(&t->model, reduce_f64, comm);
   if (rc == 0 && cfg->optimizer.name == DP_OPT_LBFGS)
     rc = create_lbfgs(t);
   dp_schedule_init(&t->sched, cfg, t->total_steps, t->batch);
@@ -126,6 +138,8 @@ int dp_trainer_create(dp_trainer *t, const dp_config *cfg, dp_comm *comm, dp_dat
       rc = dp_ckpt_load_weights(&t->model, cfg->model.init_from);
   }
   DP_TRY(dp_comm_agree(comm, rc, NULL));
+  if (t->model.n_stats) /* batch norm's running statistics start equal too */
+    DP_TRY(dp_comm_bcast(comm, t->model.stats, sizeof(float) * t->model.n_stats, 0));
   return dp_comm_bcast(comm, t->model.params, sizeof(float) * t->model.n_floats, 0);
 }
 
@@ -160,25 +174,38 @@ static void draw_permutation(dp_trainer *t) {
   t->perm_epoch = t->epoch;
 }
 
-/* Forward and backward over rows[0..n) in passes of at most max_batch rows. */
+/* An empty pass: zero gradients, and the same batch-norm reduces every other rank makes. */
+static void empty_pass(dp_trainer *t, float scale) {
+  dp_model *m = &t->model;
+  dp_model_forward(m, t->x, 0);
+  dp_model_backward(m, t->x, t->labels, t->targets, 0, scale, 0, NULL);
+}
+
+/* Forward and backward over rows[0..n) in passes of at most max_batch rows (one pass when a layer
+ * normalises over the batch). A rank that fails still makes the passes' collectives. */
 static int shard_gradients(dp_trainer *t, const int64_t *rows, int64_t n, float scale, double *loss, int *correct) {
   dp_model *m = &t->model;
   *loss = 0.0;
   *correct = 0;
   if (n == 0) { /* an empty shard still sends zero gradients */
-    dp_model_backward(m, t->x, t->labels, t->targets, 0, scale, 0, NULL);
-    return 0;
+    empty_pass(t, scale);
+    return m->err;
   }
   for (int64_t c = 0; c < n; c += m->max_batch) {
     int nb = (int)(n - c < m->max_batch ? n - c : m->max_batch);
-    DP_TRY(dp_dataset_gather(t->train, rows + c, nb, t->x, t->train->has_labels ? t->labels : NULL,
-                             t->train->has_labels ? NULL : t->targets));
+    int rc = dp_dataset_gather(t->train, rows + c, nb, t->x, t->train->has_labels ? t->labels : NULL,
+                               t->train->has_labels ? NULL : t->targets);
+    if (rc < 0) {
+      if (c == 0)
+        empty_pass(t, scale);
+      return rc;
+    }
     int hits = 0;
     dp_model_forward(m, t->x, nb);
     *loss += dp_model_backward(m, t->x, t->labels, t->targets, nb, scale, c > 0, &hits);
     *correct += hits;
   }
-  return 0;
+  return m->err;
 }
 
 /* Gradient of the mean loss over rows [g0, g1) of this epoch's order, summed across ranks into the
@@ -191,6 +218,8 @@ static int batch_gradient(dp_trainer *t, int64_t g0, int64_t g1, int local_statu
   int correct = 0, rc = local_status;
   if (rc == 0)
     rc = shard_gradients(t, t->perm + g0 + lo, hi - lo, scale, &sum, &correct);
+  else
+    empty_pass(t, scale);
   float *extra = t->model.grads + t->model.n_floats;
   extra[DP_EXTRA_LOSS] = (float)(sum * scale);
   extra[DP_EXTRA_CORRECT] = (float)correct;
@@ -292,7 +321,33 @@ int dp_trainer_step(dp_trainer *t, int local_status, dp_step_result *r) {
   return 0;
 }
 
+static int evaluate_shard(dp_trainer *t, dp_dataset *ds, double *loss, double *acc);
+
+/* Running statistics of unsynchronised batch norm differ per rank: evaluation and checkpoints use
+ * their mean, so that every rank evaluates the same model. */
+int dp_trainer_sync_stats(dp_trainer *t) {
+  dp_model *m = &t->model;
+  int local = 0;
+  for (int i = 0; i < m->n_layers; i++)
+    local |= m->layer[i].norm.kind == DP_NORM_BATCH && !m->layer[i].norm.sync;
+  if (!local || t->comm->size == 1)
+    return 0;
+  DP_TRY(dp_comm_allreduce_f32(t->comm, m->stats, m->n_stats));
+  for (size_t i = 0; i < m->n_stats; i++)
+    m->stats[i] /= (float)t->comm->size;
+  return 0;
+}
+
 int dp_trainer_evaluate(dp_trainer *t, dp_dataset *ds, double *loss, double *acc) {
+  dp_model *m = &t->model;
+  DP_TRY(dp_trainer_sync_stats(t));
+  dp_model_set_eval(m, 1);
+  int rc = evaluate_shard(t, ds, loss, acc);
+  dp_model_set_eval(m, 0);
+  return rc;
+}
+
+static int evaluate_shard(dp_trainer *t, dp_dataset *ds, double *loss, double *acc) {
   dp_model *m = &t->model;
   int64_t lo, hi;
   dp_split_range(ds->n, t->comm->rank, t->comm->size, &lo, &hi);

@@ -175,7 +175,7 @@ static void test_dense(void **state) {
   (void)state;
   float w[DO * DI], b[DO], dw[DO * DI], db[DO], y[DB * DO], dy[DB * DO], x[DB * DI], dx[DB * DI], c[DB * DO];
   for (int a = DP_ACT_IDENTITY; a <= DP_ACT_SIGMOID; a++) {
-    dp_dense l = {DI, DO, DP_ACT_IDENTITY, w, b, dw, db, y, dy};
+    dp_dense l = {.in = DI, .out = DO, .act = DP_ACT_IDENTITY, .w = w, .b = b, .dw = dw, .db = db, .y = y, .dy = dy};
     dp_rng r;
     float zmin = 0;
     for (uint64_t seed = 0; zmin < MARGIN; seed++) { /* draw until no pre-activation is near 0 */

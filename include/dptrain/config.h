@@ -61,6 +61,10 @@ typedef struct {
   dp_act activation;
   dp_init_rule init;
   dp_init_dist init_dist;
+  int norm;              /* dp_norm_kind: none, batch or layer, on the net sums before the activation */
+  bool sync;             /* batch norm: statistics over the global batch (all ranks) */
+  double eps;            /* norm: ε in √(σ² + ε) */
+  double norm_momentum;  /* batch norm: running statistics r = (1 − m) r + m · batch */
   int line; /* line of its [layer] header, for messages; 0 when unknown */
 } dp_layer_cfg;
 

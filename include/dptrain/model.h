@@ -29,6 +29,12 @@ typedef struct {
   float *params;      /* (n_floats) */
   float *grads;       /* (n_floats + DP_GRAD_EXTRA) */
   float *acts;        /* every layer's y and dy */
+  size_t n_stats;     /* running statistics of batch-norm layers: not trained, not averaged */
+  float *stats;       /* (n_stats) */
+  float *norm_scratch;/* every normed layer's ẑ and 1/σ */
+  double *norm_work;  /* every normed layer's sums */
+  int has_batch_norm; /* some layer normalises over the batch: one pass must hold a whole shard */
+  int err;            /* the first error of a forward or backward pass (a failed reduce); 0 none */
 } dp_model;
 
 /* Builds the model the config describes for inputs of in_dim features, passes of at most max_batch
@@ -38,8 +44,13 @@ void dp_model_free(dp_model *m);
 /* Initial weights per each layer's rule, from seed; biases zero. */
 void dp_model_init(dp_model *m, const dp_config *cfg, uint64_t seed);
 
-/* Output (B, out_dim) for x (B, in_dim); B <= max_batch. */
+/* Output (B, out_dim) for x (B, in_dim); B <= max_batch. A model with synchronised batch norm
+ * makes one reduce per such layer (also when B == 0), and m->err records a failure. */
 const float *dp_model_forward(dp_model *m, const float *x, int B);
+/* Training (batch statistics, running statistics updated) or evaluation (running statistics). */
+void dp_model_set_eval(dp_model *m, int eval);
+/* How batch norm sums across the ranks that share a mini-batch (NULL: one process). */
+void dp_model_set_reduce(dp_model *m, dp_reduce_fn fn, void *ctx);
 /* After dp_model_forward(x): the loss sum of the B rows, and gradients of (loss sum × scale) into
  * the gradient block (added when accumulate is set). labels (B) for cross-entropy, targets (B, K)
  * for mse. *correct (may be NULL) counts argmax hits for cross-entropy. */
@@ -58,8 +69,11 @@ typedef struct {
   int dims[2];      /* (out, in) or (out) */
 } dp_tensor;
 
-/* Layer i's tensors in the parameter block: weight (out, in), bias (out). Returns the count. */
+/* Layer i's tensors in the parameter block: weight (out, in), then bias (out), or gain and shift
+ * (out) for a normed layer. Returns the count. */
 int dp_model_tensors(const dp_model *m, int i, dp_tensor t[DP_MAX_TENSORS]);
+/* Layer i's tensors in the statistics block: running_mean, running_var for batch norm; else 0. */
+int dp_model_stat_tensors(const dp_model *m, int i, dp_tensor t[DP_MAX_TENSORS]);
 
 /* FLOPs of one sample's forward pass (2 per weight). */
 double dp_model_flops_forward(const dp_model *m);

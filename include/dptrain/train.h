@@ -75,7 +75,12 @@ int dp_trainer_step(dp_trainer *t, int local_status, dp_step_result *r);
 /* Training rows processed in the steps done so far (an epoch's last batch may be short). */
 int64_t dp_trainer_samples_seen(const dp_trainer *t);
 
-/* Loss and accuracy over all rows of ds, split across ranks. Collective. */
+/* Makes the running statistics of unsynchronised batch norm layers the same on every rank (their
+ * mean). Collective; a no-op without such layers. */
+int dp_trainer_sync_stats(dp_trainer *t);
+
+/* Loss and accuracy over all rows of ds, split across ranks, with batch norm's running
+ * statistics. Collective. */
 int dp_trainer_evaluate(dp_trainer *t, dp_dataset *ds, double *loss, double *acc);
 
 /* Checks that a data set's x and y fit the model (width, label range or target width). Collective. */
