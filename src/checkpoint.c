@@ -224,12 +224,16 @@ static int open_ckpt(const char *path, hid_t *f) {
   if (*f < 0)
     return dp_fail(DP_ECKPT, "%s: HDF5 cannot open it (truncated or damaged)", path);
   char fmt[64];
-  int64_t version;
+  int64_t version = -1;
   if (h5u_get_str(*f, "format", fmt, sizeof fmt) < 0 || strcmp(fmt, DP_CKPT_FORMAT)) {
     H5Fclose(*f);
     return dp_fail(DP_ECKPT, "%s: not a dptrain checkpoint (no format attribute '%s')", path, DP_CKPT_FORMAT);
   }
-  if (h5u_get_i64(*f, "version", &version) < 0 || version != DP_CKPT_VERSION) {
+  if (h5u_get_i64(*f, "version", &version) < 0) {
+    H5Fclose(*f);
+    return dp_fail(DP_ECKPT, "%s: missing the format version attribute", path);
+  }
+  if (version != DP_CKPT_VERSION) {
     H5Fclose(*f);
     return dp_fail(DP_ECKPT, "%s: checkpoint format version %lld, this dptrain reads version %d", path,
                    (long long)version, DP_CKPT_VERSION);

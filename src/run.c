@@ -112,7 +112,7 @@ typedef struct {
   int io;                 /* rank 0's pending failure, sent along with the next step */
   char ckpt_dir[DP_PATH_MAX];
   int64_t saved_step;     /* the step of the newest checkpoint written or loaded; -1 none */
-  int64_t start_samples;  /* samples seen when this session started (resumed runs) */
+  int64_t start_step, start_samples; /* where this session started (resumed runs) */
   double last_save;       /* rank 0's clock at the last save */
 } run_state;
 
@@ -221,7 +221,7 @@ static int train_loop(run_state *s) {
               (long long)t->step);
     return 0;
   }
-  if (s->d->has_test && !s->evaluated && s->saved_step != t->step)
+  if (s->d->has_test && !s->evaluated && t->step > s->start_step) /* not for a resumed, finished run */
     DP_TRY(evaluate(s));
   if (t->cfg->checkpoint.at_end && s->saved_step != t->step)
     save(s);
@@ -233,7 +233,7 @@ static void print_summary(const run_state *s, double startup_s) {
   double samples = (double)(dp_trainer_samples_seen(t) - s->start_samples);
   fprintf(s->out, "done: %lld steps, %.0f samples in %.2f s of training (%.0f samples/s); start-up %.2f s, "
                   "evaluation %.2f s\n",
-          (long long)t->step, samples, s->train_s, samples / s->train_s, startup_s, s->eval_s);
+          (long long)t->step, samples, s->train_s, s->train_s > 0 ? samples / s->train_s : 0.0, startup_s, s->eval_s);
   if (s->evaluated)
     fprintf(s->out, "final: test_loss %.5f  test_acc %.4f\n", s->test_loss, s->test_acc);
   fflush(s->out);
@@ -259,7 +259,7 @@ static int resume(run_state *s, const char *how) {
   dp_ckpt_extra x;
   DP_TRY(dp_ckpt_load(t, path, &x));
   s->iv = (interval){x.interval_loss, x.interval_acc, 0.0, x.interval_steps, x.interval_samples};
-  s->saved_step = t->step;
+  s->saved_step = s->start_step = t->step;
   s->start_samples = dp_trainer_samples_seen(t);
   if (s->out)
     fprintf(s->out, "resumed from %s at step %lld (epoch %lld)\n", path, (long long)t->step, (long long)t->epoch + 1);
