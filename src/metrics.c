@@ -99,6 +99,11 @@ int dp_metrics_step(dp_metrics *m, const dp_step_log *s) {
   json_num(m->jsonl, "lr", s->lr);
   json_num(m->jsonl, "grad_norm", s->grad_norm);
   json_num(m->jsonl, "samples_per_s", s->samples_per_s);
+  json_num(m->jsonl, "step_ms", s->step_ms);
+  static const char *const names[6] = {"compute_ms_mean", "comm_ms_mean", "optim_ms_mean",
+                                       "compute_ms_max",  "comm_ms_max",  "optim_ms_max"};
+  for (int i = 0; i < 6; i++)
+    json_num(m->jsonl, names[i], s->compute_ms[i]);
   return flush_line(m);
 }
 

@@ -98,6 +98,7 @@ static void catch_stop_signals(void) {
 typedef struct {
   double loss, acc, t0;
   int64_t steps, samples;
+  double compute, comm, optim; /* this rank's seconds over the interval */
 } interval;
 
 /* Everything one run carries from step to step. */
@@ -116,10 +117,25 @@ typedef struct {
   double last_save;       /* rank 0's clock at the last save */
 } run_state;
 
-/* Logs the interval on rank 0; returns rank 0's I/O status (others 0). */
+/* The interval's time per step split, mean and max over ranks (one collective, at log steps only,
+ * which every rank reaches alike): ms[0..3) means, ms[3..6) maxima of compute, comm, optimizer. */
+static int reduce_times(run_state *s, double ms[6]) {
+  const interval *iv = &s->iv;
+  double k = iv->steps > 0 ? 1e3 / (double)iv->steps : 0.0;
+  double v[6] = {iv->compute * k, iv->comm * k, iv->optim * k, iv->compute * k, iv->comm * k, iv->optim * k};
+  DP_TRY(dp_comm_allreduce_f64(s->t.comm, v, 3));
+  DP_TRY(dp_comm_allreduce_max_f64(s->t.comm, v + 3, 3));
+  for (int i = 0; i < 3; i++)
+    ms[i] = v[i] / s->t.comm->size, ms[i + 3] = v[i + 3];
+  return 0;
+}
+
+/* Logs the interval on rank 0; returns rank 0's I/O status (others 0). Collective. */
 static int log_interval(run_state *s, const dp_step_result *r) {
   const dp_trainer *t = &s->t;
   interval *iv = &s->iv;
+  double ms[6];
+  DP_TRY(reduce_times(s, ms));
   dp_step_log l = {.step = t->step,
                    .epoch = t->epoch,
                    .steps_per_epoch = t->steps_per_epoch,
@@ -127,7 +143,9 @@ static int log_interval(run_state *s, const dp_step_result *r) {
                    .loss = iv->loss / iv->steps,
                    .acc = iv->acc / iv->steps,
                    .lr = r->lr,
-                   .grad_norm = r->grad_norm};
+                   .grad_norm = r->grad_norm,
+                   .step_ms = 1e3 * (MPI_Wtime() - iv->t0) / (double)(iv->steps > 0 ? iv->steps : 1)};
+  memcpy(l.compute_ms, ms, sizeof l.compute_ms);
   l.samples_per_s = iv->samples / (MPI_Wtime() - iv->t0);
   int rc = dp_metrics_step(&s->mt, &l);
   *iv = (interval){.t0 = MPI_Wtime()};
@@ -190,9 +208,12 @@ static int one_step(run_state *s) {
   s->iv.acc += r.acc;
   s->iv.steps++;
   s->iv.samples += r.batch;
+  s->iv.compute += r.time.compute;
+  s->iv.comm += r.time.comm;
+  s->iv.optim += r.time.optim;
   s->evaluated = 0;
   const dp_config *cfg = t->cfg;
-  if (t->step % cfg->train.log_every == 0 || t->step == t->total_steps || t->converged) {
+  if (t->step % cfg->train.log_every == 0 || t->step == t->total_steps || t->converged || t->stop_requested) {
     int rc = log_interval(s, &r);
     if (rc < 0 && s->io == 0)
       s->io = rc;
@@ -258,7 +279,8 @@ static int resume(run_state *s, const char *how) {
   }
   dp_ckpt_extra x;
   DP_TRY(dp_ckpt_load(t, path, &x));
-  s->iv = (interval){x.interval_loss, x.interval_acc, 0.0, x.interval_steps, x.interval_samples};
+  s->iv = (interval){.loss = x.interval_loss, .acc = x.interval_acc, .steps = x.interval_steps,
+                     .samples = x.interval_samples};
   s->saved_step = s->start_step = t->step;
   s->start_samples = dp_trainer_samples_seen(t);
   if (s->out)

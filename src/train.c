@@ -216,10 +216,12 @@ static int batch_gradient(dp_trainer *t, int64_t g0, int64_t g1, int local_statu
   float scale = 1.0f / (float)Bg;
   double sum = 0.0;
   int correct = 0, rc = local_status;
+  double t0 = MPI_Wtime();
   if (rc == 0)
     rc = shard_gradients(t, t->perm + g0 + lo, hi - lo, scale, &sum, &correct);
   else
     empty_pass(t, scale);
+  double t1 = MPI_Wtime();
   float *extra = t->model.grads + t->model.n_floats;
   extra[DP_EXTRA_LOSS] = (float)(sum * scale);
   extra[DP_EXTRA_CORRECT] = (float)correct;
@@ -227,6 +229,8 @@ static int batch_gradient(dp_trainer *t, int64_t g0, int64_t g1, int local_statu
   extra[DP_EXTRA_STOP] = t->stop_local ? 1.0f : 0.0f;
   extra[DP_EXTRA_SAVE] = t->save_local ? 1.0f : 0.0f;
   DP_TRY(dp_comm_allreduce_f32(t->comm, t->model.grads, t->model.n_floats + DP_GRAD_EXTRA));
+  t->time.compute += t1 - t0;
+  t->time.comm += MPI_Wtime() - t1; /* waiting for the slowest rank shows up here */
   t->stop_requested = extra[DP_EXTRA_STOP] > 0.0f;
   t->save_requested = extra[DP_EXTRA_SAVE] > 0.0f;
   if (rc < 0) {
@@ -308,14 +312,18 @@ int dp_trainer_step(dp_trainer *t, int local_status, dp_step_result *r) {
   int64_t g0 = t->pos * t->batch, g1 = g0 + t->batch < t->n_train ? g0 + t->batch : t->n_train;
   r->lr = dp_schedule_lr(&t->sched, t->step);
   r->batch = g1 - g0;
+  t->time = (dp_step_time){0};
   if (t->cfg->optimizer.name == DP_OPT_LBFGS) {
     t->lbfgs.lr = r->lr;
     DP_TRY(lbfgs_step(t, local_status, r));
   } else {
     DP_TRY(batch_gradient(t, g0, g1, local_status, &r->loss, &r->acc));
+    double t0 = MPI_Wtime();
     r->grad_norm = clip_gradients(t);
     dp_optim_step(&t->optim, t->model.params, t->model.grads, (float)r->lr);
+    t->time.optim = MPI_Wtime() - t0;
   }
+  r->time = t->time;
   t->pos++;
   t->step++;
   return 0;

@@ -20,6 +20,8 @@ typedef struct {
   double lr;
   double grad_norm;    /* of the interval's last step; NaN (written as null) when not computed */
   double samples_per_s;
+  double step_ms;      /* wall time per step on rank 0, evaluations excluded */
+  double compute_ms[6];/* per step: compute, comm wait, optimizer means over ranks, then their maxima */
 } dp_step_log;
 
 /* Creates out_dir (and parents) and opens out_dir/metrics.jsonl when is_root; `out` gets progress.

@@ -20,6 +20,13 @@
 #include "dptrain/optim.h"
 #include "dptrain/schedule.h"
 
+/* Where one step's time went on this rank, in seconds. */
+typedef struct {
+  double compute; /* gathering the shard, forward and backward */
+  double comm;    /* the gradient allreduce, including waiting for slower ranks */
+  double optim;   /* clipping and the optimizer update (L-BFGS: in compute and comm) */
+} dp_step_time;
+
 typedef struct {
   const dp_config *cfg;
   dp_comm *comm;
@@ -35,6 +42,7 @@ typedef struct {
   int save_local;          /* set before a step: this rank wants a checkpoint (time-based) */
   int stop_requested;      /* after a step: some rank was asked to stop; all ranks agree */
   int save_requested;      /* after a step: some rank wants a checkpoint; all ranks agree */
+  dp_step_time time;       /* the current step's, so far */
 
   int64_t n_train;         /* training rows */
   int64_t batch;           /* global mini-batch (n_train for "full") */
@@ -60,6 +68,7 @@ typedef struct {
   double grad_norm;        /* ‖averaged gradient‖₂ before clipping; NaN unless clip_norm is set,
                               want_grad_norm was, or the optimizer is lbfgs */
   int64_t batch;           /* rows in this global batch */
+  dp_step_time time;       /* this rank's */
 } dp_step_result;
 
 /* Builds the model for the data set's shape, checks that data and model fit each other, allocates
