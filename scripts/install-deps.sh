@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
 # Installs, with apt-get, only the Debian packages dptrain needs that are missing.
 # Idempotent: a machine that has everything is left untouched and nothing is printed but a summary.
+#   --plots   also python3-matplotlib, for scripts/plot.py (not needed to build, train or test)
 set -euo pipefail
+
+plots=0
+for arg in "$@"; do
+  case $arg in
+    --plots) plots=1 ;;
+    *) echo "usage: scripts/install-deps.sh [--plots]" >&2; exit 2 ;;
+  esac
+done
 
 packages=(
   gcc make pkg-config
@@ -13,6 +22,7 @@ packages=(
   zlib1g-dev
   dataset-fashion-mnist
 )
+if [ $plots = 1 ]; then packages+=(python3-matplotlib); fi
 
 missing=()
 for p in "${packages[@]}"; do

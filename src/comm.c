@@ -78,6 +78,27 @@ int dp_comm_bcast(dp_comm *c, void *buf, size_t bytes, int root) {
   return 0;
 }
 
+int dp_comm_iallreduce_f32(dp_comm *c, float *buf, size_t n, MPI_Request *req) {
+  *req = MPI_REQUEST_NULL;
+  if (n > (size_t)INT_MAX)
+    return dp_fail(DP_EMPI, "gradient bucket of %zu floats: more than MPI's int count", n);
+  MPI_TRY(MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, c->comm, req));
+  return 0;
+}
+
+int dp_comm_test_all(dp_comm *c, MPI_Request *req, int n) {
+  int done;
+  (void)c;
+  MPI_TRY(MPI_Testall(n, req, &done, MPI_STATUSES_IGNORE));
+  return 0;
+}
+
+int dp_comm_wait_all(dp_comm *c, MPI_Request *req, int n) {
+  (void)c;
+  MPI_TRY(MPI_Waitall(n, req, MPI_STATUSES_IGNORE));
+  return 0;
+}
+
 int dp_comm_agree(dp_comm *c, int status, int *reporter) {
   /* MINLOC over (failing rank, its code): every rank learns the lowest failing rank and its code. */
   int mine[2] = {status < 0 ? c->rank : c->size, status}, first[2];

@@ -37,6 +37,7 @@ static const char usage_main[] =
     "  eval CKPT.h5 [--data FILE]\n"
     "                      evaluate a checkpoint on the /test split (any number of ranks)\n"
     "  config --list       print every configuration key with its type, default and meaning\n"
+    "  config --markdown   the same as a Markdown reference (docs/config.md)\n"
     "  config --check CONFIG.ini [--set ...]\n"
     "                      validate a configuration without training\n"
     "\n"
@@ -95,7 +96,13 @@ static const char usage_ckpt[] =
 
 static const char usage_config[] =
     "usage: dptrain config --list\n"
-    "       dptrain config --check CONFIG.ini [--set section.key=value ...]\n";
+    "       dptrain config --markdown\n"
+    "       dptrain config --check CONFIG.ini [--set section.key=value ...]\n"
+    "\n"
+    "  --list       every key of the key table: section, key, type, default, description\n"
+    "  --markdown   the same table as a Markdown reference, one table per section, with the allowed\n"
+    "               values and ranges (docs/config.md is this output)\n"
+    "  --check      parse and validate CONFIG.ini with the overrides, without training\n";
 
 static int usage_error(const char *usage, const char *fmt, const char *arg) {
   fprintf(stderr, "dptrain: ");
@@ -320,10 +327,13 @@ static int cmd_config(int argc, char **argv) {
     fputs(usage_config, argc < 1 ? stderr : stdout);
     return argc < 1 ? 2 : 0;
   }
-  if (!strcmp(argv[0], "--list")) {
+  if (!strcmp(argv[0], "--list") || !strcmp(argv[0], "--markdown")) {
     if (argc > 1)
       return usage_error(usage_config, "unexpected argument '%s'", argv[1]);
-    dp_config_list(stdout);
+    if (!strcmp(argv[0], "--list"))
+      dp_config_list(stdout);
+    else
+      dp_config_markdown(stdout);
     return 0;
   }
   if (strcmp(argv[0], "--check"))

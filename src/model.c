@@ -77,7 +77,9 @@ static void configure_layer(dp_model *m, dp_dense *l, const dp_layer_cfg *lc, in
 
 static int alloc_blocks(dp_model *m, const block_sizes *o) {
   m->params = alloc_floats(o->params);
-  m->grads = alloc_floats(o->params + DP_GRAD_EXTRA);
+  m->grad_block = alloc_floats(16 + o->params); /* 16: extra stays in front, grads stay aligned */
+  m->grads = m->grad_block ? m->grad_block + 16 : NULL;
+  m->extra = m->grads ? m->grads - DP_GRAD_EXTRA : NULL;
   m->acts = alloc_floats(o->acts);
   m->stats = alloc_floats(o->stats);
   m->norm_scratch = alloc_floats(o->scratch);
@@ -116,12 +118,12 @@ int dp_model_create(dp_model *m, const dp_config *cfg, int in_dim, int max_batch
 
 void dp_model_free(dp_model *m) {
   free(m->params);
-  free(m->grads);
+  free(m->grad_block);
   free(m->acts);
   free(m->stats);
   free(m->norm_scratch);
   free(m->norm_work);
-  m->params = m->grads = m->acts = m->stats = m->norm_scratch = NULL;
+  m->params = m->grads = m->grad_block = m->extra = m->acts = m->stats = m->norm_scratch = NULL;
   m->norm_work = NULL;
 }
 
@@ -189,6 +191,8 @@ double dp_model_backward(dp_model *m, const float *x, const int32_t *labels, con
     int rc = dp_dense_backward(&m->layer[i], in, B, dx, accumulate);
     if (rc < 0 && m->err == 0)
       m->err = rc;
+    if (m->on_layer_grad)
+      m->on_layer_grad(m->on_layer_ctx, i);
   }
   return loss;
 }

@@ -124,8 +124,10 @@ int dp_trainer_create(dp_trainer *t, const dp_config *cfg, dp_comm *comm, dp_dat
   int rc = plan_steps(t);
   if (rc == 0)
     rc = alloc_buffers(t);
-  if (rc == 0)
+  if (rc == 0) {
     dp_model_set_reduce(&t->model, reduce_f64, comm);
+    dp_gradsync_init(&t->sync, &t->model, comm, cfg->train.bucket_mb);
+  }
   if (rc == 0 && cfg->optimizer.name == DP_OPT_LBFGS)
     rc = create_lbfgs(t);
   dp_schedule_init(&t->sched, cfg, t->total_steps, t->batch);
@@ -177,6 +179,7 @@ static void draw_permutation(dp_trainer *t) {
 /* An empty pass: zero gradients, and the same batch-norm reduces every other rank makes. */
 static void empty_pass(dp_trainer *t, float scale) {
   dp_model *m = &t->model;
+  t->sync.armed = 1;
   dp_model_forward(m, t->x, 0);
   dp_model_backward(m, t->x, t->labels, t->targets, 0, scale, 0, NULL);
 }
@@ -201,6 +204,7 @@ static int shard_gradients(dp_trainer *t, const int64_t *rows, int64_t n, float 
       return rc;
     }
     int hits = 0;
+    t->sync.armed = c + nb == n; /* the last pass: buckets start as its layers finish */
     dp_model_forward(m, t->x, nb);
     *loss += dp_model_backward(m, t->x, t->labels, t->targets, nb, scale, c > 0, &hits);
     *correct += hits;
@@ -217,18 +221,19 @@ static int batch_gradient(dp_trainer *t, int64_t g0, int64_t g1, int local_statu
   double sum = 0.0;
   int correct = 0, rc = local_status;
   double t0 = MPI_Wtime();
+  dp_gradsync_begin(&t->sync);
   if (rc == 0)
     rc = shard_gradients(t, t->perm + g0 + lo, hi - lo, scale, &sum, &correct);
   else
     empty_pass(t, scale);
   double t1 = MPI_Wtime();
-  float *extra = t->model.grads + t->model.n_floats;
+  float *extra = t->model.extra;
   extra[DP_EXTRA_LOSS] = (float)(sum * scale);
   extra[DP_EXTRA_CORRECT] = (float)correct;
   extra[DP_EXTRA_FAILED] = rc < 0 ? 1.0f : 0.0f;
   extra[DP_EXTRA_STOP] = t->stop_local ? 1.0f : 0.0f;
   extra[DP_EXTRA_SAVE] = t->save_local ? 1.0f : 0.0f;
-  DP_TRY(dp_comm_allreduce_f32(t->comm, t->model.grads, t->model.n_floats + DP_GRAD_EXTRA));
+  DP_TRY(dp_gradsync_finish(&t->sync)); /* the buckets not started during the backward pass */
   t->time.compute += t1 - t0;
   t->time.comm += MPI_Wtime() - t1; /* waiting for the slowest rank shows up here */
   t->stop_requested = extra[DP_EXTRA_STOP] > 0.0f;

@@ -27,6 +27,11 @@ int dp_comm_allreduce_f64(dp_comm *c, double *buf, size_t n);
 /* In-place maximum over all ranks. */
 int dp_comm_allreduce_max_f64(dp_comm *c, double *buf, int n);
 int dp_comm_bcast(dp_comm *c, void *buf, size_t bytes, int root);
+/* Non-blocking in-place sum of n floats (n < 2^31); complete it with dp_comm_wait_all. */
+int dp_comm_iallreduce_f32(dp_comm *c, float *buf, size_t n, MPI_Request *req);
+/* Progresses pending requests (MPI_Testall); waits for all of them (MPI_Waitall). */
+int dp_comm_test_all(dp_comm *c, MPI_Request *req, int n);
+int dp_comm_wait_all(dp_comm *c, MPI_Request *req, int n);
 
 /* Every rank passes its own status (0 or a DP_E code) and gets back 0 if all ranks succeeded, else
  * the code of the lowest failing rank, which is the one that prints its message (*reporter, may be

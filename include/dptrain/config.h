@@ -114,6 +114,7 @@ typedef struct {
     int64_t eval_every; /* 0 = after each epoch only */
     char out_dir[DP_PATH_MAX];
     int threads; /* BLAS threads per rank; 0 = cores on the node / ranks on the node */
+    double bucket_mb; /* gradient allreduce buckets; 0 = one allreduce after the backward pass */
   } train;
 } dp_config;
 
@@ -160,5 +161,9 @@ int dp_config_parse_string(dp_config *c, const char *text, const char *name, con
 int dp_config_write(const dp_config *c, FILE *f);
 /* Prints every key: section, key, type, default, description (for `dptrain config --list`). */
 void dp_config_list(FILE *f);
+/* Prints the same table as a Markdown reference, one section per INI section with key, type,
+ * default ("required" when there is none), allowed values or range, and description (for
+ * `dptrain config --markdown`; docs/config.md is its output). */
+void dp_config_markdown(FILE *f);
 
 #endif

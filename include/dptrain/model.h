@@ -12,10 +12,11 @@
 #include "dptrain/layers.h"
 #include "dptrain/loss.h"
 
-/* Slots after the gradients in the gradient block, reduced by the same allreduce: the shard's
- * scaled loss sum, its count of correct predictions, a count of ranks whose part of the step
- * failed (so a local failure stops every rank at the same step, with no extra collective), of
- * ranks that caught a stop signal, and of ranks that want a checkpoint. */
+/* Slots right BEFORE the gradients (m->extra), reduced with them by the same allreduce: the
+ * shard's scaled loss sum, its count of correct predictions, a count of ranks whose part of the
+ * step failed (so a local failure stops every rank at the same step, with no extra collective), of
+ * ranks that caught a stop signal, and of ranks that want a checkpoint. Before, not after: the
+ * bucket that is reduced last (it holds layer 0, whose backward pass ends the step) carries them. */
 enum { DP_EXTRA_LOSS, DP_EXTRA_CORRECT, DP_EXTRA_FAILED, DP_EXTRA_STOP, DP_EXTRA_SAVE, DP_GRAD_EXTRA };
 
 typedef struct {
@@ -27,7 +28,9 @@ typedef struct {
   size_t n_params;    /* real parameters */
   size_t n_floats;    /* length of params/grads, views padded to 64-byte boundaries */
   float *params;      /* (n_floats) */
-  float *grads;       /* (n_floats + DP_GRAD_EXTRA) */
+  float *grads;       /* (n_floats), preceded by extra */
+  float *extra;       /* (DP_GRAD_EXTRA) = grads - DP_GRAD_EXTRA */
+  float *grad_block;  /* the allocation holding extra and grads */
   float *acts;        /* every layer's y and dy */
   size_t n_stats;     /* running statistics of batch-norm layers: not trained, not averaged */
   float *stats;       /* (n_stats) */
@@ -35,6 +38,8 @@ typedef struct {
   double *norm_work;  /* every normed layer's sums */
   int has_batch_norm; /* some layer normalises over the batch: one pass must hold a whole shard */
   int err;            /* the first error of a forward or backward pass (a failed reduce); 0 none */
+  void (*on_layer_grad)(void *ctx, int layer); /* called as each layer's backward pass ends */
+  void *on_layer_ctx;
 } dp_model;
 
 /* Builds the model the config describes for inputs of in_dim features, passes of at most max_batch

@@ -15,6 +15,7 @@
 #include "dptrain/comm.h"
 #include "dptrain/config.h"
 #include "dptrain/data.h"
+#include "dptrain/gradsync.h"
 #include "dptrain/model.h"
 #include "dptrain/lbfgs.h"
 #include "dptrain/optim.h"
@@ -32,6 +33,7 @@ typedef struct {
   dp_comm *comm;
   dp_dataset *train;
   dp_model model;
+  dp_gradsync sync;        /* the gradient allreduce, in buckets overlapped with the backward pass */
   dp_optim optim;
   dp_schedule sched;
   dp_lbfgs lbfgs;          /* optimizer lbfgs only */
