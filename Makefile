@@ -35,7 +35,7 @@ export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 endif
 
-.PHONY: all deps run test check clean install tests data
+.PHONY: all deps run test check clean install tests data bench
 
 all: $(BUILD)/dptrain
 
@@ -79,6 +79,11 @@ data: all
 run: deps
 	@$(MAKE) --no-print-directory data
 	mpirun -np $(NP) --bind-to core $(BUILD)/dptrain train $(CONFIG)
+
+# Throughput against references measured in the same run; writes bench.json (see README).
+bench: deps
+	@$(MAKE) --no-print-directory data
+	@scripts/bench.sh $(BUILD)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/dptrain/configs

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dptrain/bench.h"
 #include "dptrain/blas.h"
 #include "dptrain/checkpoint.h"
 #include "dptrain/comm.h"
@@ -34,6 +35,7 @@ static const char usage_main[] =
     "              [--scale S] -o OUT.h5\n"
     "                      convert a numeric CSV with a label column\n"
     "  inspect CKPT.h5     print a checkpoint's step, optimizer, layers and config\n"
+    "  bench [options]     time training steps against sgemm, allreduce and disk references\n"
     "  eval CKPT.h5 [--data FILE]\n"
     "                      evaluate a checkpoint on the /test split (any number of ranks)\n"
     "  config --list       print every configuration key with its type, default and meaning\n"
@@ -85,6 +87,17 @@ static const char usage_convert[] =
     "     negative counts from the end; default -1, the last); --header skips the first line;\n"
     "     --regression stores the label column as a float target instead of a class;\n"
     "     --scale sets the x scale attribute (default 1).\n";
+
+static const char usage_bench[] =
+    "usage: dptrain bench [--data FILE] [--hidden 512,256] [--batch 128] [--seconds 3] [--threads N]\n"
+    "                     [--bucket-mb MB] [--sgemm] [--allreduce] [--ckpt-dir DIR]\n"
+    "\n"
+    "Times training steps of a ReLU MLP (784-hidden-10, SGD momentum) on FILE (default\n"
+    "data/fashion_mnist.h5) at the GLOBAL batch given, and prints one JSON object: samples/s,\n"
+    "GFLOP/s, the step split (compute, communication wait, optimizer; max over ranks), peak RSS\n"
+    "with its parts. --sgemm also times the step's GEMM shapes alone; --allreduce times allreduces\n"
+    "of 1 KiB .. 16 MiB and fits t(n) = alpha + n beta; --ckpt-dir times a checkpoint write against\n"
+    "a plain write of as many bytes. `make bench` runs the whole benchmark (scripts/bench.sh).\n";
 
 static const char usage_ckpt[] =
     "usage: dptrain inspect CKPT.h5\n"
@@ -283,6 +296,61 @@ static int cmd_sweep(int argc, char **argv) {
   return code;
 }
 
+static int parse_bench(int argc, char **argv, dp_bench_opts *o) {
+  for (int i = 0; i < argc; i++) {
+    const char *s = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    int used = 1;
+    if (!strcmp(s, "--sgemm"))
+      o->sgemm = 1, used = 0;
+    else if (!strcmp(s, "--allreduce"))
+      o->allreduce = 1, used = 0;
+    else if (!v)
+      return usage_error(usage_bench, "unknown option or missing value: '%s'", s);
+    else if (!strcmp(s, "--data"))
+      o->data = v;
+    else if (!strcmp(s, "--hidden"))
+      o->hidden = v;
+    else if (!strcmp(s, "--ckpt-dir"))
+      o->ckpt_dir = v;
+    else if (!strcmp(s, "--batch"))
+      o->batch = atol(v);
+    else if (!strcmp(s, "--seconds"))
+      o->seconds = atof(v);
+    else if (!strcmp(s, "--threads"))
+      o->threads = atoi(v);
+    else if (!strcmp(s, "--bucket-mb"))
+      o->bucket_mb = atof(v);
+    else
+      return usage_error(usage_bench, "unknown option '%s'", s);
+    i += used;
+  }
+  if (o->batch < 1 || !(o->seconds > 0) || o->threads < 0 || o->bucket_mb < 0)
+    return usage_error(usage_bench, "--batch, --seconds must be positive; --threads, --bucket-mb >= 0%s", "");
+  return 0;
+}
+
+static int cmd_bench(int argc, char **argv) {
+  dp_bench_opts o = {.data = "data/fashion_mnist.h5", .hidden = "512,256", .batch = 128, .seconds = 3,
+                     .bucket_mb = 1};
+  for (int i = 0; i < argc; i++)
+    if (is_help(argv[i])) {
+      fputs(usage_bench, stdout);
+      return 0;
+    }
+  int code = parse_bench(argc, argv, &o);
+  if (code)
+    return code;
+  MPI_Init(&argc, &argv);
+  dp_comm comm;
+  int rc = dp_comm_init(&comm, MPI_COMM_WORLD);
+  if (rc == 0)
+    rc = dp_bench_run(&o, &comm, stdout);
+  code = finish(rc, &comm);
+  dp_comm_free(&comm);
+  MPI_Finalize();
+  return code;
+}
+
 static int cmd_inspect(int argc, char **argv) {
   if (argc == 1 && is_help(argv[0])) {
     fputs(usage_ckpt, stdout);
@@ -455,6 +523,8 @@ int main(int argc, char **argv) {
     return cmd_sweep(argc - 2, argv + 2);
   if (!strcmp(cmd, "convert"))
     return cmd_convert(argc - 2, argv + 2);
+  if (!strcmp(cmd, "bench"))
+    return cmd_bench(argc - 2, argv + 2);
   if (!strcmp(cmd, "inspect"))
     return cmd_inspect(argc - 2, argv + 2);
   if (!strcmp(cmd, "eval"))

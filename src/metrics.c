@@ -107,7 +107,7 @@ int dp_metrics_step(dp_metrics *m, const dp_step_log *s) {
   return flush_line(m);
 }
 
-int dp_metrics_eval(dp_metrics *m, int64_t step, int64_t epoch, double test_loss, double test_acc) {
+int dp_metrics_eval(dp_metrics *m, int64_t step, int64_t epoch, double test_loss, double test_acc, double train_s) {
   if (m->out)
     fprintf(m->out, "epoch %3lld  step %7lld  test_loss %.5f  test_acc %.4f\n", (long long)epoch + 1,
             (long long)step, test_loss, test_acc);
@@ -116,6 +116,7 @@ int dp_metrics_eval(dp_metrics *m, int64_t step, int64_t epoch, double test_loss
   fprintf(m->jsonl, "{\"step\":%lld,\"epoch\":%lld", (long long)step, (long long)epoch + 1);
   json_num(m->jsonl, "test_loss", test_loss);
   json_num(m->jsonl, "test_acc", test_acc);
+  json_num(m->jsonl, "train_s", train_s);
   return flush_line(m);
 }
 

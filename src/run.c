@@ -157,7 +157,7 @@ static int evaluate(run_state *s) {
   DP_TRY(dp_trainer_evaluate(&s->t, &s->d->test, &s->test_loss, &s->test_acc));
   s->eval_s += MPI_Wtime() - t0;
   s->evaluated = 1;
-  int rc = dp_metrics_eval(&s->mt, s->t.step, s->t.epoch, s->test_loss, s->test_acc);
+  int rc = dp_metrics_eval(&s->mt, s->t.step, s->t.epoch, s->test_loss, s->test_acc, s->train_s);
   if (rc < 0 && s->io == 0)
     s->io = rc;
   return 0;

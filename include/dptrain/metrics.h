@@ -28,7 +28,9 @@ typedef struct {
  * resume_step >= 0 continues an existing file, keeping its lines up to that step; -1 starts anew. */
 int dp_metrics_open(dp_metrics *m, const char *out_dir, int is_root, FILE *out, int64_t resume_step);
 int dp_metrics_step(dp_metrics *m, const dp_step_log *s);
-int dp_metrics_eval(dp_metrics *m, int64_t step, int64_t epoch, double test_loss, double test_acc);
+/* An evaluation line; train_s is the training time so far (the steps' wall time, evaluations and
+ * start-up excluded; every step ends in an allreduce, so the ranks' clocks agree on it). */
+int dp_metrics_eval(dp_metrics *m, int64_t step, int64_t epoch, double test_loss, double test_acc, double train_s);
 void dp_metrics_close(dp_metrics *m);
 
 /* mkdir -p */

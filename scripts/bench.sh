@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# `make bench`: dptrain's throughput next to references measured in the same run, the six targets
+# with PASS/MISS, and a scaling projection. Writes bench.json (and bench-*.json per measurement).
+# Usage: scripts/bench.sh [BUILD_DIR] [--net-gbps 100] [--net-latency-us 1.5] [--seconds 3]
+set -u
+build=build
+net_gbps=100
+net_lat=1.5
+secs=3
+while [ $# -gt 0 ]; do
+  case $1 in
+    --net-gbps) net_gbps=$2; shift 2 ;;
+    --net-latency-us) net_lat=$2; shift 2 ;;
+    --seconds) secs=$2; shift 2 ;;
+    -*) echo "bench: unknown option $1" >&2; exit 2 ;;
+    *) build=$1; shift ;;
+  esac
+done
+bin=$build/dptrain
+out=${BENCH_DIR:-bench}
+mkdir -p "$out"
+data=data/fashion_mnist.h5
+[ -f "$data" ] || { echo "bench: $data missing (make data)" >&2; exit 1; }
+mpi=(mpirun --bind-to core)
+[ "$(id -u)" = 0 ] && mpi+=(--allow-run-as-root)
+
+run() { # name, np, args...
+  local name=$1 np=$2
+  shift 2
+  echo "bench: $name" >&2
+  if [ "$np" = 1 ]; then
+    "$bin" bench --data "$data" --seconds "$secs" "$@" > "$out/$name.json"
+  else
+    "${mpi[@]}" -np "$np" "$bin" bench --data "$data" --seconds "$secs" "$@" > "$out/$name.json"
+  fi || { echo "bench: $name failed" >&2; exit 1; }
+}
+
+# Target 1 and 5: the default MLP, one rank, one thread; with its GEMMs alone and a checkpoint.
+run small-np1 1 --threads 1 --batch 128 --sgemm
+# Target 2: the large MLP against the sgemm rate of its own GEMM shapes; target 6 with its 75 MB
+# checkpoint (the small model's 5 MB one is dominated by fsync and file creation).
+run large-np1 1 --threads 1 --hidden 2048,2048 --batch 256 --sgemm --ckpt-dir "$out"
+# Target 3: two ranks against one at global batch 256; the allreduce fit for the projection.
+run b256-np1 1 --threads 1 --batch 256
+run b256-np2 2 --threads 1 --batch 256 --allreduce
+
+# The PyTorch reference (Debian's python3-torch), same model, data and thread count. It uses the
+# same OpenBLAS, so it runs with the kernel dptrain chose; and once as installed, for the record.
+kernel=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["kernel"])' "$out/small-np1.json")
+if /usr/bin/python3 -c 'import torch' 2> /dev/null; then
+  echo "bench: torch" >&2
+  OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=$kernel scripts/bench_torch.py --seconds "$secs" > "$out/torch-small.json"
+  OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=$kernel scripts/bench_torch.py --seconds "$secs" --hidden 2048,2048 \
+    --batch 256 > "$out/torch-large.json"
+  env -u OPENBLAS_CORETYPE OPENBLAS_NUM_THREADS=1 scripts/bench_torch.py --seconds "$secs" > "$out/torch-default.json"
+else
+  echo "bench: python3-torch not installed: the PyTorch comparison is skipped (apt-get install python3-torch)" >&2
+  rm -f "$out"/torch-*.json
+fi
+
+# Target 4: configs/fashion_mlp.ini at 2 ranks, training time until test accuracy >= 88%.
+echo "bench: fashion_mlp at np 2" >&2
+"${mpi[@]}" -np 2 "$bin" train configs/fashion_mlp.ini --quiet --set train.out_dir="$out/fashion_mlp" ||
+  { echo "bench: training failed" >&2; exit 1; }
+
+python3 scripts/bench_report.py "$out" --net-gbps "$net_gbps" --net-latency-us "$net_lat" > bench.json.tmp &&
+  mv bench.json.tmp bench.json

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Combines scripts/bench.sh's measurements into bench.json (stdout) and a table (stderr):
+every target as a ratio against a reference measured in the same run, with PASS/MISS, and a
+projection of step time and scaling efficiency to 8..1024 ranks.
+
+Projection model (weak scaling: each rank keeps the measured per-rank batch of 128): a step costs
+the measured one-rank compute and optimizer time plus a ring allreduce of the gradient block,
+t = 2(P-1) a + 2(P-1)/P n / B, with a the network latency and B its bandwidth (--net-gbps,
+--net-latency-us), not overlapped with compute (the pessimistic case). Efficiency is the one-rank
+step time over the P-rank one."""
+import argparse
+import json
+import os
+import sys
+
+
+def load(d, name):
+    p = os.path.join(d, name + ".json")
+    return json.load(open(p)) if os.path.exists(p) else None
+
+
+def target(rows, num, name, value, goal, unit, ok, note):
+    rows.append({"target": num, "name": name, "value": value, "goal": goal, "unit": unit,
+                 "result": "PASS" if ok else "MISS", "note": note})
+
+
+def time_to(metrics, acc):
+    for line in open(metrics):
+        r = json.loads(line)
+        if r.get("test_acc") is not None and r["test_acc"] >= acc:
+            return r.get("train_s"), r["step"], r["test_acc"]
+    return None, None, None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dir")
+    ap.add_argument("--net-gbps", type=float, default=100)
+    ap.add_argument("--net-latency-us", type=float, default=1.5)
+    a = ap.parse_args()
+    small, large = load(a.dir, "small-np1"), load(a.dir, "large-np1")
+    b1, b2 = load(a.dir, "b256-np1"), load(a.dir, "b256-np2")
+    ts, tl, tdef = load(a.dir, "torch-small"), load(a.dir, "torch-large"), load(a.dir, "torch-default")
+    rows = []
+    if ts:
+        r = small["samples_per_s"] / ts["samples_per_s"]
+        note = f"torch {ts['samples_per_s']:.0f}/s with the same OpenBLAS kernel ({small['kernel']})"
+        if tdef:
+            note += f"; as installed (OpenBLAS picks its own kernel) {tdef['samples_per_s']:.0f}/s, " \
+                    f"ratio {small['samples_per_s'] / tdef['samples_per_s']:.2f}"
+        note += f"; the step's GEMMs alone would allow {small['sgemm_samples_per_s']:.0f}/s, " \
+                f"{small['sgemm_samples_per_s'] / ts['samples_per_s']:.2f}x torch"
+        target(rows, 1, "1 rank, 784-512-256-10, batch 128 vs PyTorch", round(r, 3), 1.5, "x", r >= 1.5, note)
+    else:
+        rows.append({"target": 1, "name": "vs PyTorch", "result": "SKIPPED",
+                     "note": "python3-torch not installed"})
+    r = large["samples_per_s"] / large["sgemm_samples_per_s"]
+    target(rows, 2, "784-2048-2048-10, batch 256: training rate / sgemm rate of its shapes", round(r, 3), 0.85, "",
+           r >= 0.85, f"{large['gflops']} GFLOP/s; torch {tl['samples_per_s']:.0f} vs dptrain "
+                      f"{large['samples_per_s']:.0f} samples/s" if tl else f"{large['gflops']} GFLOP/s")
+    r = b2["samples_per_s"] / b1["samples_per_s"]
+    wait = b2["comm_s_max"] / b2["step_s"]
+    target(rows, 3, "2 ranks vs 1, global batch 256", round(r, 3), 1.8, "x", r >= 1.8,
+           f"communication wait {100 * wait:.1f}% of the step (goal < 5%), optimizer "
+           f"{100 * b2['optim_s_max'] / b2['step_s']:.1f}%")
+    target(rows, "3b", "2 ranks: communication wait / step", round(wait, 4), 0.05, "", wait < 0.05,
+           "allreduce of the gradient block, including waiting for the slower rank")
+    t, step, acc = time_to(os.path.join(a.dir, "fashion_mlp", "metrics.jsonl"), 0.88)
+    target(rows, 4, "fashion_mlp.ini at 2 ranks: training time to 88% test accuracy",
+           round(t, 2) if t is not None else None, 5.0, "s", t is not None and t <= 5.0,
+           f"first >= 88% at step {step} ({acc})" if t is not None else "never reached 88%")
+    m = small["memory"]
+    parts = m["data"] + m["params"] + m["grads"] + m["optimizer"] + m["activations"]
+    r = (m["peak_rss"] - m["baseline_rss"]) / parts
+    target(rows, 5, "peak RSS above the MPI/BLAS baseline / accounted parts", round(r, 3), 1.25, "x", r <= 1.25,
+           f"peak {m['peak_rss'] / 1e6:.1f} MB, baseline {m['baseline_rss'] / 1e6:.1f} MB, parts "
+           f"{parts / 1e6:.1f} MB (data {m['data'] / 1e6:.1f}, params {m['params'] / 1e6:.1f}, grads "
+           f"{m['grads'] / 1e6:.1f}, optimizer {m['optimizer'] / 1e6:.1f}, activations {m['activations'] / 1e6:.1f})")
+    c = large["checkpoint"]
+    r = c["bytes_per_s"] / c["plain_bytes_per_s"]
+    target(rows, 6, "checkpoint write rate / plain sequential write", round(r, 3), 0.7, "", r >= 0.7,
+           f"{c['bytes'] / 1e6:.1f} MB at {c['bytes_per_s'] / 1e6:.0f} MB/s, plain {c['plain_bytes_per_s'] / 1e6:.0f} MB/s")
+
+    # Scaling projection (weak scaling at 128 rows per rank).
+    n_bytes = 4.0 * small["params"]
+    t1 = small["compute_s_max"] + small["optim_s_max"]
+    lat, bw = a.net_latency_us * 1e-6, a.net_gbps * 1e9 / 8
+    proj = []
+    for p in [8, 16, 32, 64, 128, 256, 512, 1024]:
+        ar = 2 * (p - 1) * lat + 2 * (p - 1) / p * n_bytes / bw
+        step = t1 + ar
+        proj.append({"ranks": p, "step_ms": round(1e3 * step, 3), "allreduce_ms": round(1e3 * ar, 3),
+                     "efficiency": round(t1 / step, 3), "samples_per_s": round(p * 128 / step)})
+    report = {"targets": rows, "projection": {"model": "ring allreduce, not overlapped, 128 rows per rank",
+                                              "net_gbps": a.net_gbps, "net_latency_us": a.net_latency_us,
+                                              "intra_node_fit": b2.get("allreduce"), "table": proj},
+              "measurements": {"small_np1": small, "large_np1": large, "b256_np1": b1, "b256_np2": b2,
+                               "torch_small": ts, "torch_large": tl, "torch_default": tdef}}
+    json.dump(report, sys.stdout, indent=1)
+    e = sys.stderr
+    print(f"\n{'target':<7}{'result':<8}{'value':>9}  {'goal':>6}  what", file=e)
+    for r in rows:
+        v = r.get("value")
+        print(f"{r['target']!s:<7}{r['result']:<8}{v if v is not None else '-':>9}  {r.get('goal', '-')!s:>6}  "
+              f"{r['name']}\n{'':15}{r['note']}", file=e)
+    print(f"\nprojection ({a.net_gbps:g} Gb/s, {a.net_latency_us:g} us; ring allreduce of "
+          f"{n_bytes / 1e6:.1f} MB, not overlapped, 128 rows per rank):", file=e)
+    print(f"{'ranks':>7}{'step ms':>10}{'allreduce ms':>14}{'efficiency':>12}{'samples/s':>12}", file=e)
+    for r in proj:
+        print(f"{r['ranks']:>7}{r['step_ms']:>10}{r['allreduce_ms']:>14}{r['efficiency']:>12}{r['samples_per_s']:>12}",
+              file=e)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+/* `dptrain bench`: training throughput with its references, measured in the same process. */
+#include "dptrain/bench.h"
+
+#include <cblas.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dptrain/blas.h"
+#include "dptrain/checkpoint.h"
+#include "dptrain/error.h"
+#include "dptrain/train.h"
+
+/* Resident set size now (VmRSS) or at its peak (VmHWM), in bytes. */
+static double rss_bytes(const char *field) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  double kb = 0;
+  size_t n = strlen(field);
+  while (f && fgets(line, sizeof line, f))
+    if (!strncmp(line, field, n) && line[n] == ':')
+      kb = atof(line + n + 1);
+  if (f)
+    fclose(f);
+  return kb * 1024.0;
+}
+
+static int make_config(const dp_bench_opts *o, dp_config *cfg) {
+  char text[4096], *p = text;
+  size_t left = sizeof text;
+  int k = snprintf(p, left, "[data]\npath = %s\n[model]\n", o->data);
+  p += k, left -= (size_t)k;
+  char hidden[256];
+  snprintf(hidden, sizeof hidden, "%s", o->hidden);
+  for (char *h = strtok(hidden, ","); h; h = strtok(NULL, ",")) {
+    k = snprintf(p, left, "[layer]\nunits = %s\nactivation = relu\n", h);
+    p += k, left -= (size_t)k;
+  }
+  snprintf(p, left,
+           "[layer]\nunits = 10\nactivation = identity\n[optimizer]\nname = sgd\nlr = 0.05\nmomentum = 0.9\n"
+           "[train]\nbatch_size = %ld\nepochs = 1000000\nthreads = %d\nbucket_mb = %g\nout_dir = /tmp\n",
+           o->batch, o->threads, o->bucket_mb);
+  return dp_config_parse_string(cfg, text, "bench.ini", NULL, 0);
+}
+
+/* FLOPs of one training sample: per weight 2 forward, 2 for its gradient, 2 for the input
+ * gradient, which the first layer does not need. */
+static double train_flops(const dp_model *m) {
+  double f = 0;
+  for (int i = 0; i < m->n_layers; i++)
+    f += (i ? 6.0 : 4.0) * m->layer[i].in * m->layer[i].out;
+  return f;
+}
+
+typedef struct {
+  double seconds, samples, steps, compute, comm, optim;
+} timing;
+
+static int time_window(dp_trainer *t, double seconds, timing *tm) {
+  dp_step_result r;
+  memset(tm, 0, sizeof *tm);
+  double t0 = MPI_Wtime();
+  for (;;) {
+    DP_TRY(dp_trainer_step(t, 0, &r));
+    tm->steps++, tm->samples += (double)r.batch;
+    tm->compute += r.time.compute, tm->comm += r.time.comm, tm->optim += r.time.optim;
+    /* Rank 0's clock decides, so every rank runs the same number of steps. */
+    int more = MPI_Wtime() - t0 < seconds;
+    DP_TRY(dp_comm_bcast(t->comm, &more, sizeof more, 0));
+    if (!more)
+      break;
+  }
+  tm->seconds = MPI_Wtime() - t0;
+  return 0;
+}
+
+/* The best of three windows: on a shared (virtual) machine other tenants slow some windows down,
+ * never speed one up, so the fastest is the closest to what the code can do. */
+static int time_steps(dp_trainer *t, double seconds, timing *best) {
+  dp_step_result r;
+  for (int i = 0; i < 10; i++) /* warm-up: page faults, BLAS buffers, MPI connections */
+    DP_TRY(dp_trainer_step(t, 0, &r));
+  memset(best, 0, sizeof *best);
+  for (int w = 0; w < 3; w++) {
+    timing tm;
+    DP_TRY(time_window(t, seconds / 3, &tm));
+    if (tm.samples / tm.seconds > best->samples / (best->seconds > 0 ? best->seconds : 1e300))
+      *best = tm;
+  }
+  return 0;
+}
+
+static double gemm_seconds(int ta, int tb, int M, int N, int K, double seconds) {
+  float *A = calloc((size_t)M * K, sizeof(float)), *B = calloc((size_t)K * N, sizeof(float)),
+        *C = calloc((size_t)M * N, sizeof(float));
+  double dt = NAN;
+  if (A && B && C) {
+    int lda = ta ? M : K, ldb = tb ? K : N, n;
+    CBLAS_TRANSPOSE tA = ta ? CblasTrans : CblasNoTrans, tB = tb ? CblasTrans : CblasNoTrans;
+    cblas_sgemm(CblasRowMajor, tA, tB, M, N, K, 1, A, lda, B, ldb, 0, C, N);
+    for (int w = 0; w < 3; w++) { /* best of three windows, as for the training steps */
+      double t0 = MPI_Wtime();
+      for (n = 0; MPI_Wtime() - t0 < seconds / 3 || n < 3; n++)
+        cblas_sgemm(CblasRowMajor, tA, tB, M, N, K, 1, A, lda, B, ldb, 0, C, N);
+      double w_dt = (MPI_Wtime() - t0) / n;
+      dt = isnan(dt) || w_dt < dt ? w_dt : dt;
+    }
+  }
+  free(A);
+  free(B);
+  free(C);
+  return dt;
+}
+
+/* The step's GEMMs alone, at the shard's batch: their time bounds the step from below. */
+static double sgemm_step_seconds(const dp_model *m, int B, double seconds) {
+  double s = 0, per = seconds / (3.0 * m->n_layers);
+  for (int i = 0; i < m->n_layers; i++) {
+    const dp_dense *l = &m->layer[i];
+    s += gemm_seconds(0, 1, B, l->out, l->in, per);     /* y = x Wᵀ */
+    s += gemm_seconds(1, 0, l->out, l->in, B, per);     /* dW = dzᵀ x */
+    if (i)
+      s += gemm_seconds(0, 0, B, l->in, l->out, per);   /* dx = dz W */
+  }
+  return s;
+}
+
+/* Allreduce time for 2^10 .. 2^24 bytes; fits t(n) = alpha + n beta by least squares. */
+static int allreduce_fit(dp_comm *c, FILE *out) {
+  double xs[16], ys[16];
+  int k = 0;
+  for (size_t bytes = 1024; bytes <= (1u << 24); bytes *= 4, k++) {
+    size_t n = bytes / sizeof(float);
+    float *buf = calloc(n, sizeof(float));
+    if (!buf)
+      return dp_fail(DP_ENOMEM, "bench: out of memory");
+    int reps = bytes < (1u << 20) ? 200 : 20;
+    DP_TRY(dp_comm_allreduce_f32(c, buf, n));
+    MPI_Barrier(c->comm);
+    double t0 = MPI_Wtime();
+    for (int r = 0; r < reps; r++)
+      DP_TRY(dp_comm_allreduce_f32(c, buf, n));
+    double dt = (MPI_Wtime() - t0) / reps;
+    DP_TRY(dp_comm_allreduce_max_f64(c, &dt, 1));
+    free(buf);
+    xs[k] = (double)bytes, ys[k] = dt;
+  }
+  double mx = 0, my = 0, sxx = 0, sxy = 0;
+  for (int i = 0; i < k; i++)
+    mx += xs[i] / k, my += ys[i] / k;
+  for (int i = 0; i < k; i++)
+    sxx += (xs[i] - mx) * (xs[i] - mx), sxy += (xs[i] - mx) * (ys[i] - my);
+  double beta = sxy / sxx, alpha = my - beta * mx;
+  if (out) {
+    fprintf(out, ",\"allreduce\":{\"ranks\":%d,\"points\":[", c->size);
+    for (int i = 0; i < k; i++)
+      fprintf(out, "%s[%.0f,%.9g]", i ? "," : "", xs[i], ys[i]);
+    fprintf(out, "],\"alpha_s\":%.9g,\"beta_s_per_byte\":%.9g}", alpha, beta);
+  }
+  return 0;
+}
+
+/* Seconds to write and fsync `bytes` zero bytes to path. */
+static double plain_write(const char *path, size_t bytes) {
+  char *buf = calloc(1, bytes + 1);
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  double t0 = MPI_Wtime(), dt = NAN;
+  if (buf && fd >= 0 && write(fd, buf, bytes) == (ssize_t)bytes && fsync(fd) == 0)
+    dt = MPI_Wtime() - t0;
+  if (fd >= 0)
+    close(fd);
+  remove(path);
+  free(buf);
+  return dt;
+}
+
+/* A checkpoint of the trainer against a plain write + fsync of as many bytes in the same
+ * directory, alternating, best of three each (the disk is shared with other tenants). */
+static int checkpoint_rate(const dp_trainer *t, const char *dir, FILE *out) {
+  char path[DP_PATH_MAX + 64], plain[DP_PATH_MAX + 64];
+  snprintf(plain, sizeof plain, "%s/plain-write.bin", dir);
+  double ck = INFINITY, pw = INFINITY, bytes = 0;
+  for (int r = 0; r < 3; r++) {
+    double t0 = MPI_Wtime();
+    DP_TRY(dp_ckpt_save(t, dir, &(dp_ckpt_extra){0}, 1, path, sizeof path));
+    ck = fmin(ck, MPI_Wtime() - t0);
+    FILE *f = fopen(path, "rb");
+    if (f && fseek(f, 0, SEEK_END) == 0)
+      bytes = (double)ftell(f);
+    if (f)
+      fclose(f);
+    remove(path);
+    double p = plain_write(plain, (size_t)bytes);
+    if (isnan(p))
+      return dp_fail(DP_EIO, "%s: cannot write %.0f bytes", plain, bytes);
+    pw = fmin(pw, p);
+  }
+  fprintf(out, ",\"checkpoint\":{\"bytes\":%.0f,\"seconds\":%.6f,\"bytes_per_s\":%.6g,\"plain_bytes_per_s\":%.6g}",
+          bytes, ck, bytes / ck, bytes / pw);
+  return 0;
+}
+
+static void print_memory(const dp_trainer *t, const dp_dataset *ds, double baseline, FILE *out) {
+  const dp_model *m = &t->model;
+  double data = ds->mem_hi > ds->mem_lo ? (double)(ds->mem_hi - ds->mem_lo) * ds->d * (ds->x_u8 ? 1 : 4) : 0;
+  data += ds->mem_labels ? (double)(ds->mem_hi - ds->mem_lo) * 4 : 0;
+  double params = 4.0 * m->n_floats, grads = params, state = 4.0 * t->optim.n * t->optim.n_slots;
+  double B = m->max_batch, acts = 0;
+  for (int i = 0; i < m->n_layers; i++)
+    acts += 2 * 4.0 * B * m->layer[i].out;
+  acts += 4.0 * B * ds->d + 8.0 * (double)t->n_train; /* the gathered rows, the permutation */
+  fprintf(out,
+          ",\"memory\":{\"peak_rss\":%.0f,\"baseline_rss\":%.0f,\"data\":%.0f,\"params\":%.0f,\"grads\":%.0f,"
+          "\"optimizer\":%.0f,\"activations\":%.0f}",
+          rss_bytes("VmHWM"), baseline, data, params, grads, state, acts);
+}
+
+static int bench_case(const dp_bench_opts *o, dp_comm *comm, dp_dataset *ds, double baseline, FILE *out) {
+  dp_config *cfg = malloc(sizeof *cfg);
+  if (!cfg)
+    return dp_fail(DP_ENOMEM, "bench: out of memory");
+  int rc = dp_comm_agree(comm, make_config(o, cfg), NULL);
+  dp_trainer t;
+  if (rc == 0)
+    rc = dp_trainer_create(&t, cfg, comm, ds);
+  if (rc < 0) {
+    free(cfg);
+    return rc;
+  }
+  int threads = dp_blas_set_threads(o->threads, comm->node_size);
+  timing tm = {0};
+  rc = time_steps(&t, o->seconds, &tm);
+  double v[3] = {tm.compute / tm.steps, tm.comm / tm.steps, tm.optim / tm.steps}, mx[3] = {v[0], v[1], v[2]};
+  if (rc == 0)
+    rc = dp_comm_allreduce_max_f64(comm, mx, 3);
+  if (rc == 0 && out) {
+    double flops = train_flops(&t.model), sps = tm.samples / tm.seconds;
+    fprintf(out, "{\"ranks\":%d,\"threads\":%d,\"kernel\":\"%s\",\"hidden\":\"%s\",\"batch\":%ld,", comm->size,
+            threads, dp_blas_kernel(), o->hidden, o->batch);
+    fprintf(out, "\"params\":%zu,\"flops_per_sample\":%.0f,\"steps\":%.0f,\"seconds\":%.4f,\"samples_per_s\":%.6g,",
+            t.model.n_params, flops, tm.steps, tm.seconds, sps);
+    fprintf(out, "\"gflops\":%.4g,\"step_s\":%.6g,\"compute_s_max\":%.6g,\"comm_s_max\":%.6g,\"optim_s_max\":%.6g",
+            sps * flops / 1e9, tm.seconds / tm.steps, mx[0], mx[1], mx[2]);
+    if (o->sgemm) {
+      int64_t lo, hi;
+      dp_split_range(o->batch, 0, comm->size, &lo, &hi);
+      double g = sgemm_step_seconds(&t.model, (int)(hi - lo), o->seconds);
+      fprintf(out, ",\"sgemm_step_s\":%.6g,\"sgemm_samples_per_s\":%.6g", g, (double)(hi - lo) / g);
+    }
+    print_memory(&t, ds, baseline, out);
+  }
+  if (rc == 0 && o->ckpt_dir && comm->rank == 0)
+    rc = checkpoint_rate(&t, o->ckpt_dir, out);
+  rc = dp_comm_agree(comm, rc, NULL);
+  if (rc == 0 && o->allreduce && comm->size > 1)
+    rc = allreduce_fit(comm, out);
+  if (rc == 0 && out)
+    fprintf(out, "}\n");
+  dp_trainer_free(&t);
+  free(cfg);
+  return rc;
+}
+
+int dp_bench_run(const dp_bench_opts *o, dp_comm *comm, FILE *out) {
+  if (comm->rank != 0)
+    out = NULL;
+  dp_blas_set_threads(o->threads, comm->node_size);
+  gemm_seconds(0, 0, 64, 64, 64, 0.0); /* BLAS's buffers belong to the baseline */
+  double baseline = rss_bytes("VmRSS");
+  dp_dataset ds;
+  dp_dataset_init(&ds);
+  int rc = dp_dataset_open(&ds, o->data, "train", 0);
+  if (rc == 0)
+    rc = dp_dataset_load(&ds, 0, ds.n);
+  rc = dp_comm_agree(comm, rc, NULL);
+  if (rc == 0)
+    rc = bench_case(o, comm, &ds, baseline, out);
+  dp_dataset_close(&ds);
+  return rc;
+}
