@@ -76,9 +76,17 @@ test: deps
 data: all
 	@scripts/prepare-data.sh $(BUILD)/dptrain
 
+# The live progress bar when this is a terminal (mpirun hides that from the ranks); run.png from
+# scripts/plot.py when matplotlib is available.
 run: deps
 	@$(MAKE) --no-print-directory data
-	mpirun -np $(NP) --bind-to core $(BUILD)/dptrain train $(CONFIG)
+	@if [ -t 1 ]; then export DPTRAIN_PROGRESS=bar; else export DPTRAIN_PROGRESS=lines; fi; \
+	  echo "mpirun -np $(NP) --bind-to core $(BUILD)/dptrain train $(CONFIG)"; \
+	  mpirun -np $(NP) --bind-to core -x DPTRAIN_PROGRESS $(BUILD)/dptrain train $(CONFIG)
+	@dir=$$(sed -n 's/^[[:space:]]*out_dir[[:space:]]*=[[:space:]]*\([^;[:space:]]*\).*/\1/p' $(CONFIG) | head -1); \
+	  if /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then \
+	    scripts/plot.py "$${dir:-runs/default}" -o run.png && echo "wrote run.png"; \
+	  else echo "(no run.png: matplotlib missing; scripts/install-deps.sh --plots installs it)"; fi
 
 # Throughput against references measured in the same run; writes bench.json (see README).
 bench: deps

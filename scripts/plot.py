@@ -37,9 +37,24 @@ def load_pyplot():
     try:
         import matplotlib
     except ImportError:
-        print(f"{PROG}: matplotlib is not installed; install it with `sudo apt-get install python3-matplotlib` "
-              "(or `scripts/install-deps.sh --plots`)", file=sys.stderr)
-        sys.exit(3)
+        # The script's own check: install Debian's package once (DPTRAIN_NO_INSTALL=1 only reports).
+        deps = os.path.join(os.path.dirname(os.path.abspath(__file__)), "install-deps.sh")
+        if os.environ.get("DPTRAIN_NO_INSTALL") or not os.access(deps, os.X_OK):
+            print(f"{PROG}: matplotlib is not installed; install it with `sudo apt-get install python3-matplotlib` "
+                  "(or `scripts/install-deps.sh --plots`)", file=sys.stderr)
+            sys.exit(3)
+        print(f"{PROG}: matplotlib is not installed: installing python3-matplotlib with {deps} --plots",
+              file=sys.stderr)
+        import subprocess
+        if subprocess.call([deps, "--plots"], stdout=sys.stderr) != 0:
+            print(f"{PROG}: installing python3-matplotlib failed; install it with "
+                  "`sudo apt-get install python3-matplotlib`", file=sys.stderr)
+            sys.exit(3)
+        try:
+            import matplotlib
+        except ImportError:
+            print(f"{PROG}: matplotlib still cannot be imported by {sys.executable}", file=sys.stderr)
+            sys.exit(3)
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
     return plt

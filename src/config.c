@@ -121,6 +121,10 @@ static const dp_key keys[] = {
         "OpenBLAS threads per rank; 0 = cores on the node / ranks on the node"),
     NUM("train", "bucket_mb", DP_KEY_DOUBLE, "1", C(train.bucket_mb), 0, 1e6,
         "gradient allreduce buckets (MB), started during the backward pass; 0 = one allreduce after it"),
+    STR("train", "timeline", "", C(train.timeline), DP_PATH_MAX,
+        "write a Chrome trace (chrome://tracing, Perfetto) of the first timeline_steps steps here; empty = none"),
+    NUM("train", "timeline_steps", DP_KEY_INT, "20", C(train.timeline_steps), 1, 100000,
+        "steps the timeline covers"),
 
     NUM("checkpoint", "every_steps", DP_KEY_INT64, "0", C(checkpoint.every_steps), 0, BIG,
         "save every this many steps; 0 = off"),

@@ -9,6 +9,7 @@ static size_t layer_offset(const dp_model *m, int i) { return (size_t)(m->layer[
 
 static void start_bucket(dp_gradsync *g) {
   int k = g->started++;
+  g->t_start[k] = MPI_Wtime();
   if (g->err == 0)
     g->err = dp_comm_iallreduce_f32(g->comm, g->start[k], g->count[k], &g->req[k]);
   else
@@ -60,5 +61,8 @@ int dp_gradsync_finish(dp_gradsync *g) {
   while (g->started < g->n)
     start_bucket(g);
   int rc = dp_comm_wait_all(g->comm, g->req, g->n);
+  double done = MPI_Wtime(); /* one wait for all: each bucket's span ends here */
+  for (int k = 0; k < g->n; k++)
+    dp_timeline_span(g->tl, "allreduce bucket", k, g->t_start[k], done);
   return g->err ? g->err : rc;
 }

@@ -47,7 +47,7 @@ static const char usage_main[] =
     "exit codes: 0 success, 1 runtime error, 2 usage or configuration error, 3 diverged\n";
 
 static const char usage_train[] =
-    "usage: dptrain train CONFIG.ini [--set section.key=value ...] [--resume PATH|auto] [--quiet]\n"
+    "usage: dptrain train CONFIG.ini [--set section.key=value ...] [--resume PATH|auto] [--quiet|--verbose]\n"
     "\n"
     "Trains the model that CONFIG.ini describes on its [data] path. Under `mpirun -np N` the global\n"
     "mini-batch ([train] batch_size) is split across the N ranks and the gradients are averaged with\n"
@@ -57,6 +57,10 @@ static const char usage_train[] =
     "  --resume PATH             continue from a checkpoint (ckpt-<step>.h5), at any number of ranks\n"
     "  --resume auto             continue from the newest checkpoint in [checkpoint] dir, or start fresh\n"
     "  --quiet                   no progress output (metrics.jsonl is still written)\n"
+    "  --verbose                 progress lines also show the gradient norm and the step's time split\n"
+    "\n"
+    "On a terminal rank 0 shows a live progress bar per epoch (loss, step size, samples/s, ETA);\n"
+    "otherwise (batch logs) a plain line every [train] log_every steps.\n"
     "\n"
     "Checkpoints ([checkpoint] every_steps, every_seconds, at_epoch_end, at_end, keep_last) go to\n"
     "out_dir/checkpoints. On SIGTERM, SIGUSR1 or SIGINT the run saves a checkpoint at the next step\n"
@@ -147,7 +151,7 @@ typedef struct {
   const char *config;
   const char *sets[DP_MAX_SETS];
   int n_sets;
-  int quiet;
+  int quiet, verbose;
   const char *resume;
   int sweep; /* accept the sweep options below */
   const char *lr, *ranks_per_run, *steps, *csv;
@@ -200,6 +204,8 @@ static int parse_train_args(int argc, char **argv, train_args *a, int print, con
       a->resume = argv[++i];
     } else if (!strcmp(s, "--quiet") || !strcmp(s, "-q")) {
       a->quiet = 1;
+    } else if (!sweep && (!strcmp(s, "--verbose") || !strcmp(s, "-v"))) {
+      a->verbose = 1;
     } else if (s[0] == '-' && s[1]) {
       return print ? usage_error(usage, "unknown option '%s'", s) : 2;
     } else if (a->config) {
@@ -229,7 +235,7 @@ static int cmd_train(int argc, char **argv) {
     dp_config cfg;
     rc = dp_comm_agree(&comm, dp_config_load(&cfg, a.config, a.sets, a.n_sets), NULL);
     if (rc == 0)
-      rc = dp_train_run(&cfg, &comm, a.resume, a.quiet ? NULL : stdout);
+      rc = dp_train_run(&cfg, &comm, a.resume, a.quiet ? NULL : stdout, a.verbose);
   }
   code = finish(rc, &comm);
   dp_comm_free(&comm);
@@ -504,7 +510,14 @@ static int cmd_convert(int argc, char **argv) {
   return usage_error(usage_convert, "unknown format '%s' (expected idx or csv)", argv[0]);
 }
 
+/* Started by mpirun or srun? Asked before MPI_Init, which sets the same variables for a singleton. */
+static void note_launcher(void) {
+  if (getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK") || getenv("SLURM_PROCID"))
+    setenv("DPTRAIN_PROGRESS", "lines", 0); /* the rank's "terminal" may be a pipe to a batch log */
+}
+
 int main(int argc, char **argv) {
+  note_launcher();
   dp_blas_fix_kernel(argv);
   if (argc < 2)
     return usage_error(usage_main, "missing command%s", "");

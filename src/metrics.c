@@ -1,6 +1,9 @@
 #include "dptrain/metrics.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <time.h>
+#include <unistd.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,11 +58,24 @@ static int keep_until(const char *path, int64_t step) {
   return 0;
 }
 
+/* A live bar only on a terminal. Under mpirun a rank's stdout is a pseudo-terminal even when
+ * mpirun writes to a batch log, so main sets DPTRAIN_PROGRESS=lines for launched ranks and the
+ * launcher must ask for the bar: DPTRAIN_PROGRESS=bar (or =lines to force lines anywhere). */
+static int wants_bar(FILE *out) {
+  const char *mode = getenv("DPTRAIN_PROGRESS");
+  if (!out)
+    return 0;
+  if (mode)
+    return !strcmp(mode, "bar");
+  return isatty(fileno(out));
+}
+
 int dp_metrics_open(dp_metrics *m, const char *out_dir, int is_root, FILE *out, int64_t resume_step) {
   memset(m, 0, sizeof *m);
   if (!is_root)
     return 0;
   m->out = out;
+  m->tty = wants_bar(out);
   DP_TRY(dp_mkdirs(out_dir));
   char path[1200];
   snprintf(path, sizeof path, "%s/metrics.jsonl", out_dir);
@@ -86,11 +102,72 @@ static int flush_line(dp_metrics *m) {
   return 0;
 }
 
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void clear_bar(dp_metrics *m) {
+  if (m->bar_open)
+    fputs("\r\033[K", m->out);
+  m->bar_open = 0;
+}
+
+void dp_metrics_note(dp_metrics *m, const char *fmt, ...) {
+  if (!m->out)
+    return;
+  clear_bar(m);
+  va_list ap;
+  va_start(ap, fmt);
+  vfprintf(m->out, fmt, ap);
+  va_end(ap);
+  fflush(m->out);
+}
+
+static void hms(char *buf, size_t len, double s) {
+  long t = s > 0 && s < 1e8 ? (long)(s + 0.5) : 0;
+  if (t >= 3600)
+    snprintf(buf, len, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+  else
+    snprintf(buf, len, "%ld:%02ld", t / 60, t % 60);
+}
+
+void dp_metrics_progress(dp_metrics *m, const dp_progress *p) {
+  int last = p->pos == p->steps_per_epoch;
+  double t = now_s();
+  if (!m->tty || !m->out || (!last && t - m->last_draw < 0.1))
+    return;
+  m->last_draw = t;
+  enum { WIDTH = 24 };
+  char bar[WIDTH + 1], eta_e[32], eta_r[32];
+  int fill = (int)(WIDTH * p->pos / (p->steps_per_epoch > 0 ? p->steps_per_epoch : 1));
+  for (int i = 0; i < WIDTH; i++)
+    bar[i] = i < fill ? '#' : '.';
+  bar[WIDTH] = 0;
+  hms(eta_e, sizeof eta_e, p->eta_epoch_s);
+  hms(eta_r, sizeof eta_r, p->eta_run_s);
+  fprintf(m->out, "\r\033[Kepoch %lld [%s] %lld/%lld  loss %.4f  lr %.3g  %.0f samples/s  ETA %s (run %s)",
+          (long long)p->epoch + 1, bar, (long long)p->pos, (long long)p->steps_per_epoch, p->loss, p->lr,
+          p->samples_per_s, eta_e, eta_r);
+  m->bar_open = !last;
+  if (last)
+    fputc('\n', m->out);
+  fflush(m->out);
+}
+
 int dp_metrics_step(dp_metrics *m, const dp_step_log *s) {
-  if (m->out)
-    fprintf(m->out, "epoch %3lld  step %7lld (%lld/%lld)  loss %.5f  acc %.4f  lr %.4g  %.0f samples/s\n",
+  if (m->out && (!m->tty || m->verbose)) {
+    clear_bar(m);
+    fprintf(m->out, "epoch %3lld  step %7lld (%lld/%lld)  loss %.5f  acc %.4f  lr %.4g  %.0f samples/s",
             (long long)s->epoch + 1, (long long)s->step, (long long)s->pos, (long long)s->steps_per_epoch, s->loss,
             s->acc, s->lr, s->samples_per_s);
+    if (m->verbose)
+      fprintf(m->out, "  |g| %.4g  step %.2f ms (compute %.2f, comm wait %.2f, optimizer %.2f; max over ranks)",
+              s->grad_norm, s->step_ms, s->compute_ms[3], s->compute_ms[4], s->compute_ms[5]);
+    fputc('\n', m->out);
+    fflush(m->out);
+  }
   if (!m->jsonl)
     return 0;
   fprintf(m->jsonl, "{\"step\":%lld,\"epoch\":%lld", (long long)s->step, (long long)s->epoch + 1);
@@ -108,9 +185,8 @@ int dp_metrics_step(dp_metrics *m, const dp_step_log *s) {
 }
 
 int dp_metrics_eval(dp_metrics *m, int64_t step, int64_t epoch, double test_loss, double test_acc, double train_s) {
-  if (m->out)
-    fprintf(m->out, "epoch %3lld  step %7lld  test_loss %.5f  test_acc %.4f\n", (long long)epoch + 1,
-            (long long)step, test_loss, test_acc);
+  dp_metrics_note(m, "epoch %3lld  step %7lld  test_loss %.5f  test_acc %.4f\n", (long long)epoch + 1,
+                  (long long)step, test_loss, test_acc);
   if (!m->jsonl)
     return 0;
   fprintf(m->jsonl, "{\"step\":%lld,\"epoch\":%lld", (long long)step, (long long)epoch + 1);

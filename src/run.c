@@ -62,21 +62,26 @@ static void print_startup(FILE *out, const dp_trainer *t, const run_data *d, int
   fprintf(out, "dptrain: %d rank%s on %d node%s, %d BLAS thread%s per rank (OpenBLAS %s kernel)\n", c->size,
           c->size > 1 ? "s" : "", c->n_nodes, c->n_nodes > 1 ? "s" : "", threads, threads > 1 ? "s" : "",
           dp_blas_kernel());
-  fprintf(out, "model: %d", m->in_dim);
-  for (int i = 0; i < m->n_layers; i++)
-    fprintf(out, "-%d(%s)", m->layer[i].out, dp_act_name(m->layer[i].act));
-  fprintf(out, ", %s, %zu parameters, %.3g MFLOP/sample forward\n", dp_loss_name(m->loss), m->n_params,
-          dp_model_flops_forward(m) / 1e6);
+  fprintf(out, "model: %d inputs, %s, %zu parameters, %.3g MFLOP/sample forward (x3 to train)\n", m->in_dim,
+          dp_loss_name(m->loss), m->n_params, dp_model_flops_forward(m) / 1e6);
+  for (int i = 0; i < m->n_layers; i++) {
+    const dp_dense *l = &m->layer[i];
+    int norm = l->norm.kind != DP_NORM_NONE;
+    fprintf(out, "  layer %d: dense %d -> %d, %s%s%s, weight (%d, %d), %zu parameters\n", i, l->in, l->out,
+            norm ? dp_norm_name(l->norm.kind) : "", norm ? " norm, " : "", dp_act_name(l->act), l->out, l->in,
+            (size_t)l->out * l->in + (norm ? 2u : 1u) * (size_t)l->out);
+  }
   fprintf(out, "data: %s: train %lld x %lld (%s, %s)", d->train.path, (long long)d->train.n, (long long)d->train.d,
           d->train.x_u8 ? "uint8" : "float32", d->train.mem_hi > d->train.mem_lo ? "in memory" : "read per batch");
   if (d->has_test)
     fprintf(out, ", test %lld", (long long)d->test.n);
   int64_t lo, hi;
   dp_split_range(t->batch, 0, c->size, &lo, &hi);
-  fprintf(out, "\ntraining: global batch %lld (shards of %lld", (long long)t->batch, (long long)(hi - lo));
+  fprintf(out, "\ntraining: global batch %lld, shards of %lld", (long long)t->batch, (long long)(hi - lo));
   if (t->batch % c->size)
     fprintf(out, "-%lld", (long long)(hi - lo - 1));
-  fprintf(out, " rows), %lld steps/epoch, %lld steps\n", (long long)t->steps_per_epoch, (long long)t->total_steps);
+  fprintf(out, " rows per rank, %lld steps/epoch, %lld steps, gradients in %d allreduce bucket%s\n",
+          (long long)t->steps_per_epoch, (long long)t->total_steps, t->sync.n, t->sync.n > 1 ? "s" : "");
 }
 
 /* Set by SIGTERM, SIGUSR1 (what SLURM sends before a time limit) or SIGINT; read at step boundaries. */
@@ -115,6 +120,9 @@ typedef struct {
   int64_t saved_step;     /* the step of the newest checkpoint written or loaded; -1 none */
   int64_t start_step, start_samples; /* where this session started (resumed runs) */
   double last_save;       /* rank 0's clock at the last save */
+  dp_timeline tl;         /* [train] timeline */
+  int64_t tl_end;         /* the step after which the timeline is written */
+  double last_loss, last_lr;
 } run_state;
 
 /* The interval's time per step split, mean and max over ranks (one collective, at log steps only,
@@ -156,6 +164,7 @@ static int evaluate(run_state *s) {
   double t0 = MPI_Wtime();
   DP_TRY(dp_trainer_evaluate(&s->t, &s->d->test, &s->test_loss, &s->test_acc));
   s->eval_s += MPI_Wtime() - t0;
+  dp_timeline_span(s->t.tl, "evaluate", -1, t0, MPI_Wtime());
   s->evaluated = 1;
   int rc = dp_metrics_eval(&s->mt, s->t.step, s->t.epoch, s->test_loss, s->test_acc, s->train_s);
   if (rc < 0 && s->io == 0)
@@ -175,11 +184,13 @@ static void save(run_state *s) {
     return;
   dp_ckpt_extra x = {s->iv.loss, s->iv.acc, s->iv.steps, s->iv.samples};
   char path[DP_PATH_MAX + 64];
+  double t0 = MPI_Wtime();
   rc = dp_ckpt_save(&s->t, s->ckpt_dir, &x, s->t.cfg->checkpoint.keep_last, path, sizeof path);
+  dp_timeline_span(s->t.tl, "checkpoint", -1, t0, MPI_Wtime());
   if (rc < 0 && s->io == 0)
     s->io = rc;
-  if (rc == 0 && s->out)
-    fprintf(s->out, "checkpoint: %s\n", path);
+  if (rc == 0)
+    dp_metrics_note(&s->mt, "checkpoint: %s\n", path);
 }
 
 static int checkpoint_due(const run_state *s, int epoch_end) {
@@ -197,6 +208,24 @@ static void set_step_flags(run_state *s) {
   t->want_grad_norm = (t->step + 1) % t->cfg->train.log_every == 0; /* the logged step's norm */
 }
 
+/* The live bar on a terminal (rank 0): ETAs from this session's mean step time. */
+static void show_progress(run_state *s) {
+  const dp_trainer *t = &s->t;
+  int64_t done = t->step - s->start_step;
+  double per_step = done > 0 ? s->train_s / (double)done : 0.0;
+  dp_progress p = {.step = t->step,
+                   .total_steps = t->total_steps,
+                   .epoch = t->epoch,
+                   .pos = t->pos,
+                   .steps_per_epoch = t->steps_per_epoch,
+                   .loss = s->iv.steps ? s->iv.loss / (double)s->iv.steps : s->last_loss,
+                   .lr = s->last_lr,
+                   .samples_per_s = per_step > 0 ? (double)t->batch / per_step : 0.0,
+                   .eta_epoch_s = per_step * (double)(t->steps_per_epoch - t->pos),
+                   .eta_run_s = per_step * (double)(t->total_steps - t->step)};
+  dp_metrics_progress(&s->mt, &p);
+}
+
 static int one_step(run_state *s) {
   dp_trainer *t = &s->t;
   dp_step_result r;
@@ -204,6 +233,7 @@ static int one_step(run_state *s) {
   double t0 = MPI_Wtime();
   DP_TRY(dp_trainer_step(t, s->io, &r));
   s->train_s += MPI_Wtime() - t0;
+  s->last_loss = r.loss, s->last_lr = r.lr;
   s->iv.loss += r.loss;
   s->iv.acc += r.acc;
   s->iv.steps++;
@@ -218,6 +248,7 @@ static int one_step(run_state *s) {
     if (rc < 0 && s->io == 0)
       s->io = rc;
   }
+  show_progress(s);
   /* Every eval_every steps, or at each epoch's end when it is 0 (with a full batch every step
    * ends an epoch: eval_every thins the evaluations out). */
   int epoch_end = t->pos == t->steps_per_epoch;
@@ -231,14 +262,40 @@ static int one_step(run_state *s) {
   return 0;
 }
 
+/* Writes the timeline once its steps are done (or the run ends first). Collective. */
+static int timeline_due(run_state *s, int force) {
+  if (!s->t.tl || (!force && s->t.step < s->tl_end))
+    return 0;
+  s->t.tl = s->t.sync.tl = NULL;
+  const char *path = s->t.cfg->train.timeline;
+  DP_TRY(dp_timeline_write(&s->tl, s->t.comm, path));
+  dp_metrics_note(&s->mt, "timeline: %s (open in chrome://tracing or ui.perfetto.dev)\n", path);
+  return 0;
+}
+
+static int timeline_start(run_state *s) {
+  const dp_config *cfg = s->t.cfg;
+  if (!cfg->train.timeline[0])
+    return 0;
+  /* per step: data, forward, backward per pass, a span per bucket, optimizer, evaluation, checkpoint */
+  int per_step = 3 * 4 + s->t.sync.n + 8;
+  DP_TRY(dp_timeline_start(&s->tl, s->t.comm, cfg->train.timeline_steps * per_step + 64));
+  s->t.tl = s->t.sync.tl = &s->tl;
+  s->tl_end = s->t.step + cfg->train.timeline_steps;
+  return 0;
+}
+
 static int train_loop(run_state *s) {
   dp_trainer *t = &s->t;
-  while (t->step < t->total_steps && !t->converged && !t->stop_requested)
+  DP_TRY(timeline_start(s));
+  while (t->step < t->total_steps && !t->converged && !t->stop_requested) {
     DP_TRY(one_step(s));
+    DP_TRY(timeline_due(s, 0));
+  }
+  DP_TRY(timeline_due(s, 1));
   if (t->stop_requested) { /* saved at this step boundary by one_step */
     DP_TRY(dp_comm_agree(t->comm, s->io, NULL));
-    if (s->out)
-      fprintf(s->out, "stopped by a signal at step %lld: the checkpoint above resumes it (--resume auto)\n",
+    dp_metrics_note(&s->mt, "stopped by a signal at step %lld: the checkpoint above resumes it (--resume auto)\n",
               (long long)t->step);
     return 0;
   }
@@ -249,8 +306,9 @@ static int train_loop(run_state *s) {
   return dp_comm_agree(t->comm, s->io, NULL);
 }
 
-static void print_summary(const run_state *s, double startup_s) {
+static void print_summary(run_state *s, double startup_s) {
   const dp_trainer *t = &s->t;
+  dp_metrics_note(&s->mt, "%s", ""); /* a run stopped mid-epoch leaves its bar open */
   double samples = (double)(dp_trainer_samples_seen(t) - s->start_samples);
   fprintf(s->out, "done: %lld steps, %.0f samples in %.2f s of training (%.0f samples/s); start-up %.2f s, "
                   "evaluation %.2f s\n",
@@ -288,16 +346,17 @@ static int resume(run_state *s, const char *how) {
   return 0;
 }
 
-static int start_output(run_state *s, const dp_config *cfg) {
+static int start_output(run_state *s, const dp_config *cfg, int verbose) {
   dp_comm *comm = s->t.comm;
   int rc = dp_metrics_open(&s->mt, cfg->train.out_dir, comm->rank == 0, s->out, s->saved_step);
+  s->mt.verbose = verbose;
   if (rc == 0 && comm->rank == 0)
     rc = write_config_copy(cfg);
   return dp_comm_agree(comm, rc, NULL);
 }
 
 static int run_with_data(const dp_config *cfg, dp_comm *comm, run_data *d, const char *resume_from, FILE *out,
-                         double start) {
+                         int verbose, double start) {
   int threads = dp_blas_set_threads(cfg->train.threads, comm->node_size);
   run_state *s = calloc(1, sizeof *s);
   if (!s)
@@ -316,7 +375,7 @@ static int run_with_data(const dp_config *cfg, dp_comm *comm, run_data *d, const
   if (rc == 0 && resume_from)
     rc = resume(s, resume_from);
   if (rc == 0)
-    rc = start_output(s, cfg);
+    rc = start_output(s, cfg, verbose);
   if (rc == 0) {
     if (out)
       print_startup(out, &s->t, d, threads);
@@ -327,12 +386,13 @@ static int run_with_data(const dp_config *cfg, dp_comm *comm, run_data *d, const
       print_summary(s, startup);
   }
   dp_metrics_close(&s->mt);
+  dp_timeline_free(&s->tl);
   dp_trainer_free(&s->t);
   free(s);
   return rc;
 }
 
-int dp_train_run(const dp_config *cfg, dp_comm *comm, const char *resume_from, FILE *out) {
+int dp_train_run(const dp_config *cfg, dp_comm *comm, const char *resume_from, FILE *out, int verbose) {
   double start = MPI_Wtime();
   if (comm->rank != 0)
     out = NULL;
@@ -343,7 +403,7 @@ int dp_train_run(const dp_config *cfg, dp_comm *comm, const char *resume_from, F
   dp_dataset_init(&d.test);
   int rc = open_data(cfg, comm, &d);
   if (rc == 0)
-    rc = run_with_data(cfg, comm, &d, resume_from, out, start);
+    rc = run_with_data(cfg, comm, &d, resume_from, out, verbose, start);
   dp_dataset_close(&d.train);
   dp_dataset_close(&d.test);
   return rc;

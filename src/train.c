@@ -196,6 +196,7 @@ static int shard_gradients(dp_trainer *t, const int64_t *rows, int64_t n, float 
   }
   for (int64_t c = 0; c < n; c += m->max_batch) {
     int nb = (int)(n - c < m->max_batch ? n - c : m->max_batch);
+    double t0 = MPI_Wtime();
     int rc = dp_dataset_gather(t->train, rows + c, nb, t->x, t->train->has_labels ? t->labels : NULL,
                                t->train->has_labels ? NULL : t->targets);
     if (rc < 0) {
@@ -205,8 +206,13 @@ static int shard_gradients(dp_trainer *t, const int64_t *rows, int64_t n, float 
     }
     int hits = 0;
     t->sync.armed = c + nb == n; /* the last pass: buckets start as its layers finish */
+    double t1 = MPI_Wtime();
     dp_model_forward(m, t->x, nb);
+    double t2 = MPI_Wtime();
     *loss += dp_model_backward(m, t->x, t->labels, t->targets, nb, scale, c > 0, &hits);
+    dp_timeline_span(t->tl, "data", -1, t0, t1);
+    dp_timeline_span(t->tl, "forward", -1, t1, t2);
+    dp_timeline_span(t->tl, "backward", -1, t2, MPI_Wtime());
     *correct += hits;
   }
   return m->err;
@@ -327,6 +333,7 @@ int dp_trainer_step(dp_trainer *t, int local_status, dp_step_result *r) {
     r->grad_norm = clip_gradients(t);
     dp_optim_step(&t->optim, t->model.params, t->model.grads, (float)r->lr);
     t->time.optim = MPI_Wtime() - t0;
+    dp_timeline_span(t->tl, "optimizer", -1, t0, t0 + t->time.optim);
   }
   r->time = t->time;
   t->pos++;

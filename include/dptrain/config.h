@@ -115,6 +115,8 @@ typedef struct {
     char out_dir[DP_PATH_MAX];
     int threads; /* BLAS threads per rank; 0 = cores on the node / ranks on the node */
     double bucket_mb; /* gradient allreduce buckets; 0 = one allreduce after the backward pass */
+    char timeline[DP_PATH_MAX]; /* Chrome trace of the first timeline_steps steps; "" = none */
+    int timeline_steps;
   } train;
 } dp_config;
 

@@ -15,6 +15,7 @@
 
 #include "dptrain/comm.h"
 #include "dptrain/model.h"
+#include "dptrain/timeline.h"
 
 typedef struct {
   dp_comm *comm;
@@ -26,6 +27,8 @@ typedef struct {
   int started;                    /* buckets started this step */
   int armed;                      /* this backward pass is the step's last: start buckets from it */
   int err;                        /* the first MPI error of the step */
+  double t_start[DP_MAX_LAYERS];  /* when each bucket started (for the timeline) */
+  dp_timeline *tl;                /* NULL: not recording */
 } dp_gradsync;
 
 /* Plans the buckets for m and hooks the plan into m's backward pass. */

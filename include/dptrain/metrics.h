@@ -8,7 +8,18 @@
 typedef struct {
   FILE *jsonl;   /* rank 0 only; NULL elsewhere */
   FILE *out;     /* progress lines; NULL when quiet or not rank 0 */
+  int tty;       /* out is a terminal: a live progress bar instead of lines */
+  int verbose;   /* progress lines also carry the gradient norm and the step's time split */
+  int bar_open;  /* the bar is on the screen's last line */
+  double last_draw;
 } dp_metrics;
+
+/* Where the progress bar stands, after a step. */
+typedef struct {
+  int64_t step, total_steps, epoch, pos, steps_per_epoch;
+  double loss, lr, samples_per_s; /* loss: the mean since the last log line */
+  double eta_epoch_s, eta_run_s;
+} dp_progress;
 
 typedef struct {
   int64_t step;        /* steps done */
@@ -28,6 +39,12 @@ typedef struct {
  * resume_step >= 0 continues an existing file, keeping its lines up to that step; -1 starts anew. */
 int dp_metrics_open(dp_metrics *m, const char *out_dir, int is_root, FILE *out, int64_t resume_step);
 int dp_metrics_step(dp_metrics *m, const dp_step_log *s);
+/* On a terminal, redraws the epoch's progress bar in place, at most 10 times a second (always at
+ * an epoch's last step, which then ends the line); elsewhere nothing, as dp_metrics_step prints
+ * plain lines. */
+void dp_metrics_progress(dp_metrics *m, const dp_progress *p);
+/* A message line for the user (rank 0's out), printed above the progress bar. */
+void dp_metrics_note(dp_metrics *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* An evaluation line; train_s is the training time so far (the steps' wall time, evaluations and
  * start-up excluded; every step ends in an allreduce, so the ranks' clocks agree on it). */
 int dp_metrics_eval(dp_metrics *m, int64_t step, int64_t epoch, double test_loss, double test_acc, double train_s);

@@ -45,6 +45,7 @@ typedef struct {
   int stop_requested;      /* after a step: some rank was asked to stop; all ranks agree */
   int save_requested;      /* after a step: some rank wants a checkpoint; all ranks agree */
   dp_step_time time;       /* the current step's, so far */
+  dp_timeline *tl;         /* spans of the first steps; NULL when not recording */
 
   int64_t n_train;         /* training rows */
   int64_t batch;           /* global mini-batch (n_train for "full") */
@@ -99,10 +100,10 @@ int dp_check_data_fits(const dp_config *cfg, dp_comm *comm, dp_dataset *ds, int6
 
 /* `dptrain train`: opens the data, trains for the configured epochs/steps with evaluation and
  * checkpoints, writes out_dir/metrics.jsonl and out_dir/config.ini, prints progress to `out` on
- * rank 0 (NULL: quiet). resume_from: NULL, a checkpoint path, or "auto" (the newest in the
+ * rank 0 (NULL: quiet; verbose adds the gradient norm and the step's time split). resume_from: NULL, a checkpoint path, or "auto" (the newest in the
  * checkpoint directory, if any). On SIGTERM, SIGUSR1 or SIGINT it checkpoints at the next step
  * boundary and returns 0. Collective. */
-int dp_train_run(const dp_config *cfg, dp_comm *comm, const char *resume_from, FILE *out);
+int dp_train_run(const dp_config *cfg, dp_comm *comm, const char *resume_from, FILE *out, int verbose);
 
 /* `dptrain eval`: the model of checkpoint ckpt (its stored config) on the /test split of data (NULL:
  * the config's data file); prints loss and accuracy on rank 0. Collective. */

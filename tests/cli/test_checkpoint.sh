@@ -122,7 +122,7 @@ train 2 "$tmp/sgd.ini" "$d/split" "$d/split.txt" --set train.log_every=15 --set 
 losses "$d/full/metrics.jsonl" > "$d/full.loss"
 losses "$d/split/metrics.jsonl" > "$d/split.loss"
 # Compare the logged lines without the timing fields (they differ between sessions).
-strip() { sed -E 's/,"(samples_per_s|step_ms|[a-z]+_ms_(mean|max))":[^,}]*//g' "$1"; }
+strip() { sed -E 's/,"(samples_per_s|step_ms|train_s|[a-z]+_ms_(mean|max))":[^,}]*//g' "$1"; }
 if grep -q 'resumed from .*ckpt-20.h5' "$d/split.txt" && [ "$(wc -l < "$d/full.loss")" -eq 3 ] &&
   cmp -s <(strip "$d/full/metrics.jsonl") <(strip "$d/split/metrics.jsonl"); then
   ok "sgd: resumed inside a logging interval: metrics.jsonl identical to the uninterrupted run's (but samples_per_s)"

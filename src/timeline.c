@@ -1,0 +1,96 @@
+/* Chrome trace-event timelines: spans per rank, gathered to rank 0 and written as JSON. */
+#include "dptrain/timeline.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dptrain/error.h"
+
+int dp_timeline_start(dp_timeline *tl, dp_comm *comm, int cap) {
+  memset(tl, 0, sizeof *tl);
+  tl->span = calloc((size_t)cap, sizeof *tl->span);
+  int rc = tl->span ? 0 : dp_fail(DP_ENOMEM, "timeline: cannot hold %d spans", cap);
+  DP_TRY(dp_comm_agree(comm, rc, NULL)); /* also the barrier that lines the clocks up */
+  tl->cap = cap;
+  tl->origin = MPI_Wtime();
+  tl->active = 1;
+  return 0;
+}
+
+void dp_timeline_span(dp_timeline *tl, const char *name, int arg, double t0, double t1) {
+  if (!tl || !tl->active || tl->n == tl->cap)
+    return;
+  dp_span *s = &tl->span[tl->n++];
+  snprintf(s->name, sizeof s->name, "%s", name);
+  s->arg = arg;
+  s->t0 = t0 - tl->origin;
+  s->t1 = t1 - tl->origin;
+}
+
+static void write_json(FILE *f, const dp_span *all, const int *counts, int ranks) {
+  fputs("{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n", f);
+  int first = 1;
+  for (int r = 0, k = 0; r < ranks; r++) {
+    fprintf(f, "%s{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"args\":{\"name\":\"rank %d\"}}",
+            first ? "" : ",\n", r, r);
+    first = 0;
+    for (int i = 0; i < counts[r]; i++, k++) {
+      const dp_span *s = &all[k];
+      /* communication on its own track, so it shows next to the computation it overlaps */
+      int tid = !strncmp(s->name, "allreduce", 9) ? 1 : 0;
+      fprintf(f, ",\n{\"name\":\"%s", s->name);
+      if (s->arg >= 0)
+        fprintf(f, " %d", s->arg);
+      fprintf(f, "\",\"ph\":\"X\",\"pid\":%d,\"tid\":%d,\"ts\":%.3f,\"dur\":%.3f}", r, tid, s->t0 * 1e6,
+              (s->t1 - s->t0) * 1e6);
+    }
+  }
+  fputs("\n]}\n", f);
+}
+
+static int save(const char *path, const dp_span *all, const int *counts, int ranks) {
+  FILE *f = fopen(path, "w");
+  if (!f)
+    return dp_fail(DP_EIO, "%s: cannot write the timeline: %s", path, strerror(errno));
+  write_json(f, all, counts, ranks);
+  if (fclose(f) != 0)
+    return dp_fail(DP_EIO, "%s: write failed: %s", path, strerror(errno));
+  return 0;
+}
+
+int dp_timeline_write(dp_timeline *tl, dp_comm *comm, const char *path) {
+  tl->active = 0;
+  int n = tl->n, *counts = NULL, *displs = NULL, total = 0, rc = 0;
+  dp_span *all = NULL;
+  if (comm->rank == 0) {
+    counts = calloc((size_t)comm->size, sizeof *counts);
+    displs = calloc((size_t)comm->size, sizeof *displs);
+    if (!counts || !displs)
+      rc = dp_fail(DP_ENOMEM, "timeline: out of memory");
+  }
+  MPI_Gather(&n, 1, MPI_INT, counts, 1, MPI_INT, 0, comm->comm);
+  if (comm->rank == 0 && rc == 0) {
+    for (int r = 0; r < comm->size; r++) /* in bytes: the spans travel as raw bytes */
+      displs[r] = total, total += counts[r] * (int)sizeof(dp_span), counts[r] *= (int)sizeof(dp_span);
+    all = malloc(total ? (size_t)total : 1);
+    if (!all)
+      rc = dp_fail(DP_ENOMEM, "timeline: out of memory");
+  }
+  MPI_Gatherv(tl->span, n * (int)sizeof(dp_span), MPI_BYTE, all, counts, displs, MPI_BYTE, 0, comm->comm);
+  if (comm->rank == 0 && rc == 0) {
+    for (int r = 0; r < comm->size; r++)
+      counts[r] /= (int)sizeof(dp_span);
+    rc = save(path, all, counts, comm->size);
+  }
+  free(all);
+  free(counts);
+  free(displs);
+  return dp_comm_agree(comm, rc, NULL);
+}
+
+void dp_timeline_free(dp_timeline *tl) {
+  free(tl->span);
+  memset(tl, 0, sizeof *tl);
+}
