@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/statvfs.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -82,7 +83,8 @@ static int write_meta(hid_t f, const dp_trainer *t, const dp_ckpt_extra *x) {
          h5u_attr_str(f, "optimizer_state", slots) | h5u_attr_i64(f, "optimizer_steps", t->optim.t) |
          h5u_attr_f64(f, "interval_loss", x->interval_loss) | h5u_attr_f64(f, "interval_acc", x->interval_acc) |
          h5u_attr_i64(f, "interval_steps", x->interval_steps) |
-         h5u_attr_i64(f, "interval_samples", x->interval_samples) | h5u_attr_str(f, "created", when);
+         h5u_attr_i64(f, "interval_samples", x->interval_samples) | h5u_attr_f64(f, "lr_factor", t->lr_factor) |
+         h5u_attr_str(f, "created", when);
 }
 
 static int write_config(hid_t f, const dp_config *cfg) {
@@ -97,6 +99,27 @@ static int write_config(hid_t f, const dp_config *cfg) {
     rc = h5u_write_text(f, "config", text);
   free(text);
   return rc ? -1 : 0;
+}
+
+/* Bytes the checkpoint will take, a little over: parameters, optimizer state, statistics, L-BFGS
+ * history, checksums and metadata. */
+static double estimate_bytes(const dp_trainer *t) {
+  double floats = (double)t->model.n_floats * (1 + t->optim.n_slots) + (double)t->model.n_stats;
+  if (t->cfg->optimizer.name == DP_OPT_LBFGS)
+    floats += (double)t->model.n_floats * (2 * t->lbfgs.m + 1);
+  return floats * sizeof(float) * 1.02 + (1 << 16);
+}
+
+/* HDF5 1.10 cannot recover from a write that fails for lack of space: the file it could not close
+ * crashes the library's clean-up at exit. So a full disk is caught before HDF5 starts writing. */
+static int check_space(const dp_trainer *t, const char *dir) {
+  struct statvfs v;
+  double need = estimate_bytes(t);
+  if (statvfs(dir, &v) == 0 && (double)v.f_bavail * (double)v.f_frsize < need) {
+    errno = ENOSPC;
+    return -1;
+  }
+  return 0;
 }
 
 static int write_file(const dp_trainer *t, const char *path, const dp_ckpt_extra *x) {
@@ -176,7 +199,8 @@ int dp_ckpt_save(const dp_trainer *t, const char *dir, const dp_ckpt_extra *x, i
   char final[DP_PATH_MAX + 64], tmp[DP_PATH_MAX + 80];
   snprintf(final, sizeof final, "%s/ckpt-%lld.h5", dir, (long long)t->step);
   snprintf(tmp, sizeof tmp, "%s.tmp", final);
-  if (write_file(t, tmp, x) < 0 || fsync_path(tmp, 0) < 0) {
+  errno = 0;
+  if (check_space(t, dir) < 0 || write_file(t, tmp, x) < 0 || fsync_path(tmp, 0) < 0) {
     int e = errno;
     remove(tmp);
     return dp_fail(DP_EIO, "%s: writing the checkpoint failed (%s); the previous checkpoints are kept", tmp,
@@ -287,7 +311,7 @@ int dp_ckpt_load_weights(dp_model *m, const char *path) {
 typedef struct {
   int64_t step, epoch, pos, optim_t;
   int64_t lb_count, lb_head, lb_iter, lb_evals, converged;
-  double lbfgs_f;
+  double lbfgs_f, lr_factor;
   dp_ckpt_extra x;
 } scalars;
 
@@ -304,7 +328,10 @@ static int read_meta(hid_t f, const char *path, const dp_trainer *t, scalars *s)
             h5u_get_f64(f, "interval_acc", &s->x.interval_acc) |
             h5u_get_i64(f, "interval_steps", &s->x.interval_steps) |
             h5u_get_i64(f, "interval_samples", &s->x.interval_samples);
-  if (bad || s->step < 0 || s->epoch < 0 || s->pos < 0 || s->pos > t->steps_per_epoch || s->optim_t < 0)
+  if (h5u_get_f64(f, "lr_factor", &s->lr_factor) < 0) /* written since on_nonfinite = restore */
+    s->lr_factor = 1.0;
+  if (bad || s->step < 0 || s->epoch < 0 || s->pos < 0 || s->pos > t->steps_per_epoch || s->optim_t < 0 ||
+      !(s->lr_factor > 0 && s->lr_factor <= 1))
     return dp_fail(DP_ECKPT, "%s: missing or invalid step/epoch/position attributes", path);
   if (s->pos == t->steps_per_epoch) { /* saved at an epoch's end: continue with the next */
     s->epoch++;
@@ -386,6 +413,7 @@ int dp_ckpt_load(dp_trainer *t, const char *path, dp_ckpt_extra *x) {
   t->lbfgs.evals = s.lb_evals;
   t->lbfgs_f = s.lbfgs_f;
   t->converged = (int)s.converged;
+  t->lr_factor = s.lr_factor;
   if (x)
     *x = s.x;
   return 0;

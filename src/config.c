@@ -25,6 +25,7 @@ static const char *const eps_names[] = {"outside", "inside", NULL};
 static const char *const sched_names[] = {"constant", "step", "multistep", "exponential", "cosine", NULL};
 static const char *const scale_names[] = {"none", "linear", NULL};
 static const char *const norm_names[] = {"none", "batch", "layer", NULL};
+static const char *const nonfinite_names[] = {"abort", "skip_step", "restore", NULL};
 
 #define C(f) offsetof(dp_config, f)
 #define L(f) offsetof(dp_layer_cfg, f)
@@ -125,6 +126,13 @@ static const dp_key keys[] = {
         "write a Chrome trace (chrome://tracing, Perfetto) of the first timeline_steps steps here; empty = none"),
     NUM("train", "timeline_steps", DP_KEY_INT, "20", C(train.timeline_steps), 1, 100000,
         "steps the timeline covers"),
+    ENUM("train", "on_nonfinite", "abort", C(train.on_nonfinite), nonfinite_names,
+         "a NaN/Inf loss or gradient: abort (exit 3), skip_step (no update), or restore (reload the last "
+         "checkpoint with half the step size)"),
+    NUM("train", "max_restores", DP_KEY_INT, "3", C(train.max_restores), 0, 1000,
+        "on_nonfinite = restore: give up (exit 3) after this many restores"),
+    NUM("train", "collective_timeout", DP_KEY_DOUBLE, "0", C(train.collective_timeout), 0, 1e7,
+        "abort the job when a collective has not completed after this many seconds (a stuck rank); 0 = off"),
 
     NUM("checkpoint", "every_steps", DP_KEY_INT64, "0", C(checkpoint.every_steps), 0, BIG,
         "save every this many steps; 0 = off"),

@@ -123,6 +123,7 @@ typedef struct {
   dp_timeline tl;         /* [train] timeline */
   int64_t tl_end;         /* the step after which the timeline is written */
   double last_loss, last_lr;
+  int restores;           /* on_nonfinite = restore so far */
 } run_state;
 
 /* The interval's time per step split, mean and max over ranks (one collective, at log steps only,
@@ -226,12 +227,59 @@ static void show_progress(run_state *s) {
   dp_metrics_progress(&s->mt, &p);
 }
 
+/* on_nonfinite = restore: back to the newest checkpoint with half the step size. Every rank got
+ * the same DP_ENONFINITE from the same reduced values, so they all come here. Collective. */
+static int restore(run_state *s, int rc) {
+  dp_trainer *t = &s->t;
+  char path[DP_PATH_MAX + 64];
+  int64_t failed_at = t->step + 1;
+  if (t->cfg->train.on_nonfinite != DP_NONFINITE_RESTORE)
+    return rc;
+  char why[600];
+  snprintf(why, sizeof why, "%s", dp_errmsg(rc)); /* dp_fail below rewrites that buffer */
+  if (s->restores >= t->cfg->train.max_restores)
+    return dp_fail(rc, "%s (after %d restores with a halved step size: giving up)", why, s->restores);
+  int have = t->comm->rank == 0 ? dp_ckpt_latest(s->ckpt_dir, path, sizeof path) == 0 : 0;
+  DP_TRY(dp_comm_bcast(t->comm, &have, sizeof have, 0));
+  DP_TRY(dp_comm_bcast(t->comm, path, sizeof path, 0));
+  if (!have)
+    return dp_fail(rc, "%s (no checkpoint in %s to restore)", why, s->ckpt_dir);
+  dp_error_clear();
+  dp_error_set_reporter(-1);
+  double factor = t->lr_factor;
+  dp_ckpt_extra x;
+  DP_TRY(dp_ckpt_load(t, path, &x));
+  t->lr_factor = factor * 0.5;
+  s->restores++;
+  s->iv = (interval){.loss = x.interval_loss, .acc = x.interval_acc, .steps = x.interval_steps,
+                     .samples = x.interval_samples, .t0 = MPI_Wtime()};
+  dp_metrics_note(&s->mt, "step %lld: loss or gradient not finite: restored %s (step %lld), step size x%g\n",
+                  (long long)failed_at, path, (long long)t->step, t->lr_factor);
+  return 0;
+}
+
+/* Tests: DPTRAIN_TEST_STALL=RANK:STEP makes that rank hang before that step (a stuck rank). */
+static void test_stall(const dp_trainer *t) {
+  const char *v = getenv("DPTRAIN_TEST_STALL");
+  int rank;
+  long long step;
+  if (v && sscanf(v, "%d:%lld", &rank, &step) == 2 && rank == t->comm->rank && step == t->step + 1)
+    for (;;)
+      pause();
+}
+
 static int one_step(run_state *s) {
   dp_trainer *t = &s->t;
   dp_step_result r;
+  test_stall(t);
   set_step_flags(s);
   double t0 = MPI_Wtime();
-  DP_TRY(dp_trainer_step(t, s->io, &r));
+  int rc = dp_trainer_step(t, s->io, &r);
+  if (rc == DP_ENONFINITE)
+    return restore(s, rc);
+  DP_TRY(rc);
+  if (r.skipped)
+    dp_metrics_note(&s->mt, "step %lld: loss or gradient not finite: update skipped\n", (long long)t->step);
   s->train_s += MPI_Wtime() - t0;
   s->last_loss = r.loss, s->last_lr = r.lr;
   s->iv.loss += r.loss;
@@ -369,7 +417,9 @@ static int run_with_data(const dp_config *cfg, dp_comm *comm, run_data *d, const
     snprintf(s->ckpt_dir, sizeof s->ckpt_dir, "%s", cfg->checkpoint.dir);
   else
     snprintf(s->ckpt_dir, sizeof s->ckpt_dir, "%.*s/checkpoints", DP_PATH_MAX - 20, cfg->train.out_dir);
-  int rc = dp_trainer_create(&s->t, cfg, comm, &d->train);
+  int rc = dp_comm_set_timeout(comm, cfg->train.collective_timeout);
+  if (rc == 0)
+    rc = dp_trainer_create(&s->t, cfg, comm, &d->train);
   if (rc == 0 && d->has_test)
     rc = dp_check_data_fits(cfg, comm, &d->test, s->t.model.in_dim, s->t.model.out_dim);
   if (rc == 0 && resume_from)

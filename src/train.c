@@ -121,6 +121,7 @@ int dp_trainer_create(dp_trainer *t, const dp_config *cfg, dp_comm *comm, dp_dat
   t->comm = comm;
   t->train = train;
   t->perm_epoch = -1;
+  t->lr_factor = 1.0;
   int rc = plan_steps(t);
   if (rc == 0)
     rc = alloc_buffers(t);
@@ -313,6 +314,57 @@ static int lbfgs_step(dp_trainer *t, int local_status, dp_step_result *r) {
   return 0;
 }
 
+/* 0 when every float of x (n) is finite. x·0 is NaN exactly for NaN and ±Inf; 16 lanes so that
+ * the loop vectorises without reassociating a sum. */
+static int all_finite(const float *x, size_t n) {
+  float lane[16] = {0};
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; j++)
+      lane[j] += x[i + j] * 0.0f;
+  for (; i < n; i++)
+    lane[0] += x[i] * 0.0f;
+  float s = 0.0f;
+  for (int j = 0; j < 16; j++)
+    s += lane[j];
+  return s == 0.0f;
+}
+
+/* The averaged gradient and loss, checked on every rank alike (they are the reduced values): -1 when
+ * finite, else the first layer with a non-finite gradient (n_layers for the loss itself), with a
+ * description in what. */
+static int find_nonfinite(const dp_trainer *t, double loss, char *what, size_t len) {
+  const dp_model *m = &t->model;
+  if (!isfinite(loss)) {
+    snprintf(what, len, "the loss is %s", isnan(loss) ? "NaN" : "Inf");
+    return m->n_layers;
+  }
+  for (int i = 0; i < m->n_layers; i++) {
+    dp_tensor ts[DP_MAX_TENSORS];
+    int n = dp_model_tensors(m, i, ts);
+    for (int k = 0; k < n; k++)
+      if (!all_finite(m->grads + ts[k].offset, (size_t)ts[k].dims[0] * (ts[k].rank > 1 ? ts[k].dims[1] : 1))) {
+        snprintf(what, len, "the gradient of layer %d's %s is not finite", i, ts[k].name);
+        return i;
+      }
+  }
+  return -1;
+}
+
+/* After a non-finite loss or gradient: skip the update, or stop with one clear error (every rank
+ * found it in the same reduced values, so they all stop and one reports). */
+static int nonfinite(dp_trainer *t, dp_step_result *r, const char *what, int can_skip) {
+  if (can_skip && t->cfg->train.on_nonfinite == DP_NONFINITE_SKIP) {
+    r->skipped = 1;
+    return 0;
+  }
+  dp_error_set_reporter(0);
+  return dp_fail(DP_ENONFINITE,
+                 "step %lld: %s (diverged): the step size %g is probably too large; try a smaller [optimizer] lr, "
+                 "or `dptrain sweep` to find where training diverges",
+                 (long long)t->step + 1, what, r->lr);
+}
+
 int dp_trainer_step(dp_trainer *t, int local_status, dp_step_result *r) {
   if (t->pos == t->steps_per_epoch) {
     t->epoch++;
@@ -320,18 +372,27 @@ int dp_trainer_step(dp_trainer *t, int local_status, dp_step_result *r) {
   }
   if (t->perm_epoch != t->epoch)
     draw_permutation(t);
+  dp_comm_set_step(t->step + 1);
   int64_t g0 = t->pos * t->batch, g1 = g0 + t->batch < t->n_train ? g0 + t->batch : t->n_train;
-  r->lr = dp_schedule_lr(&t->sched, t->step);
+  r->lr = dp_schedule_lr(&t->sched, t->step) * t->lr_factor;
   r->batch = g1 - g0;
+  r->skipped = 0;
   t->time = (dp_step_time){0};
+  char what[160];
   if (t->cfg->optimizer.name == DP_OPT_LBFGS) {
     t->lbfgs.lr = r->lr;
     DP_TRY(lbfgs_step(t, local_status, r));
+    if (find_nonfinite(t, r->loss, what, sizeof what) >= 0)
+      DP_TRY(nonfinite(t, r, what, 0)); /* L-BFGS cannot skip: its step is taken */
   } else {
     DP_TRY(batch_gradient(t, g0, g1, local_status, &r->loss, &r->acc));
+    if (find_nonfinite(t, r->loss, what, sizeof what) >= 0)
+      DP_TRY(nonfinite(t, r, what, 1));
     double t0 = MPI_Wtime();
-    r->grad_norm = clip_gradients(t);
-    dp_optim_step(&t->optim, t->model.params, t->model.grads, (float)r->lr);
+    if (!r->skipped) {
+      r->grad_norm = clip_gradients(t);
+      dp_optim_step(&t->optim, t->model.params, t->model.grads, (float)r->lr);
+    }
     t->time.optim = MPI_Wtime() - t0;
     dp_timeline_span(t->tl, "optimizer", -1, t0, t0 + t->time.optim);
   }

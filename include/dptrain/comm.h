@@ -39,6 +39,13 @@ int dp_comm_wait_all(dp_comm *c, MPI_Request *req, int n);
  * points, which is what lets a failure on one rank end all ranks cleanly, without a hang. */
 int dp_comm_agree(dp_comm *c, int status, int *reporter);
 
+/* [train] collective_timeout: a watchdog thread ends this rank (and so the job) with one message
+ * naming the step and the collective when one of the calls above has not completed after seconds
+ * (0 = off). */
+int dp_comm_set_timeout(dp_comm *c, double seconds);
+/* The step the trainer is in, for that message. */
+void dp_comm_set_step(long long step);
+
 /* Rows [*lo, *hi) of n rows that rank r of size gets: contiguous, sizes differ by at most one. */
 void dp_split_range(int64_t n, int r, int size, int64_t *lo, int64_t *hi);
 

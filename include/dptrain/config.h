@@ -25,6 +25,7 @@ typedef enum { DP_MOMENTUM_HEAVY_BALL, DP_MOMENTUM_DIFFERENCE } dp_momentum_form
 typedef enum { DP_EPS_OUTSIDE, DP_EPS_INSIDE } dp_eps_placement;
 typedef enum { DP_SCHED_CONSTANT, DP_SCHED_STEP, DP_SCHED_MULTISTEP, DP_SCHED_EXPONENTIAL, DP_SCHED_COSINE } dp_sched_kind;
 typedef enum { DP_LR_SCALE_NONE, DP_LR_SCALE_LINEAR } dp_lr_scale;
+typedef enum { DP_NONFINITE_ABORT, DP_NONFINITE_SKIP, DP_NONFINITE_RESTORE } dp_on_nonfinite;
 
 #define DP_MAX_MILESTONES 32
 
@@ -117,6 +118,9 @@ typedef struct {
     double bucket_mb; /* gradient allreduce buckets; 0 = one allreduce after the backward pass */
     char timeline[DP_PATH_MAX]; /* Chrome trace of the first timeline_steps steps; "" = none */
     int timeline_steps;
+    dp_on_nonfinite on_nonfinite;
+    int max_restores;      /* on_nonfinite = restore: at most this many times */
+    double collective_timeout; /* seconds; 0 = wait forever */
   } train;
 } dp_config;
 

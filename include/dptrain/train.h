@@ -46,6 +46,7 @@ typedef struct {
   int save_requested;      /* after a step: some rank wants a checkpoint; all ranks agree */
   dp_step_time time;       /* the current step's, so far */
   dp_timeline *tl;         /* spans of the first steps; NULL when not recording */
+  double lr_factor;        /* multiplies the schedule's γ: halved by on_nonfinite = restore */
 
   int64_t n_train;         /* training rows */
   int64_t batch;           /* global mini-batch (n_train for "full") */
@@ -72,6 +73,7 @@ typedef struct {
                               want_grad_norm was, or the optimizer is lbfgs */
   int64_t batch;           /* rows in this global batch */
   dp_step_time time;       /* this rank's */
+  int skipped;             /* on_nonfinite = skip_step: the loss or gradient was not finite, no update */
 } dp_step_result;
 
 /* Builds the model for the data set's shape, checks that data and model fit each other, allocates
@@ -79,7 +81,9 @@ typedef struct {
 int dp_trainer_create(dp_trainer *t, const dp_config *cfg, dp_comm *comm, dp_dataset *train);
 void dp_trainer_free(dp_trainer *t);
 
-/* One global mini-batch step. Collective. local_status (0 or a DP_E code) carries a failure from
+/* One global mini-batch step. Collective. A non-finite loss or averaged gradient (seen alike by
+ * every rank in the reduced values) is DP_ENONFINITE, or a skipped update with on_nonfinite =
+ * skip_step. local_status (0 or a DP_E code) carries a failure from
  * outside the step — say rank 0 could not write metrics — into the step's allreduce, so every rank
  * stops at the same step without an extra collective. */
 int dp_trainer_step(dp_trainer *t, int local_status, dp_step_result *r);

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Faults: divergence (abort / skip_step / restore), a stuck rank (collective_timeout), a rank killed
+# at random steps and while checkpointing (the job ends non-zero within 10 s and the last complete
+# checkpoint loads), a full disk and an unusable directory while checkpointing.
+set -u
+build=${1:-build}
+bin=$build/dptrain
+tmp=$(mktemp -d /tmp/dptrain-faults-XXXXXX)
+mnt=$tmp/full
+cleanup() { mountpoint -q "$mnt" 2> /dev/null && umount "$mnt"; rm -rf "$tmp"; }
+trap cleanup EXIT
+fails=0
+ok() { echo "ok   - $1"; }
+bad() { echo "FAIL - $1"; fails=$((fails + 1)); }
+mpi=(mpirun --oversubscribe)
+
+# Regression data on which SGD with γ = 0.5 and momentum overflows at step 6.
+python3 - "$tmp/reg.csv" << 'EOP'
+import random, sys
+random.seed(1)
+with open(sys.argv[1], "w") as f:
+    for i in range(400):
+        x = [random.gauss(0, 1) for _ in range(8)]
+        f.write(",".join("%.5f" % v for v in x + [sum(x[:4])]) + "\n")
+EOP
+"$bin" convert csv "$tmp/reg.csv" --regression -o "$tmp/reg.h5" > /dev/null || exit 1
+cat > "$tmp/nf.ini" <<EOC
+[data]
+path = $tmp/reg.h5
+[model]
+loss = mse
+[layer]
+units = 16
+activation = identity
+[layer]
+units = 1
+activation = identity
+[optimizer]
+name = sgd
+lr = 0.5
+momentum = 0.9
+[train]
+batch_size = 40
+epochs = 20
+log_every = 10
+[checkpoint]
+every_steps = 5
+EOC
+
+# --- divergence
+timeout 30 "${mpi[@]}" -np 2 "$bin" train "$tmp/nf.ini" -q --set train.out_dir="$tmp/abort" > "$tmp/abort.txt" 2>&1
+rc=$?
+n=$(grep -c 'dptrain: error:' "$tmp/abort.txt")
+if [ $rc = 3 ] && [ "$n" = 1 ] && grep -q 'step 6: the loss is Inf (diverged).*step size 0.5.*dptrain sweep' "$tmp/abort.txt"; then
+  ok "abort: exit 3, one line naming the step, the cause and the step size"
+else
+  bad "abort: exit $rc, $n error lines: $(grep 'dptrain:' "$tmp/abort.txt")"
+fi
+[ "$(ls "$tmp/abort/checkpoints")" = ckpt-5.h5 ] && ok "abort: no checkpoint after the divergence" ||
+  bad "abort: checkpoints $(ls "$tmp/abort/checkpoints")"
+timeout 30 "$bin" train "$tmp/nf.ini" --set train.out_dir="$tmp/skip" --set train.on_nonfinite=skip_step \
+  > "$tmp/skip.txt" 2>&1
+rc=$?
+[ $rc = 0 ] && grep -q 'step 6: loss or gradient not finite: update skipped' "$tmp/skip.txt" &&
+  ok "skip_step: the run goes on, each skipped update reported" || bad "skip_step: exit $rc: $(tail -3 "$tmp/skip.txt")"
+timeout 60 "${mpi[@]}" -np 2 "$bin" train "$tmp/nf.ini" --set train.out_dir="$tmp/restore" \
+  --set train.on_nonfinite=restore --set train.max_restores=3 --set checkpoint.every_steps=1 > "$tmp/restore.txt" 2>&1
+rc=$?
+r=$(grep -c 'restored .*ckpt-[0-9]*.h5' "$tmp/restore.txt")
+if [ "$r" -ge 1 ] && grep -q 'step size x0.5' "$tmp/restore.txt"; then
+  ok "restore: reloaded the last checkpoint with half the step size ($r time(s), exit $rc)"
+else
+  bad "restore: exit $rc: $(grep -v '^epoch' "$tmp/restore.txt" | head -5)"
+fi
+
+# --- the classification set and config for the rest
+"$build/tests/make_synth" "$tmp/syn.h5" 3000 0 20 5 1 > /dev/null || exit 1
+cat > "$tmp/c.ini" <<EOC
+[data]
+path = $tmp/syn.h5
+[layer]
+units = 64
+activation = relu
+[layer]
+units = 5
+activation = identity
+[optimizer]
+name = sgd
+lr = 0.05
+momentum = 0.9
+[train]
+batch_size = 30
+epochs = 100000
+log_every = 20
+[checkpoint]
+every_steps = 20
+keep_last = 2
+EOC
+
+# --- a stuck rank: the others give up after collective_timeout with one message
+start=$(date +%s)
+DPTRAIN_TEST_STALL=1:30 timeout 60 "${mpi[@]}" -np 2 -x DPTRAIN_TEST_STALL "$bin" train "$tmp/c.ini" -q \
+  --set train.out_dir="$tmp/stall" --set train.collective_timeout=2 > "$tmp/stall.txt" 2>&1
+rc=$?
+took=$(($(date +%s) - start))
+if [ $rc != 0 ] && [ $rc != 124 ] && [ $took -le 12 ] &&
+  grep -q 'rank 0: step 30: the gradient allreduce did not complete within 2 s' "$tmp/stall.txt"; then
+  ok "stuck rank: the job ends with exit $rc after ${took}s, naming the step and the collective"
+else
+  bad "stuck rank: exit $rc after ${took}s: $(grep dptrain "$tmp/stall.txt" | head -3)"
+fi
+
+# --- a rank killed (SIGKILL) at a random step, 3 ranks, several trials
+rank_pid() { # out_dir, rank: the pid of that rank's process
+  for p in $(pgrep -f -- "$1"); do
+    tr '\0' '\n' < /proc/$p/environ 2> /dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2" && { echo $p; return; }
+  done
+}
+for trial in 1 2 3; do
+  d=$tmp/kill$trial
+  timeout 120 "${mpi[@]}" -np 3 "$bin" train "$tmp/c.ini" -q --set train.out_dir="$d" > "$tmp/kill$trial.txt" 2>&1 &
+  job=$!
+  target=$((RANDOM % 3))
+  want=$((40 + RANDOM % 200)) # steps before the kill
+  for _ in $(seq 200); do
+    s=$(tail -1 "$d/metrics.jsonl" 2> /dev/null | sed -n 's/{"step":\([0-9]*\).*/\1/p')
+    [ -n "$s" ] && [ "$s" -ge $want ] && break
+    sleep 0.05
+  done
+  pid=$(rank_pid "$d" $target)
+  killed=$(date +%s%N)
+  [ -n "$pid" ] && kill -KILL "$pid"
+  wait $job
+  rc=$?
+  ms=$((($(date +%s%N) - killed) / 1000000))
+  if [ -n "$pid" ] && [ $rc != 0 ] && [ $rc != 124 ] && [ $ms -le 10000 ]; then
+    ok "trial $trial: rank $target killed after step ~$want: the job ended with exit $rc in $ms ms"
+  else
+    bad "trial $trial: rank $target (pid '$pid'): exit $rc after $ms ms"
+  fi
+  latest=$(ls "$d/checkpoints" | grep -v '\.tmp$' | sort -t- -k2 -n | tail -1)
+  if [ -n "$latest" ] && timeout 30 "$bin" train "$tmp/c.ini" -q --set train.out_dir="$d" --resume auto \
+    --set train.max_steps=$(($(echo "$latest" | tr -dc 0-9) + 1)) > "$tmp/kill$trial-resume.txt" 2>&1; then
+    ok "trial $trial: --resume auto continues from the last complete checkpoint ($latest)"
+  else
+    bad "trial $trial: resume from '$latest' failed: $(tail -2 "$tmp/kill$trial-resume.txt" 2> /dev/null)"
+  fi
+done
+
+# --- a rank killed while rank 0 writes a checkpoint
+d=$tmp/killckpt
+DPTRAIN_TEST_CRASH_BEFORE_RENAME=1 timeout 60 "${mpi[@]}" -np 3 -x DPTRAIN_TEST_CRASH_BEFORE_RENAME "$bin" train \
+  "$tmp/c.ini" -q --set train.out_dir="$d" > "$tmp/killckpt.txt" 2>&1
+rc=$?
+if [ $rc != 0 ] && [ $rc != 124 ] && [ -z "$(ls "$d/checkpoints" | grep -v '\.tmp$')" ]; then
+  ok "killed while writing its first checkpoint: exit $rc, nothing but a temp file left"
+else
+  bad "killed while checkpointing: exit $rc, $(ls "$d/checkpoints")"
+fi
+
+# --- a full disk, and a directory that cannot be made, while checkpointing
+# 96 KiB hold the first checkpoint (27 KiB) but not the room the second asks for.
+if mkdir -p "$mnt" && mount -t tmpfs -o size=96k tmpfs "$mnt" 2> /dev/null; then
+  timeout 30 "$bin" train "$tmp/c.ini" -q --set train.out_dir="$tmp/full-run" --set checkpoint.dir="$mnt" \
+    --set train.max_steps=60 > "$tmp/full.txt" 2>&1
+  rc=$?
+  if [ $rc = 1 ] && grep -q "dptrain: error: $mnt/ckpt-40.h5.tmp: writing the checkpoint failed (No space" \
+    "$tmp/full.txt" && [ "$(ls "$mnt")" = ckpt-20.h5 ] && timeout 10 "$bin" inspect "$mnt/ckpt-20.h5" > /dev/null; then
+    ok "disk full: exit 1, one line naming the file, no temp file, the previous checkpoint loads"
+  else
+    bad "disk full: exit $rc: $(grep dptrain "$tmp/full.txt") / left: $(ls "$mnt")"
+  fi
+else
+  echo "skip - disk full: cannot mount a small tmpfs here"
+fi
+touch "$tmp/afile"
+timeout 30 "$bin" train "$tmp/c.ini" -q --set train.out_dir="$tmp/nodir-run" --set checkpoint.dir="$tmp/afile/ckpt" \
+  --set train.max_steps=25 > "$tmp/nodir.txt" 2>&1
+rc=$?
+[ $rc = 1 ] && grep -q "dptrain: error: $tmp/afile/ckpt: cannot create directory" "$tmp/nodir.txt" &&
+  ok "unusable checkpoint directory: exit 1, one line naming it" || bad "unusable dir: exit $rc: $(grep dptrain "$tmp/nodir.txt")"
+
+echo "test_faults.sh: $fails failed"
+[ $fails -eq 0 ]
