@@ -220,6 +220,7 @@ static int parse_train_args(int argc, char **argv, train_args *a, int print, con
 }
 
 static int cmd_train(int argc, char **argv) {
+  dp_catch_stop_signals();
   MPI_Init(&argc, &argv);
   int world_rank;
   MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);

@@ -89,7 +89,7 @@ static volatile sig_atomic_t stop_signal;
 
 static void on_signal(int sig) { stop_signal = sig; }
 
-static void catch_stop_signals(void) {
+void dp_catch_stop_signals(void) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
@@ -446,7 +446,7 @@ int dp_train_run(const dp_config *cfg, dp_comm *comm, const char *resume_from, F
   double start = MPI_Wtime();
   if (comm->rank != 0)
     out = NULL;
-  catch_stop_signals();
+  dp_catch_stop_signals(); /* again: harmless, and library users need not call it */
   run_data d;
   memset(&d, 0, sizeof d);
   dp_dataset_init(&d.train);

@@ -109,6 +109,10 @@ int dp_check_data_fits(const dp_config *cfg, dp_comm *comm, dp_dataset *ds, int6
  * boundary and returns 0. Collective. */
 int dp_train_run(const dp_config *cfg, dp_comm *comm, const char *resume_from, FILE *out, int verbose);
 
+/* Installs the SIGTERM/SIGUSR1/SIGINT handlers that make dp_train_run checkpoint and stop at the
+ * next step boundary. main calls it first, so that a signal during start-up is not lost. */
+void dp_catch_stop_signals(void);
+
 /* `dptrain eval`: the model of checkpoint ckpt (its stored config) on the /test split of data (NULL:
  * the config's data file); prints loss and accuracy on rank 0. Collective. */
 int dp_eval_run(const char *ckpt, const char *data, dp_comm *comm, FILE *out);
