@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "dptrain/error.h"
 
@@ -708,6 +709,11 @@ int dp_config_load(dp_config *c, const char *path, const char *const *sets, int 
   p.f = fopen(path, "r");
   if (!p.f)
     return dp_fail(DP_ECONFIG, "%s: cannot open: %s", path, strerror(errno));
+  struct stat st;
+  if (fstat(fileno(p.f), &st) == 0 && S_ISDIR(st.st_mode)) { /* fopen takes a directory; reading fails */
+    fclose(p.f);
+    return dp_fail(DP_ECONFIG, "%s: cannot read: it is a directory (expected an INI file)", path);
+  }
   int rc = finish(&p, sets, n_sets);
   fclose(p.f);
   return rc;

@@ -122,7 +122,7 @@ static const char usage_config[] =
     "  --check      parse and validate CONFIG.ini with the overrides, without training\n";
 
 static int usage_error(const char *usage, const char *fmt, const char *arg) {
-  fprintf(stderr, "dptrain: ");
+  fprintf(stderr, "dptrain: error: ");
   fprintf(stderr, fmt, arg);
   fprintf(stderr, "\n%s", usage);
   return 2;
@@ -398,9 +398,11 @@ static int cmd_eval(int argc, char **argv) {
 }
 
 static int cmd_config(int argc, char **argv) {
-  if (argc < 1 || is_help(argv[0])) {
-    fputs(usage_config, argc < 1 ? stderr : stdout);
-    return argc < 1 ? 2 : 0;
+  if (argc < 1)
+    return usage_error(usage_config, "config needs --list, --markdown or --check CONFIG.ini%s", "");
+  if (is_help(argv[0])) {
+    fputs(usage_config, stdout);
+    return 0;
   }
   if (!strcmp(argv[0], "--list") || !strcmp(argv[0], "--markdown")) {
     if (argc > 1)

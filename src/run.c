@@ -35,11 +35,16 @@ static int open_data(const dp_config *cfg, dp_comm *comm, run_data *d) {
   rc = 0;
   if (fits_in_memory(cfg, comm, &d->train, d->train.n))
     rc = dp_dataset_load(&d->train, 0, d->train.n);
+  int64_t lo, hi; /* NaN or Inf in float x: each rank checks its share of the rows */
+  dp_split_range(d->train.n, comm->rank, comm->size, &lo, &hi);
+  if (rc == 0)
+    rc = dp_dataset_check_finite(&d->train, lo, hi);
   if (rc == 0 && d->has_test) {
-    int64_t lo, hi;
     dp_split_range(d->test.n, comm->rank, comm->size, &lo, &hi);
     if (hi > lo && fits_in_memory(cfg, comm, &d->test, hi - lo))
       rc = dp_dataset_load(&d->test, lo, hi);
+    if (rc == 0)
+      rc = dp_dataset_check_finite(&d->test, lo, hi);
   }
   return dp_comm_agree(comm, rc, NULL);
 }
