@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dptrain/checkpoint.h"
 #include "dptrain/error.h"
@@ -76,6 +77,30 @@ static int plan_steps(dp_trainer *t) {
   return 0;
 }
 
+/* Refuses, before allocating anything, a model that cannot fit in this node's memory (units =
+ * 16000000 would otherwise be found out by malloc, or worse by the kernel's OOM killer). */
+static int check_model_size(const dp_trainer *t, int64_t max_batch) {
+  const dp_config *cfg = t->cfg;
+  double weights = 0, acts = 0, in = (double)t->train->d;
+  int big = 0;
+  for (int i = 0; i < cfg->n_layers; i++) {
+    double w = in * cfg->layer[i].units + 2.0 * cfg->layer[i].units;
+    if (w > in * cfg->layer[big].units)
+      big = i;
+    weights += w;
+    acts += 3.0 * (double)max_batch * cfg->layer[i].units;
+    in = cfg->layer[i].units;
+  }
+  double bytes = 4.0 * (weights * 4 + acts); /* params, grads, up to two optimizer slots */
+  double mem = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+  if (mem > 0 && bytes > mem)
+    return dp_fail(DP_ECONFIG,
+                   "%s: the model needs %.3g GB (parameters, gradients, optimizer state, activations), more than "
+                   "this node's %.3g GB of memory: [layer %d] units = %d is the largest layer",
+                   cfg->file, bytes / 1e9, mem / 1e9, big, cfg->layer[big].units);
+  return 0;
+}
+
 static int alloc_buffers(dp_trainer *t) {
   int64_t local = ceil_div(t->batch, t->comm->size);
   int batch_norm = 0;
@@ -88,6 +113,7 @@ static int alloc_buffers(dp_trainer *t) {
   int max_batch = (int)(batch_norm || local < DP_MICRO_MAX ? local : DP_MICRO_MAX);
   if (max_batch < DP_EVAL_ROWS)
     max_batch = DP_EVAL_ROWS;
+  DP_TRY(check_model_size(t, max_batch));
   DP_TRY(dp_model_create(&t->model, t->cfg, (int)t->train->d, max_batch));
   DP_TRY(dp_optim_create(&t->optim, t->cfg, t->model.n_floats));
   size_t B = (size_t)max_batch;
