@@ -155,3 +155,59 @@ valgrind: tests
 	  for f in $(VALGRIND_DIR)/vg.*.log; do [ -s $$f ] && { echo "--- $$f"; head -60 $$f; }; done; \
 	  echo "make valgrind: $$([ $$rc = 0 ] && echo clean || echo "NOT clean (exit $$rc)") in $$(($$(date +%s) - start)) s"; \
 	  exit $$rc
+
+# ---- Fuzzing (tests/fuzz/). `make fuzz FUZZ_SECONDS=60` builds the library and every target in
+# tests/fuzz/fuzz_*.c with clang -fsanitize=fuzzer,address into build-fuzz/ and runs each target for
+# FUZZ_SECONDS from its seeds (tests/fuzz/corpus/<t>; new inputs go to build-fuzz/corpus/<t>),
+# crashes to build-fuzz/crashes/<t>/, then prints execs/s and total execs per target.
+# FUZZ_TARGETS=h5 runs one. The same targets also build with the normal compiler, linked with
+# tests/fuzz/run_inputs.c instead of libFuzzer, as $(BUILD)/tests/fuzzrun_<t> (part of `make tests`):
+# tests/cli/test_fuzz_regressions.sh replays the corpus and tests/fuzz/regressions/ with them.
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_ALL     := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_TARGETS ?= $(FUZZ_ALL)
+FUZZ_SAN     := -fsanitize=address -fno-omit-frame-pointer
+# clang 14 rejects GCC's -fvect-cost-model: the fuzz library build gets VECT=-fno-math-errno.
+FUZZ_WNO     := -Wno-ignored-optimization-argument -Wno-unknown-warning-option
+FUZZ_OPTS    ?= -timeout=10 -rss_limit_mb=4096 -print_final_stats=1
+FUZZ_ENV     := ASAN_OPTIONS=detect_leaks=0:detect_odr_violation=0:allocator_may_return_null=1
+FUZZ_RUNNERS := $(FUZZ_ALL:%=$(BUILD)/tests/fuzzrun_%)
+
+.PHONY: fuzz fuzz-build
+
+tests: $(FUZZ_RUNNERS)
+
+$(BUILD)/tests/fuzz/%.o: tests/fuzz/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Itests/fuzz -c $< -o $@
+
+$(BUILD)/tests/fuzzrun_%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/tests/fuzz/run_inputs.o $(BUILD)/libdptrain.a
+	$(CC) $(OPT) -o $@ $^ $(LDLIBS_ALL)
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h $(FUZZ_BUILD)/libdptrain.a
+	$(FUZZ_CC) $(WARN) $(FUZZ_WNO) -O1 -g $(DEFS) -Iinclude -Itests/fuzz $(PKG_CFLAGS) \
+	  -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $< $(FUZZ_BUILD)/libdptrain.a $(LDLIBS_ALL)
+
+# The library with the fuzzer's coverage instrumentation, by this Makefile with another BUILD and CC.
+fuzz-build:
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) VECT=-fno-math-errno \
+	  CFLAGS="$(CFLAGS) $(FUZZ_WNO) -fsanitize=fuzzer-no-link $(FUZZ_SAN)" $(FUZZ_BUILD)/libdptrain.a
+	@$(MAKE) --no-print-directory $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+
+fuzz: fuzz-build
+	@rc=0; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_BUILD)/corpus/$$t $(FUZZ_BUILD)/crashes/$$t $(FUZZ_BUILD)/logs; \
+	  log=$(FUZZ_BUILD)/logs/$$t.log; \
+	  echo "fuzz $$t: $(FUZZ_SECONDS) s (log $$log)"; \
+	  $(FUZZ_ENV) $(FUZZ_BUILD)/fuzz_$$t $(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t $(FUZZ_OPTS) \
+	    -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=$(FUZZ_BUILD)/crashes/$$t/ > $$log 2>&1; st=$$?; \
+	  [ $$st = 0 ] || rc=1; \
+	  printf '%s\t%s\n' $$t "$$(sed -n 's/^stat::number_of_executed_units: *//p' $$log) execs, $$(sed -n 's/^stat::average_exec_per_sec: *//p' $$log) execs/s, $$(ls $(FUZZ_BUILD)/crashes/$$t | wc -l) crash files, exit $$st" >> $(FUZZ_BUILD)/summary.tmp; \
+	  [ $$st = 0 ] || grep -m1 -A12 '^==[0-9]*==ERROR\|^==[0-9]*== ERROR\|deadly signal\|^fuzz_' $$log; \
+	done; \
+	echo "--- make fuzz ($(FUZZ_SECONDS) s per target)"; column -t -s '	' $(FUZZ_BUILD)/summary.tmp 2> /dev/null || cat $(FUZZ_BUILD)/summary.tmp; \
+	rm -f $(FUZZ_BUILD)/summary.tmp; exit $$rc
+
+-include $(wildcard $(BUILD)/tests/fuzz/*.d)

@@ -123,7 +123,17 @@ static int check_space(const dp_trainer *t, const char *dir) {
 }
 
 static int write_file(const dp_trainer *t, const char *path, const dp_ckpt_extra *x) {
-  hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  /* The 1.8+ file format checksums the metadata too (object headers, B-trees): a damaged header is
+   * then refused by its checksum instead of being parsed (HDF5 1.10's parser of the old headers
+   * can be made to read freed memory by a damaged file). h5py and HDF5 >= 1.8 read it. */
+  hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+  if (fapl < 0 || H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST) < 0) {
+    if (fapl >= 0)
+      H5Pclose(fapl);
+    return -1;
+  }
+  hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+  H5Pclose(fapl);
   if (f < 0)
     return -1;
   int rc = write_meta(f, t, x) | write_config(f, t->cfg) | write_tensors(f, "model", &t->model, t->model.params, 0) |
