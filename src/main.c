@@ -50,8 +50,8 @@ static const char usage_train[] =
     "usage: dptrain train CONFIG.ini [--set section.key=value ...] [--resume PATH|auto] [--quiet|--verbose]\n"
     "\n"
     "Trains the model that CONFIG.ini describes on its [data] path. Under `mpirun -np N` the global\n"
-    "mini-batch ([train] batch_size) is split across the N ranks and the gradients are averaged with\n"
-    "one allreduce per step, so the result does not depend on N beyond rounding.\n"
+    "mini-batch ([train] batch_size) is split across the N ranks and the gradients are summed by an\n"
+    "allreduce every step, so the result does not depend on N beyond rounding.\n"
     "\n"
     "  --set section.key=value   override a key (repeatable); layer keys as layer.<i>.key, i from 0\n"
     "  --resume PATH             continue from a checkpoint (ckpt-<step>.h5), at any number of ranks\n"
@@ -219,13 +219,16 @@ static int parse_train_args(int argc, char **argv, train_args *a, int print, con
   return 0;
 }
 
-static int cmd_train(int argc, char **argv) {
-  dp_catch_stop_signals();
+/* What train and sweep share: MPI, the arguments (parsed alike on every rank), the config, then
+ * run(args, config, comm), and one exit code. */
+typedef int (*config_command)(const train_args *a, const dp_config *cfg, dp_comm *comm);
+
+static int with_config(int argc, char **argv, int sweep, const char *usage, config_command run) {
   MPI_Init(&argc, &argv);
   int world_rank;
   MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
-  train_args a = {0};
-  int code = parse_train_args(argc, argv, &a, world_rank == 0, usage_train);
+  train_args a = {.sweep = sweep};
+  int code = parse_train_args(argc, argv, &a, world_rank == 0, usage);
   if (code != 0) { /* every rank parsed the same arguments and stops alike */
     MPI_Finalize();
     return code < 0 ? 0 : code;
@@ -236,12 +239,21 @@ static int cmd_train(int argc, char **argv) {
     dp_config cfg;
     rc = dp_comm_agree(&comm, dp_config_load(&cfg, a.config, a.sets, a.n_sets), NULL);
     if (rc == 0)
-      rc = dp_train_run(&cfg, &comm, a.resume, a.quiet ? NULL : stdout, a.verbose);
+      rc = run(&a, &cfg, &comm);
   }
   code = finish(rc, &comm);
   dp_comm_free(&comm);
   MPI_Finalize();
   return code;
+}
+
+static int run_train(const train_args *a, const dp_config *cfg, dp_comm *comm) {
+  return dp_train_run(cfg, comm, a->resume, a->quiet ? NULL : stdout, a->verbose);
+}
+
+static int cmd_train(int argc, char **argv) {
+  dp_catch_stop_signals();
+  return with_config(argc, argv, 0, usage_train, run_train);
 }
 
 static int sweep_options(const train_args *a, const dp_config *cfg, dp_sweep_opts *o, char *csv, size_t len) {
@@ -279,29 +291,7 @@ static int run_sweep(const train_args *a, const dp_config *cfg, dp_comm *comm) {
   return dp_comm_agree(comm, rc, NULL);
 }
 
-static int cmd_sweep(int argc, char **argv) {
-  MPI_Init(&argc, &argv);
-  int world_rank;
-  MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
-  train_args a = {.sweep = 1};
-  int code = parse_train_args(argc, argv, &a, world_rank == 0, usage_sweep);
-  if (code != 0) {
-    MPI_Finalize();
-    return code < 0 ? 0 : code;
-  }
-  dp_comm comm;
-  int rc = dp_comm_init(&comm, MPI_COMM_WORLD);
-  if (rc == 0) {
-    dp_config cfg;
-    rc = dp_comm_agree(&comm, dp_config_load(&cfg, a.config, a.sets, a.n_sets), NULL);
-    if (rc == 0)
-      rc = run_sweep(&a, &cfg, &comm);
-  }
-  code = finish(rc, &comm);
-  dp_comm_free(&comm);
-  MPI_Finalize();
-  return code;
-}
+static int cmd_sweep(int argc, char **argv) { return with_config(argc, argv, 1, usage_sweep, run_sweep); }
 
 static int parse_bench(int argc, char **argv, dp_bench_opts *o) {
   for (int i = 0; i < argc; i++) {
