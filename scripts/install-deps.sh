@@ -21,6 +21,7 @@ packages=(
   libinih-dev
   zlib1g-dev
   dataset-fashion-mnist
+  python3 iproute2 # the tests' JSON checks and bench report; make cluster-test's namespaces
 )
 if [ $plots = 1 ]; then packages+=(python3-matplotlib); fi
 
