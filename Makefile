@@ -124,7 +124,12 @@ UBSAN_ENV    := UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:suppressions=$(
 OMPI_VG_SUPP ?= /usr/share/openmpi/openmpi-valgrind.supp
 VALGRIND_DIR ?= /tmp/dptrain-valgrind
 
-.PHONY: asan ubsan valgrind soak
+.PHONY: asan ubsan valgrind soak bad-input
+
+# The whole bad-input corpus at 1 and 2 ranks (make test runs every case at 1 rank and a
+# representative subset at 2, to stay fast); CI runs this.
+bad-input: tests
+	@DPTRAIN_BAD_NP2=all bash tests/cli/test_bad_input.sh $(BUILD)
 
 # Random SIGTERM/resume cycles at 2 ranks, against an uninterrupted run (not in CI).
 soak: tests
