@@ -61,12 +61,17 @@ static int write_config_copy(const dp_config *cfg) {
   return rc;
 }
 
-static void print_startup(FILE *out, const dp_trainer *t, const run_data *d, int threads) {
+static void print_startup(FILE *out, const dp_trainer *t, const run_data *d, int threads, const double per_node[2]) {
   const dp_comm *c = t->comm;
   const dp_model *m = &t->model;
-  fprintf(out, "dptrain: %d rank%s on %d node%s, %d BLAS thread%s per rank (OpenBLAS %s kernel)\n", c->size,
+  fprintf(out, "dptrain: %d rank%s on %d node%s, %d BLAS thread%s per rank (OpenBLAS %s kernel)", c->size,
           c->size > 1 ? "s" : "", c->n_nodes, c->n_nodes > 1 ? "s" : "", threads, threads > 1 ? "s" : "",
           dp_blas_kernel());
+  if (c->n_nodes > 1 && per_node[0] == per_node[1])
+    fprintf(out, ", %.0f ranks per node", per_node[1]);
+  else if (c->n_nodes > 1)
+    fprintf(out, ", %.0f to %.0f ranks per node", per_node[0], per_node[1]);
+  fputc('\n', out);
   fprintf(out, "model: %d inputs, %s, %zu parameters, %.3g MFLOP/sample forward (x3 to train)\n", m->in_dim,
           dp_loss_name(m->loss), m->n_params, dp_model_flops_forward(m) / 1e6);
   for (int i = 0; i < m->n_layers; i++) {
@@ -431,9 +436,13 @@ static int run_with_data(const dp_config *cfg, dp_comm *comm, run_data *d, const
     rc = resume(s, resume_from);
   if (rc == 0)
     rc = start_output(s, cfg, verbose);
+  double per_node[2] = {-(double)comm->node_size, (double)comm->node_size}; /* min and max, one collective */
+  if (rc == 0)
+    rc = dp_comm_allreduce_max_f64(comm, per_node, 2);
+  per_node[0] = -per_node[0];
   if (rc == 0) {
     if (out)
-      print_startup(out, &s->t, d, threads);
+      print_startup(out, &s->t, d, threads, per_node);
     s->iv.t0 = MPI_Wtime();
     double startup = s->iv.t0 - start;
     rc = train_loop(s);
