@@ -70,24 +70,33 @@ int dp_timeline_write(dp_timeline *tl, dp_comm *comm, const char *path) {
     if (!counts || !displs)
       rc = dp_fail(DP_ENOMEM, "timeline: out of memory");
   }
+  /* Rank 0 must hold its buffers before any gather: agree first, so no rank is left in one. */
+  rc = dp_comm_agree(comm, rc, NULL);
+  if (rc < 0)
+    goto out;
   MPI_Gather(&n, 1, MPI_INT, counts, 1, MPI_INT, 0, comm->comm);
-  if (comm->rank == 0 && rc == 0) {
+  if (comm->rank == 0) {
     for (int r = 0; r < comm->size; r++) /* in bytes: the spans travel as raw bytes */
       displs[r] = total, total += counts[r] * (int)sizeof(dp_span), counts[r] *= (int)sizeof(dp_span);
     all = malloc(total ? (size_t)total : 1);
     if (!all)
       rc = dp_fail(DP_ENOMEM, "timeline: out of memory");
   }
+  rc = dp_comm_agree(comm, rc, NULL); /* every rank reaches this one */
+  if (rc < 0)
+    goto out;
   MPI_Gatherv(tl->span, n * (int)sizeof(dp_span), MPI_BYTE, all, counts, displs, MPI_BYTE, 0, comm->comm);
-  if (comm->rank == 0 && rc == 0) {
+  if (comm->rank == 0) {
     for (int r = 0; r < comm->size; r++)
       counts[r] /= (int)sizeof(dp_span);
     rc = save(path, all, counts, comm->size);
   }
+  rc = dp_comm_agree(comm, rc, NULL);
+out:
   free(all);
   free(counts);
   free(displs);
-  return dp_comm_agree(comm, rc, NULL);
+  return rc;
 }
 
 void dp_timeline_free(dp_timeline *tl) {
