@@ -72,7 +72,6 @@ static void configure_layer(dp_model *m, dp_dense *l, const dp_layer_cfg *lc, in
                       .momentum = (float)lc->norm_momentum,
                       .sync = lc->sync};
   m->n_params += (size_t)l->out * l->in + (lc->norm == DP_NORM_NONE ? 1u : 2u) * (size_t)l->out;
-  m->has_batch_norm |= lc->norm == DP_NORM_BATCH;
 }
 
 static int alloc_blocks(dp_model *m, const block_sizes *o) {

@@ -36,7 +36,6 @@ typedef struct {
   float *stats;       /* (n_stats) */
   float *norm_scratch;/* every normed layer's ẑ and 1/σ */
   double *norm_work;  /* every normed layer's sums */
-  int has_batch_norm; /* some layer normalises over the batch: one pass must hold a whole shard */
   int err;            /* the first error of a forward or backward pass (a failed reduce); 0 none */
   void (*on_layer_grad)(void *ctx, int layer); /* called as each layer's backward pass ends */
   void *on_layer_ctx;
