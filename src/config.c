@@ -40,6 +40,10 @@ static const dp_key keys[] = {
     STR("data", "path", NULL, C(data.path), DP_PATH_MAX, "HDF5 data file with /train/x, /train/y (and optionally /test)"),
     ENUM("data", "in_memory", "auto", C(data.in_memory), in_memory_names,
          "hold the training set in memory (auto: when it takes at most half of a rank's memory share)"),
+    NUM("data", "mean", DP_KEY_DOUBLE, "0", C(data.mean), -1e30, 1e30,
+        "subtracted from every input (after the file's scale): `dptrain convert` prints the training set's"),
+    NUM("data", "std", DP_KEY_DOUBLE, "1", C(data.std), 1e-30, 1e30,
+        "inputs are divided by it after subtracting mean: standardised inputs train faster"),
 
     ENUM("model", "loss", "softmax_cross_entropy", C(model.loss), loss_names,
          "softmax_cross_entropy (integer labels) or mse (float targets)"),

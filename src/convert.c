@@ -58,6 +58,22 @@ static herr_t write_split(hid_t f, const char *name, const dp_split_view *v) {
   return st;
 }
 
+/* The training inputs' mean and standard deviation (after scale), for [data] mean and std: the
+ * user decides whether to standardise, and the same two numbers then apply to every split. */
+static void print_input_stats(const char *path, const dp_split_view *v) {
+  double s = 0.0, s2 = 0.0;
+  size_t n = (size_t)v->n * (size_t)v->d;
+  for (size_t i = 0; i < n; i++) {
+    double x = v->x_u8 ? ((const uint8_t *)v->x)[i] : ((const float *)v->x)[i];
+    s += x;
+    s2 += x * x;
+  }
+  double mean = n ? s / (double)n : 0.0, var = n ? s2 / (double)n - mean * mean : 0.0;
+  double sc = v->scale != 0.0f ? v->scale : 1.0;
+  printf("%s: /train/x has mean %.4f and std %.4f (set [data] mean and std to them to standardise the inputs)\n",
+         path, mean * sc, sqrt(var > 0 ? var : 0) * fabs(sc));
+}
+
 int dp_data_write(const char *path, const dp_split_view *train, const dp_split_view *test) {
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
   char tmp[4096];
@@ -185,6 +201,8 @@ int dp_convert_idx(const char *images, const char *labels, const char *test_imag
                  (long long)train.d);
   if (rc == 0)
     rc = dp_data_write(out, &train, test_images ? &test : NULL);
+  if (rc == 0)
+    print_input_stats(out, &train);
   free((void *)train.x);
   free((void *)test.x);
   free(l1);
@@ -318,6 +336,8 @@ int dp_convert_csv(const dp_csv_options *o) {
     rc = csv_view(&te, o, &vte, &l2);
   if (rc == 0)
     rc = dp_data_write(o->out, &vtr, o->test_csv ? &vte : NULL);
+  if (rc == 0)
+    print_input_stats(o->out, &vtr);
   free(tr.x);
   free(tr.y);
   free(te.x);

@@ -27,6 +27,11 @@ void dp_dataset_init(dp_dataset *ds) {
   ds->scale = 1.0f;
 }
 
+void dp_dataset_standardize(dp_dataset *ds, double mean, double std) {
+  ds->shift = (float)(((double)ds->shift - mean) / std);
+  ds->scale = (float)((double)ds->scale / std);
+}
+
 void dp_dataset_close(dp_dataset *ds) {
   if (ds->h5_x >= 0)
     H5Dclose(ds->h5_x);
@@ -243,11 +248,11 @@ static void copy_from_memory(const dp_dataset *ds, int64_t row, float *x, int32_
   if (ds->x_u8) {
     const uint8_t *s = (const uint8_t *)ds->mem_x + r * d;
     for (int64_t j = 0; j < d; j++)
-      x[j] = (float)s[j] * ds->scale;
+      x[j] = (float)s[j] * ds->scale + ds->shift;
   } else {
     const float *s = (const float *)ds->mem_x + r * d;
     for (int64_t j = 0; j < d; j++)
-      x[j] = s[j] * ds->scale;
+      x[j] = s[j] * ds->scale + ds->shift;
   }
   if (labels)
     *labels = ds->mem_labels[r];
@@ -269,9 +274,9 @@ int dp_dataset_gather(dp_dataset *ds, const int64_t *rows, int n, float *x, int3
       run++;
     DP_TRY(read_rows(ds, r, run, H5T_NATIVE_FLOAT, x + i * d, labels ? labels + i : NULL,
                      targets ? targets + i * k : NULL));
-    if (ds->scale != 1.0f)
+    if (ds->scale != 1.0f || ds->shift != 0.0f)
       for (int64_t j = 0; j < run * d; j++)
-        x[i * d + j] *= ds->scale;
+        x[i * d + j] = x[i * d + j] * ds->scale + ds->shift;
     i += run;
   }
   return 0;

@@ -57,6 +57,7 @@ int dp_eval_run(const char *ckpt, const char *data, dp_comm *comm, FILE *out) {
     int o = dp_dataset_open(&test, cfg->data.path, "test", 1);
     if (o == 1)
       o = dp_fail(DP_EDATA, "%s: no /test group to evaluate on (pass --data FILE)", cfg->data.path);
+    dp_dataset_standardize(&test, cfg->data.mean, cfg->data.std); /* as the model was trained */
     rc = dp_comm_agree(comm, o, NULL);
   }
   if (rc == 0)

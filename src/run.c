@@ -32,6 +32,8 @@ static int open_data(const dp_config *cfg, dp_comm *comm, run_data *d) {
   rc = dp_dataset_open(&d->test, cfg->data.path, "test", 1);
   DP_TRY(dp_comm_agree(comm, rc < 0 ? rc : 0, NULL));
   d->has_test = rc == 0;
+  dp_dataset_standardize(&d->train, cfg->data.mean, cfg->data.std);
+  dp_dataset_standardize(&d->test, cfg->data.mean, cfg->data.std);
   rc = 0;
   if (fits_in_memory(cfg, comm, &d->train, d->train.n))
     rc = dp_dataset_load(&d->train, 0, d->train.n);

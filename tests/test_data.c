@@ -306,6 +306,51 @@ static void test_write_gather(void **state) {
   dp_dataset_close(&p);
 }
 
+/* [data] mean and std: the same (x·scale − mean)/std whether rows stream from the file or from memory,
+ * for float and uint8 files. */
+static void check_standardized(const char *path, const void *x, int u8, float scale) {
+  const double mean = 0.75, sd = 0.5;
+  dp_dataset s, m;
+  assert_int_equal(dp_dataset_open(&s, path, "train", 0), 0);
+  assert_int_equal(dp_dataset_open(&m, path, "train", 0), 0);
+  dp_dataset_standardize(&s, mean, sd);
+  dp_dataset_standardize(&m, mean, sd);
+  assert_int_equal(dp_dataset_load(&m, 0, N), 0);
+  const int64_t rows[] = {4, 5, 0, 9};
+  float xs[4 * D], xm[4 * D];
+  int32_t ls[4], lm[4];
+  assert_int_equal(dp_dataset_gather(&s, rows, 4, xs, ls, NULL), 0);
+  assert_int_equal(dp_dataset_gather(&m, rows, 4, xm, lm, NULL), 0);
+  for (int i = 0; i < 4 * D; i++) {
+    int64_t k = rows[i / D] * D + i % D;
+    double raw = u8 ? ((const uint8_t *)x)[k] : ((const float *)x)[k];
+    double want = (raw * scale - mean) / sd;
+    assert_float_equal(xs[i], want, 1e-5 * (1.0 + fabs(want)));
+    assert_float_equal(xm[i], want, 1e-5 * (1.0 + fabs(want)));
+  }
+  dp_dataset_close(&s);
+  dp_dataset_close(&m);
+}
+
+static void test_standardize(void **state) {
+  (void)state;
+  float xf[N * D];
+  uint8_t xb[N * D];
+  int32_t lab[N];
+  for (int i = 0; i < N * D; i++) {
+    xf[i] = (float)i * 0.5f - 3.0f;
+    xb[i] = (uint8_t)(i * 7);
+  }
+  for (int i = 0; i < N; i++)
+    lab[i] = i % 3;
+  dp_split_view vf = {.n = N, .d = D, .x = xf, .scale = 2.0f, .labels = lab, .k = 1};
+  dp_split_view vb = {.n = N, .d = D, .x_u8 = 1, .x = xb, .scale = 1.0f / 255.0f, .labels = lab, .k = 1};
+  assert_int_equal(dp_data_write(P("sf.h5"), &vf, NULL), 0);
+  assert_int_equal(dp_data_write(P("sb.h5"), &vb, NULL), 0);
+  check_standardized(P("sf.h5"), xf, 0, 2.0f);
+  check_standardized(P("sb.h5"), xb, 1, 1.0f / 255.0f);
+}
+
 static void test_label_range_and_finite(void **state) {
   (void)state;
   float x[N * D] = {0};
@@ -392,6 +437,7 @@ int main(void) {
       cmocka_unit_test(test_idx_round_trip),         cmocka_unit_test(test_idx_errors),
       cmocka_unit_test(test_csv),                    cmocka_unit_test(test_write_gather),
       cmocka_unit_test(test_label_range_and_finite), cmocka_unit_test(test_bad_files),
+      cmocka_unit_test(test_standardize),
   };
   return cmocka_run_group_tests_name("data", tests, setup, teardown);
 }

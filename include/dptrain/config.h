@@ -75,6 +75,7 @@ typedef struct {
   struct {
     char path[DP_PATH_MAX];
     dp_in_memory in_memory;
+    double mean, std; /* inputs become (x - mean) / std after the file's scale */
   } data;
 
   struct {

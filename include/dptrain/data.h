@@ -18,6 +18,7 @@ typedef struct {
   int64_t d;       /* features per row */
   int x_u8;        /* 1: x stored as uint8, 0: float32 */
   float scale;     /* multiplies x when loading (1 when absent) */
+  float shift;     /* added after scale (0 unless standardised) */
   int has_labels;  /* 1: y is (N) integer labels; 0: y is (N, k) float32 targets */
   int64_t k;       /* target width (1 for labels) */
 
@@ -35,9 +36,11 @@ void dp_dataset_init(dp_dataset *ds);
  * the dataset ("data/f.h5: /train/y: expected 60000 rows like /train/x, found 59999").
  * Returns 1 (not an error) when the group does not exist and optional is set. */
 int dp_dataset_open(dp_dataset *ds, const char *path, const char *group, int optional);
+/* Loads x as (x · scale − mean) / std from now on: the affine map folds into scale and shift. */
+void dp_dataset_standardize(dp_dataset *ds, double mean, double std);
 /* Holds rows [lo, hi) in memory, in the file's dtype, so later gathers of those rows read no file. */
 int dp_dataset_load(dp_dataset *ds, int64_t lo, int64_t hi);
-/* Copies rows[0..n) into x (n, d) as float (scaled), and labels (n) or targets (n, k). Rows held in
+/* Copies rows[0..n) into x (n, d) as float (scaled and shifted), and labels (n) or targets (n, k). Rows held in
  * memory are copied; others are read from the file (runs of consecutive rows in one read). */
 int dp_dataset_gather(dp_dataset *ds, const int64_t *rows, int n, float *x, int32_t *labels, float *targets);
 /* The smallest and largest label over rows [lo, hi) (reads the file in chunks). */
