@@ -69,9 +69,12 @@ if [ $have_torch = 1 ]; then
   env -u OPENBLAS_CORETYPE OPENBLAS_NUM_THREADS=1 scripts/bench_torch.py --seconds "$secs" > "$out/torch-default.json"
 fi
 
-# Target 4: configs/fashion_mlp.ini at 2 ranks, training time until test accuracy >= 88%.
+# Target 4: configs/fashion_mlp.ini at 2 ranks, training time until test accuracy >= 88%. It is
+# evaluated every fifth of an epoch (47 steps of 256) rather than per epoch, so the time is measured
+# to within 0.3 s; evaluation time is not training time, and evaluating changes nothing in training.
 echo "bench: fashion_mlp at np 2" >&2
-"${mpi[@]}" -np 2 "$bin" train configs/fashion_mlp.ini --quiet --set train.out_dir="$out/fashion_mlp" ||
+"${mpi[@]}" -np 2 "$bin" train configs/fashion_mlp.ini --quiet --set train.out_dir="$out/fashion_mlp" \
+  --set train.eval_every=47 ||
   { echo "bench: training failed" >&2; exit 1; }
 
 python3 scripts/bench_report.py "$out" --net-gbps "$net_gbps" --net-latency-us "$net_lat" > bench.json.tmp &&

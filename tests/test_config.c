@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "dptrain/config.h"
+#include "dptrain/norm.h"
 #include "dptrain/error.h"
 
 #define HEAD "[data]\npath = d.h5\n[layer]\nunits = 10\n" /* lines 1-4 */
@@ -65,7 +66,9 @@ static void test_shipped_config(void **state) {
   assert_int_equal(cfg.data.in_memory, DP_INMEM_AUTO);
   assert_int_equal(cfg.model.loss, DP_LOSS_SOFTMAX_CE);
   assert_int_equal(cfg.n_layers, 3);
-  static const int units[] = {512, 256, 10}, lines[] = {11, 16, 20};
+  assert_true(cfg.data.mean == 0.2860 && cfg.data.std == 0.3530);
+  static const int units[] = {512, 256, 10}, lines[] = {15, 21, 26};
+  static const int norms[] = {DP_NORM_BATCH, DP_NORM_BATCH, DP_NORM_NONE};
   static const dp_act acts[] = {DP_ACT_RELU, DP_ACT_RELU, DP_ACT_IDENTITY};
   for (int i = 0; i < 3; i++) {
     assert_int_equal(cfg.layer[i].units, units[i]);
@@ -73,14 +76,15 @@ static void test_shipped_config(void **state) {
     assert_int_equal(cfg.layer[i].init, DP_INIT_AUTO);
     assert_int_equal(cfg.layer[i].init_dist, DP_DIST_UNIFORM);
     assert_int_equal(cfg.layer[i].line, lines[i]);
+    assert_int_equal(cfg.layer[i].norm, norms[i]);
   }
   assert_int_equal(cfg.optimizer.name, DP_OPT_SGD);
-  assert_true(cfg.optimizer.lr == 0.05);
+  assert_true(cfg.optimizer.lr == 0.2);
   assert_true(cfg.optimizer.momentum == 0.9);
   assert_false(cfg.optimizer.nesterov);
   assert_int_equal(cfg.schedule.name, DP_SCHED_COSINE);
-  assert_int_equal(cfg.train.batch_size, 128);
-  assert_int_equal(cfg.train.epochs, 10);
+  assert_int_equal(cfg.train.batch_size, 256);
+  assert_int_equal(cfg.train.epochs, 5);
   assert_int_equal(cfg.train.max_steps, 0);
   assert_int_equal(cfg.train.seed, 1);
   assert_true(cfg.train.shuffle);
@@ -277,7 +281,8 @@ static void test_round_trip(void **state) {
   assert_int_equal(dp_config_load(&cfg, "configs/fashion_mlp.ini", NULL, 0), 0);
   char *a = written(&cfg);
   assert_contains(a, "[layer]\nunits = 256\nactivation = relu\n");
-  assert_contains(a, "lr = 0.050000000000000003\n");
+  assert_contains(a, "lr = 0.20000000000000001\n");
+  assert_contains(a, "mean = 0.28599999999999998\n");
   assert_int_equal(dp_config_parse_string(&cfg2, a, "written.ini", NULL, 0), 0);
   char *b = written(&cfg2);
   assert_string_equal(a, b);
