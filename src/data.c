@@ -243,16 +243,19 @@ int dp_dataset_load(dp_dataset *ds, int64_t lo, int64_t hi) {
   return 0;
 }
 
-static void copy_from_memory(const dp_dataset *ds, int64_t row, float *x, int32_t *labels, float *targets) {
+/* scale and shift in locals: x could alias *ds as far as the compiler knows, which would stop it
+ * from vectorising the conversion (it was 3% of a training step). */
+static void copy_from_memory(const dp_dataset *ds, int64_t row, float *restrict x, int32_t *labels, float *targets) {
   int64_t r = row - ds->mem_lo, d = ds->d;
+  const float scale = ds->scale, shift = ds->shift;
   if (ds->x_u8) {
-    const uint8_t *s = (const uint8_t *)ds->mem_x + r * d;
+    const uint8_t *restrict s = (const uint8_t *)ds->mem_x + r * d;
     for (int64_t j = 0; j < d; j++)
-      x[j] = (float)s[j] * ds->scale + ds->shift;
+      x[j] = (float)s[j] * scale + shift;
   } else {
-    const float *s = (const float *)ds->mem_x + r * d;
+    const float *restrict s = (const float *)ds->mem_x + r * d;
     for (int64_t j = 0; j < d; j++)
-      x[j] = s[j] * ds->scale + ds->shift;
+      x[j] = s[j] * scale + shift;
   }
   if (labels)
     *labels = ds->mem_labels[r];
@@ -260,11 +263,26 @@ static void copy_from_memory(const dp_dataset *ds, int64_t row, float *x, int32_
     memcpy(targets, ds->mem_targets + r * ds->k, (size_t)ds->k * sizeof *targets);
 }
 
+/* Shuffled rows are random addresses the hardware prefetcher cannot guess: ask for the row four
+ * ahead while this one converts (it was waiting on memory for 60% of the gather). */
+static void prefetch_row(const dp_dataset *ds, int64_t row) {
+  if (row < ds->mem_lo || row >= ds->mem_hi)
+    return;
+  size_t bytes = (size_t)ds->d * (ds->x_u8 ? 1 : sizeof(float));
+  const char *p = (const char *)ds->mem_x + (size_t)(row - ds->mem_lo) * bytes;
+  for (size_t o = 0; o < bytes; o += 64)
+    __builtin_prefetch(p + o, 0, 0);
+}
+
 int dp_dataset_gather(dp_dataset *ds, const int64_t *rows, int n, float *x, int32_t *labels, float *targets) {
   int64_t d = ds->d, k = ds->k;
+  for (int i = 0; i < n && i < 4; i++)
+    prefetch_row(ds, rows[i]);
   for (int i = 0; i < n;) {
     int64_t r = rows[i];
     if (r >= ds->mem_lo && r < ds->mem_hi) {
+      if (i + 4 < n)
+        prefetch_row(ds, rows[i + 4]);
       copy_from_memory(ds, r, x + i * d, labels ? labels + i : NULL, targets ? targets + i * k : NULL);
       i++;
       continue;
