@@ -6,72 +6,92 @@
 
 #include "dptrain/error.h"
 
-void dp_sgd_momentum(size_t n, float lr, float beta, const float *restrict g, float *restrict w,
-                     float *restrict p) {
+/* Each update loop also notes whether g held a NaN or an Inf (g − g is 0 exactly for finite g): an
+ * integer OR that vectorises with the loop, so checking the gradient costs no pass of its own. */
+#define NONFINITE(x) (!((x) - (x) == 0.0f))
+
+int dp_sgd_momentum(size_t n, float lr, float beta, const float *restrict g, float *restrict w, float *restrict p) {
+  int bad = 0;
   for (size_t i = 0; i < n; i++) {
+    bad |= NONFINITE(g[i]);
     p[i] = beta * p[i] + g[i];
     w[i] -= lr * p[i];
   }
+  return bad;
 }
 
-void dp_sgd_full(size_t n, float lr, float beta, float dampening, float weight_decay, int nesterov, int first,
-                 const float *restrict g, float *restrict w, float *restrict p) {
+int dp_sgd_full(size_t n, float lr, float beta, float dampening, float weight_decay, int nesterov, int first,
+                const float *restrict g, float *restrict w, float *restrict p) {
   /* PyTorch's convention: the first step's buffer is the gradient itself, undampened. */
   float keep = first ? 0.0f : beta, take = first ? 1.0f : 1.0f - dampening, look = nesterov ? beta : 0.0f;
   float direct = nesterov ? 1.0f : 0.0f, via_p = nesterov ? 0.0f : 1.0f;
+  int bad = 0;
   for (size_t i = 0; i < n; i++) {
+    bad |= NONFINITE(g[i]);
     float gi = g[i] + weight_decay * w[i];
     p[i] = keep * p[i] + take * gi;
     w[i] -= lr * (direct * gi + look * p[i] + via_p * p[i]);
   }
+  return bad;
 }
 
-void dp_sgd_difference(size_t n, float lr, float beta, const float *restrict g, float *restrict w,
-                       float *restrict prev) {
+int dp_sgd_difference(size_t n, float lr, float beta, const float *restrict g, float *restrict w,
+                      float *restrict prev) {
+  int bad = 0;
   for (size_t i = 0; i < n; i++) {
+    bad |= NONFINITE(g[i]);
     float d = w[i] - prev[i];
     prev[i] = w[i];
     w[i] += beta * d - lr * g[i];
   }
+  return bad;
 }
 
-void dp_rmsprop(size_t n, float lr, float alpha, float eps, float mu, float l2, const float *restrict g,
-                float *restrict w, float *restrict v, float *restrict b) {
+int dp_rmsprop(size_t n, float lr, float alpha, float eps, float mu, float l2, const float *restrict g,
+               float *restrict w, float *restrict v, float *restrict b) {
+  int bad = 0;
   if (!b || mu == 0.0f) {
     for (size_t i = 0; i < n; i++) {
+      bad |= NONFINITE(g[i]);
       float gi = g[i] + l2 * w[i];
       v[i] = alpha * v[i] + (1.0f - alpha) * gi * gi;
       w[i] -= lr * gi / (sqrtf(v[i]) + eps);
     }
-    return;
+    return bad;
   }
   for (size_t i = 0; i < n; i++) {
+    bad |= NONFINITE(g[i]);
     float gi = g[i] + l2 * w[i];
     v[i] = alpha * v[i] + (1.0f - alpha) * gi * gi;
     b[i] = mu * b[i] + gi / (sqrtf(v[i]) + eps);
     w[i] -= lr * b[i];
   }
+  return bad;
 }
 
-void dp_adam(size_t n, float lr, float beta1, float beta2, float eps, int eps_inside, float c1, float c2, float l2,
+int dp_adam(size_t n, float lr, float beta1, float beta2, float eps, int eps_inside, float c1, float c2, float l2,
              float decoupled, const float *restrict g, float *restrict w, float *restrict m, float *restrict v) {
   float shrink = 1.0f - lr * decoupled, step = lr / c1, inv_c2 = 1.0f / c2;
+  int bad = 0;
   /* Two loops instead of a branch per element, so both vectorise. */
   if (eps_inside) {
     for (size_t i = 0; i < n; i++) {
+      bad |= NONFINITE(g[i]);
       float gi = g[i] + l2 * w[i];
       m[i] = beta1 * m[i] + (1.0f - beta1) * gi;
       v[i] = beta2 * v[i] + (1.0f - beta2) * gi * gi;
       w[i] = shrink * w[i] - step * m[i] / sqrtf(v[i] * inv_c2 + eps);
     }
-    return;
+    return bad;
   }
   for (size_t i = 0; i < n; i++) {
+    bad |= NONFINITE(g[i]);
     float gi = g[i] + l2 * w[i];
     m[i] = beta1 * m[i] + (1.0f - beta1) * gi;
     v[i] = beta2 * v[i] + (1.0f - beta2) * gi * gi;
     w[i] = shrink * w[i] - step * m[i] / (sqrtf(v[i] * inv_c2) + eps);
   }
+  return bad;
 }
 
 void dp_optim_hparams_from_config(dp_optim_hparams *h, const dp_config *cfg) {
@@ -150,51 +170,56 @@ const char *dp_optim_slot_name(const dp_optim *o, int i) {
 
 float *dp_optim_slot(dp_optim *o, int i) { return i >= 0 && i < o->n_slots ? o->state + (size_t)i * o->n : NULL; }
 
-static void sgd_plain(size_t n, float lr, float weight_decay, const float *restrict g, float *restrict w) {
-  for (size_t i = 0; i < n; i++)
+static int sgd_plain(size_t n, float lr, float weight_decay, const float *restrict g, float *restrict w) {
+  int bad = 0;
+  for (size_t i = 0; i < n; i++) {
+    bad |= NONFINITE(g[i]);
     w[i] -= lr * (g[i] + weight_decay * w[i]);
+  }
+  return bad;
 }
 
-static void sgd_step(dp_optim *o, float *w, const float *g, float lr) {
+static int sgd_step(dp_optim *o, float *w, const float *g, float lr) {
   const dp_optim_hparams *h = &o->h;
   if (h->difference) {
     if (o->t == 0) /* w_{-1} = w_0: the first step is a plain gradient step, as with heavy ball */
       memcpy(o->state, w, sizeof(float) * o->n);
-    dp_sgd_difference(o->n, lr, h->momentum, g, w, o->state);
-  } else if (h->momentum == 0.0f) {
-    sgd_plain(o->n, lr, h->weight_decay, g, w);
-  } else if (!h->nesterov && h->dampening == 0.0f && h->weight_decay == 0.0f) {
-    dp_sgd_momentum(o->n, lr, h->momentum, g, w, o->state);
-  } else {
-    dp_sgd_full(o->n, lr, h->momentum, h->dampening, h->weight_decay, h->nesterov, o->t == 0, g, w, o->state);
+    return dp_sgd_difference(o->n, lr, h->momentum, g, w, o->state);
   }
+  if (h->momentum == 0.0f)
+    return sgd_plain(o->n, lr, h->weight_decay, g, w);
+  if (!h->nesterov && h->dampening == 0.0f && h->weight_decay == 0.0f)
+    return dp_sgd_momentum(o->n, lr, h->momentum, g, w, o->state);
+  return dp_sgd_full(o->n, lr, h->momentum, h->dampening, h->weight_decay, h->nesterov, o->t == 0, g, w, o->state);
 }
 
-static void adam_step(dp_optim *o, float *w, const float *g, float lr) {
+static int adam_step(dp_optim *o, float *w, const float *g, float lr) {
   const dp_optim_hparams *h = &o->h;
   double t = (double)(o->t + 1);
   float c1 = h->bias_correction ? (float)(1.0 - pow(h->beta1, t)) : 1.0f;
   float c2 = h->bias_correction ? (float)(1.0 - pow(h->beta2, t)) : 1.0f;
   int adamw = h->kind == DP_OPT_ADAMW;
-  dp_adam(o->n, lr, h->beta1, h->beta2, h->eps, h->eps_inside, c1, c2, adamw ? 0.0f : h->weight_decay,
+  return dp_adam(o->n, lr, h->beta1, h->beta2, h->eps, h->eps_inside, c1, c2, adamw ? 0.0f : h->weight_decay,
           adamw ? h->weight_decay : 0.0f, g, w, dp_optim_slot(o, 0), dp_optim_slot(o, 1));
 }
 
-void dp_optim_step(dp_optim *o, float *w, const float *g, float lr) {
+int dp_optim_step(dp_optim *o, float *w, const float *g, float lr) {
   const dp_optim_hparams *h = &o->h;
+  int bad = 0;
   switch (h->kind) {
   case DP_OPT_SGD:
-    sgd_step(o, w, g, lr);
+    bad = sgd_step(o, w, g, lr);
     break;
   case DP_OPT_RMSPROP:
-    dp_rmsprop(o->n, lr, h->alpha, h->eps, h->momentum, h->weight_decay, g, w, dp_optim_slot(o, 0), dp_optim_slot(o, 1));
+    bad = dp_rmsprop(o->n, lr, h->alpha, h->eps, h->momentum, h->weight_decay, g, w, dp_optim_slot(o, 0), dp_optim_slot(o, 1));
     break;
   case DP_OPT_ADAM:
   case DP_OPT_ADAMW:
-    adam_step(o, w, g, lr);
+    bad = adam_step(o, w, g, lr);
     break;
   case DP_OPT_LBFGS: /* stepped by the trainer through dp_lbfgs_step */
     break;
   }
   o->t++;
+  return bad;
 }

@@ -412,12 +412,17 @@ int dp_trainer_step(dp_trainer *t, int local_status, dp_step_result *r) {
       DP_TRY(nonfinite(t, r, what, 0)); /* L-BFGS cannot skip: its step is taken */
   } else {
     DP_TRY(batch_gradient(t, g0, g1, local_status, &r->loss, &r->acc));
-    if (find_nonfinite(t, r->loss, what, sizeof what) >= 0)
+    /* Skipping needs the verdict before the update; otherwise the update loop itself checks the
+     * gradient (a pass over it was 3.5% of a step) and a bad one stops or restores the run. */
+    int check_first = t->cfg->train.on_nonfinite == DP_NONFINITE_SKIP || !isfinite(r->loss);
+    if (check_first && find_nonfinite(t, r->loss, what, sizeof what) >= 0)
       DP_TRY(nonfinite(t, r, what, 1));
     double t0 = MPI_Wtime();
     if (!r->skipped) {
       r->grad_norm = clip_gradients(t);
-      dp_optim_step(&t->optim, t->model.params, t->model.grads, (float)r->lr);
+      if (dp_optim_step(&t->optim, t->model.params, t->model.grads, (float)r->lr) &&
+          find_nonfinite(t, r->loss, what, sizeof what) >= 0)
+        DP_TRY(nonfinite(t, r, what, 0));
     }
     t->time.optim = MPI_Wtime() - t0;
     dp_timeline_span(t->tl, "optimizer", -1, t0, t0 + t->time.optim);

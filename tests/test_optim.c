@@ -233,7 +233,7 @@ static void test_optim_through_config(void **state) {
     if (cases[c].diff)
       memcpy(s0, W0, sizeof s0);
     for (int k = 0; k < K; k++) {
-      dp_optim_step(&o, w, G[k], lr);
+      assert_int_equal(dp_optim_step(&o, w, G[k], lr), 0); /* a finite gradient */
       switch (cases[c].kind) {
       case DP_OPT_SGD:
         if (cases[c].diff)
@@ -260,6 +260,41 @@ static void test_optim_through_config(void **state) {
         assert_memory_equal(dp_optim_slot(&o, sl), sl ? s1 : s0, sizeof s0);
     }
     dp_optim_free(&o);
+  }
+}
+
+/* Every update loop reports a NaN or an Inf anywhere in the gradient (the trainer's only check of
+ * the gradient when it stops or restores on one), and nothing when the gradient is finite. */
+static void test_nonfinite_reported(void **state) {
+  (void)state;
+  const struct { dp_optim_kind kind; double mom, wd; int diff, nest, inside; } cases[] = {
+      {DP_OPT_SGD, 0, 0, 0, 0, 0},       {DP_OPT_SGD, 0.9, 0, 0, 0, 0},   {DP_OPT_SGD, 0.9, 0.01, 0, 1, 0},
+      {DP_OPT_SGD, 0.9, 0, 1, 0, 0},     {DP_OPT_RMSPROP, 0, 0, 0, 0, 0}, {DP_OPT_RMSPROP, 0.9, 0, 0, 0, 0},
+      {DP_OPT_ADAM, 0, 0, 0, 0, 0},      {DP_OPT_ADAM, 0, 0, 0, 0, 1},    {DP_OPT_ADAMW, 0, 0.01, 0, 0, 0}};
+  enum { M = 37 }; /* whole vectors and a remainder */
+  const float bad[] = {NAN, INFINITY, -INFINITY};
+  for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+    dp_config cfg;
+    dp_config_defaults(&cfg);
+    cfg.optimizer.name = cases[c].kind;
+    cfg.optimizer.momentum = cases[c].mom;
+    cfg.optimizer.momentum_form = cases[c].diff ? DP_MOMENTUM_DIFFERENCE : DP_MOMENTUM_HEAVY_BALL;
+    cfg.optimizer.weight_decay = cases[c].wd;
+    cfg.optimizer.nesterov = cases[c].nest;
+    cfg.optimizer.eps_placement = cases[c].inside ? DP_EPS_INSIDE : DP_EPS_OUTSIDE;
+    for (int at = 0; at < M; at += 6)
+      for (int b = 0; b < 3; b++) {
+        dp_optim o;
+        assert_int_equal(dp_optim_create(&o, &cfg, M), 0);
+        float w[M], g[M];
+        for (int i = 0; i < M; i++)
+          w[i] = 0.5f, g[i] = 1e30f * (i % 2 ? 1.0f : -1.0f); /* large but finite: no report */
+        assert_int_equal(dp_optim_step(&o, w, g, 0.1f), 0);
+        g[at] = bad[b];
+        if (dp_optim_step(&o, w, g, 0.1f) != 1)
+          fail_msg("case %zu: %g at [%d] not reported", c, bad[b], at);
+        dp_optim_free(&o);
+      }
   }
 }
 
@@ -292,7 +327,8 @@ int main(void) {
       cmocka_unit_test(test_sgd_momentum),        cmocka_unit_test(test_sgd_full),
       cmocka_unit_test(test_sgd_difference),      cmocka_unit_test(test_difference_equals_heavy_ball),
       cmocka_unit_test(test_rmsprop),             cmocka_unit_test(test_adam),
-      cmocka_unit_test(test_optim_through_config), cmocka_unit_test(test_lr_zero_means_default),
+      cmocka_unit_test(test_optim_through_config),
+      cmocka_unit_test(test_nonfinite_reported), cmocka_unit_test(test_lr_zero_means_default),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
