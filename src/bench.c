@@ -127,6 +127,33 @@ static double sgemm_step_seconds(const dp_model *m, int B, double seconds) {
   return s;
 }
 
+/* The memory traffic of SGD with momentum, without its arithmetic: read three arrays, write two. */
+static void stream5(size_t n, const float *restrict g, float *restrict w, float *restrict p) {
+  for (size_t i = 0; i < n; i++) {
+    w[i] += g[i];
+    p[i] += g[i];
+  }
+}
+
+/* Seconds to stream the optimizer step's bytes (n floats of weights, momentum and gradient) through
+ * the same core, best of many passes: the floor an update loop over these buffers cannot beat. */
+static double stream_seconds(size_t n) {
+  float *g = malloc(n * sizeof(float)), *w = malloc(n * sizeof(float)), *p = malloc(n * sizeof(float));
+  double best = NAN;
+  for (size_t i = 0; g && w && p && i < n; i++) /* every page its own: calloc'd ones share the zero page */
+    g[i] = w[i] = p[i] = 1e-3f * (float)(i & 1023);
+  for (int r = 0; g && w && p && r < 50; r++) {
+    double t0 = MPI_Wtime();
+    stream5(n, g, w, p);
+    double dt = MPI_Wtime() - t0;
+    best = isnan(best) || dt < best ? dt : best;
+  }
+  free(g);
+  free(w);
+  free(p);
+  return best;
+}
+
 /* Allreduce time for 2^10 .. 2^24 bytes; fits t(n) = alpha + n beta by least squares. */
 static int allreduce_fit(dp_comm *c, FILE *out) {
   double xs[16], ys[16];
@@ -248,6 +275,7 @@ static int bench_case(const dp_bench_opts *o, dp_comm *comm, dp_dataset *ds, dou
       dp_split_range(o->batch, 0, comm->size, &lo, &hi);
       double g = sgemm_step_seconds(&t.model, (int)(hi - lo), o->seconds);
       fprintf(out, ",\"sgemm_step_s\":%.6g,\"sgemm_samples_per_s\":%.6g", g, (double)(hi - lo) / g);
+      fprintf(out, ",\"stream5_s\":%.6g", stream_seconds(t.model.n_floats));
     }
     print_memory(&t, ds, baseline, out);
   }
