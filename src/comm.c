@@ -131,6 +131,11 @@ int dp_comm_allreduce_f32(dp_comm *c, float *buf, size_t n) {
   return 0;
 }
 
+int dp_comm_allreduce_grads(dp_comm *c, float *buf, size_t n) {
+  WATCHED("the gradient allreduce", allreduce_chunks(c, buf, n, sizeof(float), MPI_FLOAT));
+  return 0;
+}
+
 int dp_comm_allreduce_f64(dp_comm *c, double *buf, size_t n) {
   WATCHED("an allreduce of statistics", allreduce_chunks(c, buf, n, sizeof(double), MPI_DOUBLE));
   return 0;

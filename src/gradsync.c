@@ -56,13 +56,24 @@ void dp_gradsync_begin(dp_gradsync *g) {
   g->err = 0;
 }
 
+/* The buckets the backward pass did not start go as blocking allreduces, after the nonblocking
+ * ones in the same order on every rank: nothing is left to overlap them with, and Open MPI's
+ * blocking allreduce is much faster than its nonblocking one (4.1: 0.37 against 0.9 ms for the
+ * 2.1 MB of the default model between two ranks of one node). */
 int dp_gradsync_finish(dp_gradsync *g) {
   g->armed = 0;
-  while (g->started < g->n)
-    start_bucket(g);
-  int rc = dp_comm_wait_all(g->comm, g->req, g->n);
-  double done = MPI_Wtime(); /* one wait for all: each bucket's span ends here */
-  for (int k = 0; k < g->n; k++)
+  int overlapped = g->started;
+  for (int k = overlapped; k < g->n; k++) {
+    g->req[k] = MPI_REQUEST_NULL;
+    g->t_start[k] = MPI_Wtime();
+    if (g->err == 0)
+      g->err = dp_comm_allreduce_grads(g->comm, g->start[k], g->count[k]);
+    dp_timeline_span(g->tl, "allreduce bucket", k, g->t_start[k], MPI_Wtime());
+  }
+  g->started = g->n;
+  int rc = dp_comm_wait_all(g->comm, g->req, overlapped);
+  double done = MPI_Wtime(); /* one wait for all: each overlapped bucket's span ends here */
+  for (int k = 0; k < overlapped; k++)
     dp_timeline_span(g->tl, "allreduce bucket", k, g->t_start[k], done);
   return g->err ? g->err : rc;
 }

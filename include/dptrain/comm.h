@@ -23,6 +23,8 @@ void dp_comm_free(dp_comm *c);
 
 /* In-place sums over all ranks. */
 int dp_comm_allreduce_f32(dp_comm *c, float *buf, size_t n);
+/* The same for a gradient bucket: a stuck peer is reported as stuck in "the gradient allreduce". */
+int dp_comm_allreduce_grads(dp_comm *c, float *buf, size_t n);
 int dp_comm_allreduce_f64(dp_comm *c, double *buf, size_t n);
 /* In-place maximum over all ranks. */
 int dp_comm_allreduce_max_f64(dp_comm *c, double *buf, int n);
