@@ -257,6 +257,28 @@ static void test_large_shard_accumulates(void **state) {
   assert_true(worst <= 1e-5);
 }
 
+/* Gradient buckets (each layer its own, the first ones reduced while the backward pass goes on)
+ * give exactly what one allreduce of the whole block gives, also for buckets of 0.3 MB, where MPI
+ * switches to its large-message algorithms. */
+static void test_buckets_match_one_allreduce(void **state) {
+  (void)state;
+  static const char *wide = "[model]\n[layer]\nunits = 300\n[layer]\nunits = 250\n[layer]\nunits = 4\n"
+                            "activation = identity\n";
+  char one[2048], many[2048];
+  config_text(one, sizeof one, "cls.h5", "", "batch_size = 16\nbucket_mb = 0\n", wide);
+  config_text(many, sizeof many, "cls.h5", "", "batch_size = 16\nbucket_mb = 0.000001\n", wide);
+  run_out a, b;
+  run_steps(one, &world, STEPS, &a);
+  run_steps(many, &world, STEPS, &b);
+  assert_int_equal(a.rc, 0);
+  assert_int_equal(b.rc, 0);
+  assert_int_equal(a.n, b.n);
+  assert_memory_equal(a.loss, b.loss, sizeof(double) * STEPS);
+  assert_memory_equal(a.params, b.params, sizeof(float) * a.n);
+  free(a.params);
+  free(b.params);
+}
+
 /* Every step is a collective: ranks must agree on the number of steps for any split. */
 static void test_step_counts_agree(void **state) {
   (void)state;
@@ -421,6 +443,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_no_shuffle_drop_last),
       cmocka_unit_test(test_regression_mse),
       cmocka_unit_test(test_large_shard_accumulates),
+      cmocka_unit_test(test_buckets_match_one_allreduce),
       cmocka_unit_test(test_step_counts_agree),
       cmocka_unit_test(test_optim_sgd_variants),
       cmocka_unit_test(test_optim_adaptive),
