@@ -203,22 +203,36 @@ static void test_adam(void **state) {
   near(W0[0] - w[0], 1e-3 * 0.1 / sqrt(0.001), 1e-4, 0, "adam first step, no correction", 0, 0);
 }
 
+/* An optimizer set up through a dp_config, as the trainer does. */
+typedef struct {
+  dp_optim_kind kind;
+  double mom, wd;
+  int diff, nest;
+  int slots;  /* state slots expected */
+  int inside; /* eps inside the square root */
+} optim_case;
+
+static void config_for(dp_config *cfg, const optim_case *c) {
+  dp_config_defaults(cfg);
+  cfg->optimizer.name = c->kind;
+  cfg->optimizer.momentum = c->mom;
+  cfg->optimizer.momentum_form = c->diff ? DP_MOMENTUM_DIFFERENCE : DP_MOMENTUM_HEAVY_BALL;
+  cfg->optimizer.weight_decay = c->wd;
+  cfg->optimizer.nesterov = c->nest;
+  cfg->optimizer.eps_placement = c->inside ? DP_EPS_INSIDE : DP_EPS_OUTSIDE;
+}
+
 /* dp_optim through a dp_config: slot count, zeroed state, and the pure functions' exact steps. */
 static void test_optim_through_config(void **state) {
   (void)state;
-  const struct { dp_optim_kind kind; double mom, wd; int diff, nest, slots; } cases[] = {
-      {DP_OPT_SGD, 0, 0, 0, 0, 0},       {DP_OPT_SGD, 0, 0.01, 0, 0, 0},    {DP_OPT_SGD, 0.9, 0, 0, 0, 1},
-      {DP_OPT_SGD, 0.9, 0.01, 0, 1, 1},  {DP_OPT_SGD, 0.9, 0, 1, 0, 1},     {DP_OPT_RMSPROP, 0, 0, 0, 0, 1},
-      {DP_OPT_RMSPROP, 0.9, 0, 0, 0, 2}, {DP_OPT_ADAM, 0, 0.01, 0, 0, 2},   {DP_OPT_ADAMW, 0, 0.01, 0, 0, 2}};
+  const optim_case cases[] = {
+      {DP_OPT_SGD, 0, 0, 0, 0, 0, 0},       {DP_OPT_SGD, 0, 0.01, 0, 0, 0, 0},    {DP_OPT_SGD, 0.9, 0, 0, 0, 1, 0},
+      {DP_OPT_SGD, 0.9, 0.01, 0, 1, 1, 0},  {DP_OPT_SGD, 0.9, 0, 1, 0, 1, 0},     {DP_OPT_RMSPROP, 0, 0, 0, 0, 1, 0},
+      {DP_OPT_RMSPROP, 0.9, 0, 0, 0, 2, 0}, {DP_OPT_ADAM, 0, 0.01, 0, 0, 2, 0},   {DP_OPT_ADAMW, 0, 0.01, 0, 0, 2, 0}};
   const float lr = 0.05f;
   for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
     dp_config cfg;
-    dp_config_defaults(&cfg);
-    cfg.optimizer.name = cases[c].kind;
-    cfg.optimizer.momentum = cases[c].mom;
-    cfg.optimizer.momentum_form = cases[c].diff ? DP_MOMENTUM_DIFFERENCE : DP_MOMENTUM_HEAVY_BALL;
-    cfg.optimizer.weight_decay = cases[c].wd;
-    cfg.optimizer.nesterov = cases[c].nest;
+    config_for(&cfg, &cases[c]);
     dp_optim o;
     assert_int_equal(dp_optim_create(&o, &cfg, N), 0);
     assert_int_equal(o.n_slots, cases[c].slots);
@@ -267,21 +281,15 @@ static void test_optim_through_config(void **state) {
  * the gradient when it stops or restores on one), and nothing when the gradient is finite. */
 static void test_nonfinite_reported(void **state) {
   (void)state;
-  const struct { dp_optim_kind kind; double mom, wd; int diff, nest, inside; } cases[] = {
-      {DP_OPT_SGD, 0, 0, 0, 0, 0},       {DP_OPT_SGD, 0.9, 0, 0, 0, 0},   {DP_OPT_SGD, 0.9, 0.01, 0, 1, 0},
-      {DP_OPT_SGD, 0.9, 0, 1, 0, 0},     {DP_OPT_RMSPROP, 0, 0, 0, 0, 0}, {DP_OPT_RMSPROP, 0.9, 0, 0, 0, 0},
-      {DP_OPT_ADAM, 0, 0, 0, 0, 0},      {DP_OPT_ADAM, 0, 0, 0, 0, 1},    {DP_OPT_ADAMW, 0, 0.01, 0, 0, 0}};
+  const optim_case cases[] = {
+      {DP_OPT_SGD, 0, 0, 0, 0, 0, 0},       {DP_OPT_SGD, 0.9, 0, 0, 0, 1, 0},   {DP_OPT_SGD, 0.9, 0.01, 0, 1, 1, 0},
+      {DP_OPT_SGD, 0.9, 0, 1, 0, 1, 0},     {DP_OPT_RMSPROP, 0, 0, 0, 0, 1, 0}, {DP_OPT_RMSPROP, 0.9, 0, 0, 0, 2, 0},
+      {DP_OPT_ADAM, 0, 0, 0, 0, 2, 0},      {DP_OPT_ADAM, 0, 0, 0, 0, 2, 1},    {DP_OPT_ADAMW, 0, 0.01, 0, 0, 2, 0}};
   enum { M = 37 }; /* whole vectors and a remainder */
   const float bad[] = {NAN, INFINITY, -INFINITY};
   for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
     dp_config cfg;
-    dp_config_defaults(&cfg);
-    cfg.optimizer.name = cases[c].kind;
-    cfg.optimizer.momentum = cases[c].mom;
-    cfg.optimizer.momentum_form = cases[c].diff ? DP_MOMENTUM_DIFFERENCE : DP_MOMENTUM_HEAVY_BALL;
-    cfg.optimizer.weight_decay = cases[c].wd;
-    cfg.optimizer.nesterov = cases[c].nest;
-    cfg.optimizer.eps_placement = cases[c].inside ? DP_EPS_INSIDE : DP_EPS_OUTSIDE;
+    config_for(&cfg, &cases[c]);
     for (int at = 0; at < M; at += 6)
       for (int b = 0; b < 3; b++) {
         dp_optim o;
