@@ -200,7 +200,7 @@ static int adam_step(dp_optim *o, float *w, const float *g, float lr) {
   float c2 = h->bias_correction ? (float)(1.0 - pow(h->beta2, t)) : 1.0f;
   int adamw = h->kind == DP_OPT_ADAMW;
   return dp_adam(o->n, lr, h->beta1, h->beta2, h->eps, h->eps_inside, c1, c2, adamw ? 0.0f : h->weight_decay,
-          adamw ? h->weight_decay : 0.0f, g, w, dp_optim_slot(o, 0), dp_optim_slot(o, 1));
+                 adamw ? h->weight_decay : 0.0f, g, w, dp_optim_slot(o, 0), dp_optim_slot(o, 1));
 }
 
 int dp_optim_step(dp_optim *o, float *w, const float *g, float lr) {
@@ -211,7 +211,8 @@ int dp_optim_step(dp_optim *o, float *w, const float *g, float lr) {
     bad = sgd_step(o, w, g, lr);
     break;
   case DP_OPT_RMSPROP:
-    bad = dp_rmsprop(o->n, lr, h->alpha, h->eps, h->momentum, h->weight_decay, g, w, dp_optim_slot(o, 0), dp_optim_slot(o, 1));
+    bad = dp_rmsprop(o->n, lr, h->alpha, h->eps, h->momentum, h->weight_decay, g, w, dp_optim_slot(o, 0),
+                     dp_optim_slot(o, 1));
     break;
   case DP_OPT_ADAM:
   case DP_OPT_ADAMW:

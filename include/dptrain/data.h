@@ -40,8 +40,9 @@ int dp_dataset_open(dp_dataset *ds, const char *path, const char *group, int opt
 void dp_dataset_standardize(dp_dataset *ds, double mean, double std);
 /* Holds rows [lo, hi) in memory, in the file's dtype, so later gathers of those rows read no file. */
 int dp_dataset_load(dp_dataset *ds, int64_t lo, int64_t hi);
-/* Copies rows[0..n) into x (n, d) as float (scaled and shifted), and labels (n) or targets (n, k). Rows held in
- * memory are copied; others are read from the file (runs of consecutive rows in one read). */
+/* Copies rows[0..n) into x (n, d) as float (scaled and shifted), and labels (n) or targets (n, k).
+ * Rows held in memory are copied; others are read from the file (runs of consecutive rows in one
+ * read). */
 int dp_dataset_gather(dp_dataset *ds, const int64_t *rows, int n, float *x, int32_t *labels, float *targets);
 /* The smallest and largest label over rows [lo, hi) (reads the file in chunks). */
 int dp_dataset_label_range(dp_dataset *ds, int64_t lo, int64_t hi, int32_t *min, int32_t *max);
