@@ -292,9 +292,10 @@ int dp_dataset_gather(dp_dataset *ds, const int64_t *rows, int n, float *x, int3
       run++;
     DP_TRY(read_rows(ds, r, run, H5T_NATIVE_FLOAT, x + i * d, labels ? labels + i : NULL,
                      targets ? targets + i * k : NULL));
-    if (ds->scale != 1.0f || ds->shift != 0.0f)
+    const float scale = ds->scale, shift = ds->shift; /* in locals, as in copy_from_memory */
+    if (scale != 1.0f || shift != 0.0f)
       for (int64_t j = 0; j < run * d; j++)
-        x[i * d + j] = x[i * d + j] * ds->scale + ds->shift;
+        x[i * d + j] = x[i * d + j] * scale + shift;
     i += run;
   }
   return 0;
