@@ -3,8 +3,10 @@
 #include <math.h>
 
 const char *dp_act_name(dp_act a) {
-  static const char *const names[] = {"identity", "relu", "tanh", "sigmoid"};
-  return (unsigned)a < 4 ? names[a] : "?";
+#define DP_ACT_NAME(e, name) name,
+  static const char *const names[] = {DP_ACT_MAP(DP_ACT_NAME)};
+#undef DP_ACT_NAME
+  return (unsigned)a < sizeof names / sizeof names[0] ? names[a] : "?";
 }
 
 static float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }

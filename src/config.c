@@ -12,21 +12,25 @@
 #include <sys/stat.h>
 
 #include "dptrain/error.h"
+#include "dptrain/norm.h"
 
 /* ---- the key table: the single source of truth for parsing, defaults, --list and the docs ---- */
 
-static const char *const in_memory_names[] = {"auto", "true", "false", NULL};
-static const char *const loss_names[] = {"softmax_cross_entropy", "mse", NULL};
-static const char *const act_names[] = {"identity", "relu", "tanh", "sigmoid", NULL};
-static const char *const init_names[] = {"auto", "uniform_fanin", "xavier_uniform", "xavier_normal", NULL};
-static const char *const dist_names[] = {"uniform", "normal", NULL};
-static const char *const optim_names[] = {"sgd", "rmsprop", "adam", "adamw", "lbfgs", NULL};
-static const char *const form_names[] = {"heavy_ball", "difference", NULL};
-static const char *const eps_names[] = {"outside", "inside", NULL};
-static const char *const sched_names[] = {"constant", "step", "multistep", "exponential", "cosine", NULL};
-static const char *const scale_names[] = {"none", "linear", NULL};
-static const char *const norm_names[] = {"none", "batch", "layer", NULL};
-static const char *const nonfinite_names[] = {"abort", "skip_step", "restore", NULL};
+/* Each enum's names come from its X-macro in the header that declares it; index = enum value. */
+#define NAME_OF(e, name) name,
+static const char *const in_memory_names[] = {DP_IN_MEMORY_MAP(NAME_OF) NULL};
+static const char *const loss_names[] = {DP_LOSS_MAP(NAME_OF) NULL};
+static const char *const act_names[] = {DP_ACT_MAP(NAME_OF) NULL};
+static const char *const init_names[] = {DP_INIT_RULE_MAP(NAME_OF) NULL};
+static const char *const dist_names[] = {DP_INIT_DIST_MAP(NAME_OF) NULL};
+static const char *const optim_names[] = {DP_OPTIM_KIND_MAP(NAME_OF) NULL};
+static const char *const form_names[] = {DP_MOMENTUM_FORM_MAP(NAME_OF) NULL};
+static const char *const eps_names[] = {DP_EPS_PLACEMENT_MAP(NAME_OF) NULL};
+static const char *const sched_names[] = {DP_SCHED_KIND_MAP(NAME_OF) NULL};
+static const char *const scale_names[] = {DP_LR_SCALE_MAP(NAME_OF) NULL};
+static const char *const norm_names[] = {DP_NORM_KIND_MAP(NAME_OF) NULL};
+static const char *const nonfinite_names[] = {DP_ON_NONFINITE_MAP(NAME_OF) NULL};
+#undef NAME_OF
 
 #define C(f) offsetof(dp_config, f)
 #define L(f) offsetof(dp_layer_cfg, f)
@@ -182,14 +186,49 @@ static void trim(char *s) {
   memmove(s, s + i, n - i + 1);
 }
 
-static int parse_i64(const char *v, int64_t *out) {
+/* Every value parser returns 0, or DP_ECONFIG with the message "<what>: expected <want>, got '<v>'";
+ * `what` names the key and where it was set ("[train] epochs", "--set train.epochs=x"). */
+static int expected(const char *what, const char *v, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int expected(const char *what, const char *v, const char *fmt, ...) {
+  char want[300];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(want, sizeof want, fmt, ap);
+  va_end(ap);
+  return dp_fail(DP_ECONFIG, "%s: expected %s, got '%s'", what, want, v);
+}
+
+/* The whole of v: strtoll alone takes "12abc" as 12, "" as 0 and clamps an overflow. */
+static int parse_i64(const char *what, const char *v, double lo, double hi, int64_t *out) {
   char *end;
   errno = 0;
   long long x = strtoll(v, &end, 10);
-  if (end == v || *end || errno)
-    return 0;
+  if (end == v || *end || errno == ERANGE || x < lo || x > hi)
+    return expected(what, v, "an integer in [%.0f, %.0f]", lo, hi);
   *out = x;
-  return 1;
+  return 0;
+}
+
+/* strtoull takes "-1" for 2^64 - 1, so a sign is refused here. */
+static int parse_u64(const char *what, const char *v, uint64_t *out) {
+  char *end;
+  errno = 0;
+  unsigned long long x = strtoull(v, &end, 10);
+  if (end == v || *end || errno == ERANGE || v[0] == '-')
+    return expected(what, v, "a non-negative integer");
+  *out = x;
+  return 0;
+}
+
+/* NaN passes every comparison, hence isfinite; ERANGE also refuses values below the normal range. */
+static int parse_double(const char *what, const char *v, double lo, double hi, double *out) {
+  char *end;
+  errno = 0;
+  double x = strtod(v, &end);
+  if (end == v || *end || errno == ERANGE || !isfinite(x) || x < lo || x > hi)
+    return expected(what, v, "a number in [%g, %g]", lo, hi);
+  *out = x;
+  return 0;
 }
 
 static int lookup_choice(const char *const *names, const char *v) {
@@ -207,8 +246,7 @@ static void choices_text(const char *const *names, char *buf, size_t len, const 
   }
 }
 
-/* Parses value v for key k into base + k->offset. On failure writes what was expected into `want`. */
-static int parse_list(const dp_key *k, const char *v, void *dst, char *want, size_t wlen) {
+static int parse_list(const dp_key *k, const char *v, void *dst, const char *what) {
   int64_t *arr = dst;
   int *count = (int *)(arr + k->size), n = 0;
   char buf[512];
@@ -216,93 +254,73 @@ static int parse_list(const dp_key *k, const char *v, void *dst, char *want, siz
   for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
     trim(tok);
     int64_t x;
-    if ((size_t)n == k->size || !parse_i64(tok, &x) || x < k->min || (n && x <= arr[n - 1])) {
-      snprintf(want, wlen, "up to %zu ascending integers >= %.0f, comma-separated", k->size, k->min);
-      return 0;
-    }
+    if ((size_t)n == k->size || parse_i64(what, tok, k->min, k->max, &x) < 0 || (n && x <= arr[n - 1]))
+      return expected(what, v, "up to %zu ascending integers >= %.0f, comma-separated", k->size, k->min);
     arr[n++] = x;
   }
   *count = n;
-  return 1;
+  return 0;
 }
 
-static int parse_number(const dp_key *k, const char *v, void *dst, char *want, size_t wlen) {
-  if (k->type == DP_KEY_DOUBLE) {
-    char *end;
-    double x = strtod(v, &end);
-    if (end == v || *end || !isfinite(x) || x < k->min || x > k->max) {
-      snprintf(want, wlen, "a number in [%g, %g]", k->min, k->max);
-      return 0;
-    }
-    *(double *)dst = x;
-    return 1;
-  }
-  if (k->type == DP_KEY_UINT64) {
-    char *end;
-    errno = 0;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (end == v || *end || errno || v[0] == '-') {
-      snprintf(want, wlen, "a non-negative integer");
-      return 0;
-    }
-    *(uint64_t *)dst = x;
-    return 1;
-  }
+static int parse_number(const dp_key *k, const char *v, void *dst, const char *what) {
+  if (k->type == DP_KEY_DOUBLE)
+    return parse_double(what, v, k->min, k->max, dst);
+  if (k->type == DP_KEY_UINT64)
+    return parse_u64(what, v, dst);
   int64_t x;
-  if (!parse_i64(v, &x) || x < k->min || x > k->max) {
-    snprintf(want, wlen, "an integer in [%.0f, %.0f]", k->min, k->max);
-    return 0;
-  }
+  DP_TRY(parse_i64(what, v, k->min, k->max, &x));
   if (k->type == DP_KEY_INT)
     *(int *)dst = (int)x;
   else
     *(int64_t *)dst = x;
-  return 1;
+  return 0;
 }
 
-static int parse_value(const dp_key *k, const char *v, void *base, char *want, size_t wlen) {
+static int parse_bool(const char *v, bool *dst, const char *what) {
+  static const char *const yes[] = {"true", "yes", "on", "1", NULL}, *const no[] = {"false", "no", "off", "0", NULL};
+  int t = lookup_choice(yes, v), f = lookup_choice(no, v);
+  if (t < 0 && f < 0)
+    return expected(what, v, "true or false");
+  *dst = t >= 0;
+  return 0;
+}
+
+static int parse_enum(const dp_key *k, const char *v, int *dst, const char *what) {
+  int i = lookup_choice(k->choices, v);
+  if (i < 0) {
+    char c[256];
+    choices_text(k->choices, c, sizeof c, ", ");
+    return expected(what, v, "one of %s", c);
+  }
+  *dst = i;
+  return 0;
+}
+
+/* Parses value v for key k into base + k->offset; what names the key for the message. */
+static int parse_value(const dp_key *k, const char *v, void *base, const char *what) {
   void *dst = (char *)base + k->offset;
   if (!strcmp(k->key, "batch_size") && !strcasecmp(v, "full")) {
     *(int64_t *)dst = 0;
-    return 1;
+    return 0;
   }
   switch (k->type) {
   case DP_KEY_STRING:
-    if (strlen(v) >= k->size || (!v[0] && !(k->def && !k->def[0]))) { /* empty only where it is the default */
-      snprintf(want, wlen, "a non-empty string shorter than %zu characters", k->size);
-      return 0;
-    }
+    if (strlen(v) >= k->size || (!v[0] && !(k->def && !k->def[0]))) /* empty only where it is the default */
+      return expected(what, v, "a non-empty string shorter than %zu characters", k->size);
     memcpy(dst, v, strlen(v) + 1);
-    return 1;
-  case DP_KEY_BOOL: {
-    static const char *const yes[] = {"true", "yes", "on", "1", NULL}, *const no[] = {"false", "no", "off", "0", NULL};
-    int t = lookup_choice(yes, v), f = lookup_choice(no, v);
-    if (t < 0 && f < 0) {
-      snprintf(want, wlen, "true or false");
-      return 0;
-    }
-    *(bool *)dst = t >= 0;
-    return 1;
-  }
-  case DP_KEY_ENUM: {
-    int i = lookup_choice(k->choices, v);
-    if (i < 0) {
-      char c[256];
-      choices_text(k->choices, c, sizeof c, ", ");
-      snprintf(want, wlen, "one of %s", c);
-      return 0;
-    }
-    *(int *)dst = i;
-    return 1;
-  }
-  case DP_KEY_LIST:
-    return parse_list(k, v, dst, want, wlen);
-  default:
-    if (parse_number(k, v, dst, want, wlen))
-      return 1;
-    if (!strcmp(k->key, "batch_size"))
-      snprintf(want, wlen, "an integer >= 1 or 'full'");
     return 0;
+  case DP_KEY_BOOL:
+    return parse_bool(v, dst, what);
+  case DP_KEY_ENUM:
+    return parse_enum(k, v, dst, what);
+  case DP_KEY_LIST:
+    return parse_list(k, v, dst, what);
+  default: {
+    int rc = parse_number(k, v, dst, what);
+    if (rc == 0 || strcmp(k->key, "batch_size"))
+      return rc;
+    return expected(what, v, "an integer >= 1 or 'full'");
+  }
   }
 }
 
@@ -427,10 +445,8 @@ static int parse_error(parser *p, int line, const char *fmt, ...) {
 static void layer_defaults(dp_layer_cfg *l, int line) {
   memset(l, 0, sizeof *l);
   for (int i = 0; i < N_KEYS; i++)
-    if (!strcmp(keys[i].section, "layer") && keys[i].def) {
-      char want[8];
-      parse_value(&keys[i], keys[i].def, l, want, sizeof want);
-    }
+    if (!strcmp(keys[i].section, "layer") && keys[i].def)
+      parse_value(&keys[i], keys[i].def, l, "default");
   l->line = line;
 }
 
@@ -471,20 +487,20 @@ static int next_char(parser *p) {
   return p->text[p->pos] ? (unsigned char)p->text[p->pos++] : EOF;
 }
 
-/* One line into buf. A NUL byte (which would silently cut the line short) is an error. */
-static int next_line(parser *p, char *buf, int num) {
+/* One line into buf; *got = 0 at the end of the input. A NUL byte (which would silently cut the
+ * line short) is an error. */
+static int next_line(parser *p, char *buf, int num, int *got) {
   int i = 0, ch = EOF;
   while (i < num - 1 && (ch = next_char(p)) != EOF) {
-    if (ch == 0) {
-      parse_error(p, p->line + 1, "not a text line (control character 0x00)");
-      return 0;
-    }
+    if (ch == 0)
+      return parse_error(p, p->line + 1, "not a text line (control character 0x00)");
     buf[i++] = (char)ch;
     if (ch == '\n')
       break;
   }
   buf[i] = 0;
-  return i > 0;
+  *got = i > 0;
+  return 0;
 }
 
 /* What inih would take for a syntax error, caught here first so that the FIRST bad line is the one
@@ -501,7 +517,8 @@ static int is_syntax_error(const char *s) {
  * ends the parse, which is how an error found here stops it. */
 static char *reader(char *buf, int num, void *stream) {
   parser *p = stream;
-  if (p->err || !next_line(p, buf, num))
+  int got = 0;
+  if (p->err || next_line(p, buf, num, &got) < 0 || !got)
     return NULL;
   p->line++;
   size_t n = strlen(buf);
@@ -562,12 +579,13 @@ static int handler(void *user, const char *section, const char *name, const char
   }
   p->seen_instance[i] = p->instance;
   p->seen_line[i] = p->line;
-  char want[300];
-  if (!parse_value(&keys[i], val, key_base(p->c, &keys[i]), want, sizeof want)) {
-    if (!strcmp(p->section, "layer"))
-      parse_error(p, p->line, "[layer %d] %s: expected %s, got '%s'", p->c->n_layers - 1, keys[i].key, want, val);
-    else
-      parse_error(p, p->line, "[%s] %s: expected %s, got '%s'", p->section, keys[i].key, want, val);
+  char what[128];
+  if (!strcmp(p->section, "layer"))
+    snprintf(what, sizeof what, "[layer %d] %s", p->c->n_layers - 1, keys[i].key);
+  else
+    snprintf(what, sizeof what, "[%s] %s", p->section, keys[i].key);
+  if (parse_value(&keys[i], val, key_base(p->c, &keys[i]), what) < 0) {
+    parse_error(p, p->line, "%s", dp_errmsg(DP_ECONFIG)); /* adds the file and line */
     return 0;
   }
   return 1;
@@ -586,33 +604,23 @@ static int run_parser(parser *p) {
 
 /* ---- --set overrides: section.key=value, layer.<i>.key=value ---- */
 
-static int apply_set(dp_config *c, const char *spec) {
-  char buf[700], section[64], key[128];
-  snprintf(buf, sizeof buf, "%s", spec);
-  char *eq = strchr(buf, '=');
-  char *dot = strchr(buf, '.');
-  if (!eq || !dot || dot > eq)
-    return dp_fail(DP_ECONFIG, "--set %s: expected section.key=value (layer keys: layer.<i>.key=value)", spec);
-  *eq = 0;
-  *dot = 0;
-  const char *value = eq + 1;
-  trim(buf);
-  if (strlen(buf) >= sizeof section)
-    return dp_fail(DP_ECONFIG, "--set %s: unknown section", spec);
-  memcpy(section, buf, strlen(buf) + 1);
-  char *name = dot + 1;
-  void *base = c;
-  int layer = -1;
-  if (!strcmp(section, "layer")) {
-    char *dot2 = strchr(name, '.'), *end;
-    long li = dot2 ? strtol(name, &end, 10) : -1;
-    if (!dot2 || end != dot2 || li < 0 || li >= c->n_layers)
-      return dp_fail(DP_ECONFIG, "--set %s: expected layer.<i>.key=value with 0 <= i < %d (the layers in the file)",
-                     spec, c->n_layers);
-    layer = (int)li;
-    base = &c->layer[layer];
-    name = dot2 + 1;
-  }
+/* The <i>. of `layer.<i>.key=value` at the start of name: the layer's base, and *key after the dot. */
+static int set_layer(dp_config *c, const char *spec, char *name, void **base, char **key) {
+  char *dot = strchr(name, '.');
+  int64_t i;
+  if (dot)
+    *dot = 0;
+  if (!dot || parse_i64(spec, name, 0, c->n_layers - 1, &i) < 0)
+    return dp_fail(DP_ECONFIG, "--set %s: expected layer.<i>.key=value with 0 <= i < %d (the layers in the file)",
+                   spec, c->n_layers);
+  *base = &c->layer[i];
+  *key = dot + 1;
+  return 0;
+}
+
+/* The key=value of a --set, into base (the config, or the layer set_layer found). */
+static int set_key(const char *spec, const char *section, const char *name, const char *value, void *base) {
+  char key[128], val[512], what[720];
   if (strlen(name) >= sizeof key)
     return dp_fail(DP_ECONFIG, "--set %s: key too long", spec);
   memcpy(key, name, strlen(name) + 1);
@@ -628,12 +636,29 @@ static int apply_set(dp_config *c, const char *spec) {
     unknown_key_text(section, key, msg, sizeof msg);
     return dp_fail(DP_ECONFIG, "--set %s: %s", spec, msg);
   }
-  char want[300], val[512];
   snprintf(val, sizeof val, "%s", value);
   trim(val);
-  if (!parse_value(&keys[i], val, base, want, sizeof want))
-    return dp_fail(DP_ECONFIG, "--set %s: expected %s, got '%s'", spec, want, val);
-  return 0;
+  snprintf(what, sizeof what, "--set %s", spec);
+  return parse_value(&keys[i], val, base, what);
+}
+
+static int apply_set(dp_config *c, const char *spec) {
+  char buf[700], section[64];
+  snprintf(buf, sizeof buf, "%s", spec);
+  char *eq = strchr(buf, '='), *dot = strchr(buf, '.');
+  if (!eq || !dot || dot > eq)
+    return dp_fail(DP_ECONFIG, "--set %s: expected section.key=value (layer keys: layer.<i>.key=value)", spec);
+  *eq = 0;
+  *dot = 0;
+  trim(buf);
+  if (strlen(buf) >= sizeof section)
+    return dp_fail(DP_ECONFIG, "--set %s: unknown section", spec);
+  memcpy(section, buf, strlen(buf) + 1);
+  char *name = dot + 1;
+  void *base = c;
+  if (!strcmp(section, "layer"))
+    DP_TRY(set_layer(c, spec, name, &base, &name));
+  return set_key(spec, section, name, eq + 1, base);
 }
 
 /* ---- validation across keys, once everything is read ---- */
@@ -679,10 +704,8 @@ static int validate(parser *p) {
 void dp_config_defaults(dp_config *c) {
   memset(c, 0, sizeof *c);
   for (int i = 0; i < N_KEYS; i++)
-    if (strcmp(keys[i].section, "layer") && keys[i].def && !keys[i].alias_of) {
-      char want[8];
-      parse_value(&keys[i], keys[i].def, c, want, sizeof want);
-    }
+    if (strcmp(keys[i].section, "layer") && keys[i].def && !keys[i].alias_of)
+      parse_value(&keys[i], keys[i].def, c, "default");
 }
 
 static int finish(parser *p, const char *const *sets, int n_sets) {

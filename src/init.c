@@ -2,6 +2,18 @@
 
 #include <math.h>
 
+#define DP_INIT_NAME(e, name) name,
+const char *dp_init_rule_name(dp_init_rule r) {
+  static const char *const names[] = {DP_INIT_RULE_MAP(DP_INIT_NAME)};
+  return (unsigned)r < sizeof names / sizeof names[0] ? names[r] : "?";
+}
+
+const char *dp_init_dist_name(dp_init_dist d) {
+  static const char *const names[] = {DP_INIT_DIST_MAP(DP_INIT_NAME)};
+  return (unsigned)d < sizeof names / sizeof names[0] ? names[d] : "?";
+}
+#undef DP_INIT_NAME
+
 void dp_init_params(dp_init_rule rule, dp_init_dist dist, dp_act act, int n_in, int n_out, int *is_normal,
                     double *width) {
   double fan = (double)n_in + (double)n_out;

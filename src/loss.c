@@ -3,7 +3,12 @@
 #include <math.h>
 #include <stddef.h>
 
-const char *dp_loss_name(dp_loss_kind k) { return k == DP_LOSS_MSE ? "mse" : "softmax_cross_entropy"; }
+const char *dp_loss_name(dp_loss_kind k) {
+#define DP_LOSS_NAME(e, name) name,
+  static const char *const names[] = {DP_LOSS_MAP(DP_LOSS_NAME)};
+#undef DP_LOSS_NAME
+  return (unsigned)k < sizeof names / sizeof names[0] ? names[k] : "?";
+}
 
 double dp_loss_softmax_ce(const float *logits, const int32_t *labels, int B, int K, float scale,
                           float *dlogits, int *correct) {

@@ -5,20 +5,15 @@
 
 #include "dptrain/error.h"
 
-static const char *const NAMES[] = {"none", "batch", "layer"};
+#define DP_NORM_NAME(e, name) name,
+static const char *const NAMES[] = {DP_NORM_KIND_MAP(DP_NORM_NAME)};
+#undef DP_NORM_NAME
+enum { N_NAMES = sizeof NAMES / sizeof NAMES[0] };
 
-const char *dp_norm_name(dp_norm_kind k) {
-  switch (k) {
-  case DP_NORM_NONE:
-  case DP_NORM_BATCH:
-  case DP_NORM_LAYER:
-    return NAMES[k];
-  }
-  return "unknown";
-}
+const char *dp_norm_name(dp_norm_kind k) { return (unsigned)k < N_NAMES ? NAMES[k] : "unknown"; }
 
 int dp_norm_from_name(const char *s, dp_norm_kind *k) {
-  for (int i = DP_NORM_NONE; i <= DP_NORM_LAYER; i++)
+  for (int i = 0; i < N_NAMES; i++)
     if (s && strcmp(s, NAMES[i]) == 0) {
       *k = (dp_norm_kind)i;
       return 0;

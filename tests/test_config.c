@@ -16,6 +16,7 @@
 #include "dptrain/config.h"
 #include "dptrain/norm.h"
 #include "dptrain/error.h"
+#include "dptrain/optim.h"
 
 #define HEAD "[data]\npath = d.h5\n[layer]\nunits = 10\n" /* lines 1-4 */
 
@@ -221,6 +222,184 @@ static void test_bad_values(void **state) {
                NULL);
 }
 
+/* Numbers are the whole value: trailing junk, overflow, an empty value or NaN is DP_ECONFIG naming
+ * the key, never a silently truncated or clamped number. */
+static void test_bad_numbers(void **state) {
+  (void)state;
+  expect_error(HEAD "[train]\nepochs = 12abc\n", "n.ini", NULL, 0, "n.ini:6:", "[train] epochs", "expected an integer",
+               "got '12abc'", NULL);
+  expect_error(HEAD "[train]\nmax_steps = 99999999999999999999\n", "n.ini", NULL, 0, "n.ini:6:", "[train] max_steps",
+               "expected an integer", NULL);
+  expect_error(HEAD "[train]\nepochs = 4294967297\n", "n.ini", NULL, 0, "n.ini:6:", "[train] epochs", NULL);
+  expect_error(HEAD "[train]\nseed = 99999999999999999999\n", "n.ini", NULL, 0, "n.ini:6:", "[train] seed",
+               "non-negative integer", NULL);
+  expect_error(HEAD "[train]\nseed = 12abc\n", "n.ini", NULL, 0, "n.ini:6:", "[train] seed", NULL);
+  expect_error(HEAD "[train]\nepochs =\n", "n.ini", NULL, 0, "n.ini:6:", "[train] epochs", "got ''", NULL);
+  expect_error(HEAD "[optimizer]\nlr =\n", "n.ini", NULL, 0, "n.ini:6:", "[optimizer] lr", "expected a number", NULL);
+  expect_error(HEAD "[optimizer]\nmomentum = nan\n", "n.ini", NULL, 0, "n.ini:6:", "[optimizer] momentum",
+               "a number in [0, ", "got 'nan'", NULL);
+  expect_error(HEAD "[optimizer]\nlr = inf\n", "n.ini", NULL, 0, "n.ini:6:", "[optimizer] lr", NULL);
+  expect_error(HEAD "[optimizer]\nlr = 1e999\n", "n.ini", NULL, 0, "n.ini:6:", "[optimizer] lr", NULL);
+  expect_error(HEAD "[optimizer]\nlr = 0.1x\n", "n.ini", NULL, 0, "n.ini:6:", "[optimizer] lr", "got '0.1x'", NULL);
+  expect_error(HEAD "[layer]\nunits = 12abc\n", "n.ini", NULL, 0, "n.ini:6:", "[layer 1] units", NULL);
+  expect_error(HEAD "[schedule]\nmilestones = 3, 5x\n", "n.ini", NULL, 0, "n.ini:6:", "[schedule] milestones",
+               "ascending integers", NULL);
+  expect_error(HEAD "[schedule]\nmilestones = 3, 99999999999999999999\n", "n.ini", NULL, 0, "n.ini:6:",
+               "[schedule] milestones", NULL);
+
+  const char *s1[] = {"train.epochs=12abc"}, *s2[] = {"train.max_steps=99999999999999999999"},
+             *s3[] = {"layer.0.units="}, *s4[] = {"optimizer.momentum=nan"}, *s5[] = {"layer..units=3"},
+             *s6[] = {"layer.99999999999999999999.units=3"}, *s7[] = {"layer.0x.units=3"};
+  expect_error(HEAD, "n.ini", s1, 1, "--set train.epochs=12abc: expected an integer", "got '12abc'", NULL);
+  expect_error(HEAD, "n.ini", s2, 1, "--set train.max_steps=99999999999999999999: expected an integer", NULL);
+  expect_error(HEAD, "n.ini", s3, 1, "--set layer.0.units=: expected an integer", "got ''", NULL);
+  expect_error(HEAD, "n.ini", s4, 1, "--set optimizer.momentum=nan: expected a number in [0, ", NULL);
+  expect_error(HEAD, "n.ini", s5, 1, "--set layer..units=3: expected layer.<i>.key=value", NULL);
+  expect_error(HEAD, "n.ini", s6, 1, "0 <= i < 1", NULL);
+  expect_error(HEAD, "n.ini", s7, 1, "0 <= i < 1", NULL);
+
+  /* what is valid stays valid: signs, exponents, the extremes */
+  const char *ok[] = {"train.epochs=+3", "optimizer.lr=2.5e-1", "train.seed=18446744073709551615",
+                      "train.max_steps=9000000000000000", "data.mean=-0.5"};
+  assert_int_equal(dp_config_parse_string(&cfg, HEAD, "ok.ini", ok, 5), 0);
+  assert_int_equal(cfg.train.epochs, 3);
+  assert_true(cfg.optimizer.lr == 0.25);
+  assert_true(cfg.train.seed == UINT64_MAX);
+  assert_int_equal(cfg.train.max_steps, 9000000000000000LL);
+  assert_true(cfg.data.mean == -0.5);
+}
+
+static const dp_key *find_key(const char *section, const char *key) {
+  size_t n;
+  const dp_key *k = dp_config_keys(&n);
+  for (size_t i = 0; i < n; i++)
+    if (!strcmp(k[i].section, section) && !strcmp(k[i].key, key))
+      return &k[i];
+  fail_msg("no key [%s] %s", section, key);
+  return NULL;
+}
+
+/* Each enum's name function gives, for every value v, config's choice v, and the choices end with
+ * the enum (count is the last value + 1). */
+#define CHECK_NAMES(section, key, count, name_of)                                 \
+  do {                                                                            \
+    const char *const *c_ = find_key(section, key)->choices;                      \
+    for (int v_ = 0; v_ < (count); v_++)                                          \
+      assert_string_equal(name_of(v_), c_[v_]);                                   \
+    assert_null(c_[count]);                                                       \
+  } while (0)
+
+/* A name that can never be a choice: the functions' answer for a value outside the enum. */
+#define CHECK_OUTSIDE(name_of, count, answer) assert_string_equal(name_of(count), answer)
+
+static void test_enum_names(void **state) {
+  (void)state;
+  CHECK_NAMES("layer", "activation", DP_ACT_SIGMOID + 1, dp_act_name);
+  CHECK_NAMES("model", "loss", DP_LOSS_MSE + 1, dp_loss_name);
+  CHECK_NAMES("layer", "norm", DP_NORM_LAYER + 1, dp_norm_name);
+  CHECK_NAMES("optimizer", "name", DP_OPT_LBFGS + 1, dp_optim_name);
+  CHECK_NAMES("layer", "init", DP_INIT_XAVIER_NORMAL + 1, dp_init_rule_name);
+  CHECK_NAMES("layer", "init_dist", DP_DIST_NORMAL + 1, dp_init_dist_name);
+  CHECK_OUTSIDE(dp_act_name, DP_ACT_SIGMOID + 1, "?");
+  CHECK_OUTSIDE(dp_loss_name, DP_LOSS_MSE + 1, "?");
+  CHECK_OUTSIDE(dp_norm_name, DP_NORM_LAYER + 1, "unknown");
+  CHECK_OUTSIDE(dp_init_rule_name, DP_INIT_XAVIER_NORMAL + 1, "?");
+  CHECK_OUTSIDE(dp_init_dist_name, DP_DIST_NORMAL + 1, "?");
+  for (int v = DP_NORM_NONE; v <= DP_NORM_LAYER; v++) {
+    dp_norm_kind k;
+    assert_int_equal(dp_norm_from_name(find_key("layer", "norm")->choices[v], &k), 0);
+    assert_int_equal(k, v);
+  }
+}
+
+/* The names and their order as files and checkpoints know them (value = position): an enum may
+ * grow at its end, never change what a stored value means. */
+static void test_enum_values(void **state) {
+  (void)state;
+  static const struct {
+    const char *section, *key, *names;
+  } want[] = {
+      {"data", "in_memory", "auto|true|false"},
+      {"model", "loss", "softmax_cross_entropy|mse"},
+      {"layer", "activation", "identity|relu|tanh|sigmoid"},
+      {"layer", "init", "auto|uniform_fanin|xavier_uniform|xavier_normal"},
+      {"layer", "init_dist", "uniform|normal"},
+      {"layer", "norm", "none|batch|layer"},
+      {"optimizer", "name", "sgd|rmsprop|adam|adamw|lbfgs"},
+      {"optimizer", "momentum_form", "heavy_ball|difference"},
+      {"optimizer", "eps_placement", "outside|inside"},
+      {"schedule", "name", "constant|step|multistep|exponential|cosine"},
+      {"schedule", "lr_scale", "none|linear"},
+      {"train", "on_nonfinite", "abort|skip_step|restore"},
+  };
+  size_t n, enums = 0;
+  const dp_key *k = dp_config_keys(&n);
+  for (size_t i = 0; i < n; i++)
+    enums += k[i].type == DP_KEY_ENUM;
+  assert_int_equal(enums, sizeof want / sizeof want[0]);
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+    char got[256] = "";
+    const char *const *c = find_key(want[i].section, want[i].key)->choices;
+    for (int v = 0; c[v]; v++)
+      snprintf(got + strlen(got), sizeof got - strlen(got), "%s%s", v ? "|" : "", c[v]);
+    assert_string_equal(got, want[i].names);
+  }
+  assert_int_equal(DP_INMEM_FALSE, 2);
+  assert_int_equal(DP_LOSS_MSE, 1);
+  assert_int_equal(DP_ACT_SIGMOID, 3);
+  assert_int_equal(DP_INIT_XAVIER_NORMAL, 3);
+  assert_int_equal(DP_DIST_NORMAL, 1);
+  assert_int_equal(DP_NORM_LAYER, 2);
+  assert_int_equal(DP_OPT_LBFGS, 4);
+  assert_int_equal(DP_MOMENTUM_DIFFERENCE, 1);
+  assert_int_equal(DP_EPS_INSIDE, 1);
+  assert_int_equal(DP_SCHED_COSINE, 4);
+  assert_int_equal(DP_LR_SCALE_LINEAR, 1);
+  assert_int_equal(DP_NONFINITE_RESTORE, 2);
+}
+
+/* Whether [section] key's description lists its choices by hand (so it must list every one). */
+static int desc_lists_choices(const dp_key *k) {
+  static const char *const listed[] = {"model.loss",        "layer.activation",        "layer.init_dist",
+                                       "layer.norm",        "optimizer.name",          "optimizer.momentum_form",
+                                       "schedule.name",     "optimizer.eps_placement", "train.on_nonfinite"};
+  char name[64];
+  snprintf(name, sizeof name, "%s.%s", k->section, k->key);
+  for (size_t i = 0; i < sizeof listed / sizeof listed[0]; i++)
+    if (!strcmp(name, listed[i]))
+      return 1;
+  return 0;
+}
+
+/* Every choice of every enum key parses to its position and is written back by that name. */
+static void test_enum_round_trip(void **state) {
+  (void)state;
+  size_t n;
+  const dp_key *k = dp_config_keys(&n);
+  for (size_t i = 0; i < n; i++) {
+    if (k[i].type != DP_KEY_ENUM)
+      continue;
+    int layer = !strcmp(k[i].section, "layer");
+    for (int v = 0; k[i].choices[v]; v++) {
+      char set[128], line[128];
+      snprintf(set, sizeof set, "%s%s.%s=%s", k[i].section, layer ? ".0" : "", k[i].key, k[i].choices[v]);
+      /* what lbfgs and multistep need, so that every choice validates */
+      const char *sets[] = {"train.batch_size=full", "schedule.milestones=5", set};
+      int rc = dp_config_parse_string(&cfg, HEAD, "e.ini", sets, 3);
+      if (rc)
+        fail_msg("%s: %s", set, dp_errmsg(rc));
+      const char *base = layer ? (const char *)&cfg.layer[0] : (const char *)&cfg;
+      assert_int_equal(*(const int *)(base + k[i].offset), v);
+      char *text = written(&cfg);
+      snprintf(line, sizeof line, "\n%s = %s\n", k[i].key, k[i].choices[v]);
+      assert_contains(text, line);
+      free(text);
+      if (desc_lists_choices(&k[i]))
+        assert_contains(k[i].desc, k[i].choices[v]);
+    }
+  }
+}
+
 static void test_bad_structure(void **state) {
   (void)state;
   expect_error(HEAD "[train]\nepochs = 3\n\nepochs = 4\n", "bad.ini", NULL, 0, "bad.ini:8:",
@@ -358,6 +537,8 @@ int main(void) {
       cmocka_unit_test(test_unknown_names),  cmocka_unit_test(test_bad_values),
       cmocka_unit_test(test_bad_structure),  cmocka_unit_test(test_round_trip),
       cmocka_unit_test(test_list),           cmocka_unit_test(test_real_world_files),
+      cmocka_unit_test(test_bad_numbers),    cmocka_unit_test(test_enum_names),
+      cmocka_unit_test(test_enum_values),    cmocka_unit_test(test_enum_round_trip),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,8 +5,16 @@
 
 #include <stddef.h>
 
-typedef enum { DP_ACT_IDENTITY, DP_ACT_RELU, DP_ACT_TANH, DP_ACT_SIGMOID } dp_act;
+/* X(ENUM suffix, name in the config): the one list of activations, read by the config parser and
+ * dp_act_name. Append only: checkpoints and written configs store the values in this order. */
+#define DP_ACT_MAP(X) X(IDENTITY, "identity") X(RELU, "relu") X(TANH, "tanh") X(SIGMOID, "sigmoid")
+typedef enum {
+#define DP_ACT_ENUM(e, name) DP_ACT_##e,
+  DP_ACT_MAP(DP_ACT_ENUM)
+#undef DP_ACT_ENUM
+} dp_act;
 
+/* The config name of a; "?" for a value outside the enum. */
 const char *dp_act_name(dp_act a);
 /* In place: x <- f(x), n elements. */
 void dp_act_forward(dp_act a, float *x, size_t n);

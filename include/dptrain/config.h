@@ -18,14 +18,54 @@
 
 #define DP_MAX_LAYERS 64
 #define DP_PATH_MAX 1024
+/* Longest path dptrain builds: a configured path (DP_PATH_MAX) plus a file name under it. */
+#define DP_FILE_PATH_MAX (DP_PATH_MAX + 128)
 
-typedef enum { DP_INMEM_AUTO, DP_INMEM_TRUE, DP_INMEM_FALSE } dp_in_memory;
-typedef enum { DP_OPT_SGD, DP_OPT_RMSPROP, DP_OPT_ADAM, DP_OPT_ADAMW, DP_OPT_LBFGS } dp_optim_kind;
-typedef enum { DP_MOMENTUM_HEAVY_BALL, DP_MOMENTUM_DIFFERENCE } dp_momentum_form;
-typedef enum { DP_EPS_OUTSIDE, DP_EPS_INSIDE } dp_eps_placement;
-typedef enum { DP_SCHED_CONSTANT, DP_SCHED_STEP, DP_SCHED_MULTISTEP, DP_SCHED_EXPONENTIAL, DP_SCHED_COSINE } dp_sched_kind;
-typedef enum { DP_LR_SCALE_NONE, DP_LR_SCALE_LINEAR } dp_lr_scale;
-typedef enum { DP_NONFINITE_ABORT, DP_NONFINITE_SKIP, DP_NONFINITE_RESTORE } dp_on_nonfinite;
+/* X(ENUM suffix, name in the config): the one list of each enum, read by the parser, --list, the
+ * docs and (optimizers) optim.c. Append only: written configs and checkpoints store the values. */
+#define DP_IN_MEMORY_MAP(X) X(AUTO, "auto") X(TRUE, "true") X(FALSE, "false")
+typedef enum {
+#define DP_IN_MEMORY_ENUM(e, name) DP_INMEM_##e,
+  DP_IN_MEMORY_MAP(DP_IN_MEMORY_ENUM)
+#undef DP_IN_MEMORY_ENUM
+} dp_in_memory;
+#define DP_OPTIM_KIND_MAP(X) X(SGD, "sgd") X(RMSPROP, "rmsprop") X(ADAM, "adam") X(ADAMW, "adamw") X(LBFGS, "lbfgs")
+typedef enum {
+#define DP_OPTIM_KIND_ENUM(e, name) DP_OPT_##e,
+  DP_OPTIM_KIND_MAP(DP_OPTIM_KIND_ENUM)
+#undef DP_OPTIM_KIND_ENUM
+} dp_optim_kind;
+#define DP_MOMENTUM_FORM_MAP(X) X(HEAVY_BALL, "heavy_ball") X(DIFFERENCE, "difference")
+typedef enum {
+#define DP_MOMENTUM_FORM_ENUM(e, name) DP_MOMENTUM_##e,
+  DP_MOMENTUM_FORM_MAP(DP_MOMENTUM_FORM_ENUM)
+#undef DP_MOMENTUM_FORM_ENUM
+} dp_momentum_form;
+#define DP_EPS_PLACEMENT_MAP(X) X(OUTSIDE, "outside") X(INSIDE, "inside")
+typedef enum {
+#define DP_EPS_PLACEMENT_ENUM(e, name) DP_EPS_##e,
+  DP_EPS_PLACEMENT_MAP(DP_EPS_PLACEMENT_ENUM)
+#undef DP_EPS_PLACEMENT_ENUM
+} dp_eps_placement;
+#define DP_SCHED_KIND_MAP(X) \
+  X(CONSTANT, "constant") X(STEP, "step") X(MULTISTEP, "multistep") X(EXPONENTIAL, "exponential") X(COSINE, "cosine")
+typedef enum {
+#define DP_SCHED_KIND_ENUM(e, name) DP_SCHED_##e,
+  DP_SCHED_KIND_MAP(DP_SCHED_KIND_ENUM)
+#undef DP_SCHED_KIND_ENUM
+} dp_sched_kind;
+#define DP_LR_SCALE_MAP(X) X(NONE, "none") X(LINEAR, "linear")
+typedef enum {
+#define DP_LR_SCALE_ENUM(e, name) DP_LR_SCALE_##e,
+  DP_LR_SCALE_MAP(DP_LR_SCALE_ENUM)
+#undef DP_LR_SCALE_ENUM
+} dp_lr_scale;
+#define DP_ON_NONFINITE_MAP(X) X(ABORT, "abort") X(SKIP, "skip_step") X(RESTORE, "restore")
+typedef enum {
+#define DP_ON_NONFINITE_ENUM(e, name) DP_NONFINITE_##e,
+  DP_ON_NONFINITE_MAP(DP_ON_NONFINITE_ENUM)
+#undef DP_ON_NONFINITE_ENUM
+} dp_on_nonfinite;
 
 #define DP_MAX_MILESTONES 32
 

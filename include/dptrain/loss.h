@@ -6,8 +6,16 @@
 
 #include <stdint.h>
 
-typedef enum { DP_LOSS_SOFTMAX_CE, DP_LOSS_MSE } dp_loss_kind;
+/* X(ENUM suffix, name in the config): the one list of losses, read by the config parser and
+ * dp_loss_name. Append only: checkpoints and written configs store the values in this order. */
+#define DP_LOSS_MAP(X) X(SOFTMAX_CE, "softmax_cross_entropy") X(MSE, "mse")
+typedef enum {
+#define DP_LOSS_ENUM(e, name) DP_LOSS_##e,
+  DP_LOSS_MAP(DP_LOSS_ENUM)
+#undef DP_LOSS_ENUM
+} dp_loss_kind;
 
+/* The config name of k; "?" for a value outside the enum. */
 const char *dp_loss_name(dp_loss_kind k);
 
 /* Softmax fused with cross-entropy, stable for any logits: per sample log(Σ exp z) - z_label.

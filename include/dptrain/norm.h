@@ -21,12 +21,19 @@
 
 #include <stddef.h>
 
-typedef enum { DP_NORM_NONE, DP_NORM_BATCH, DP_NORM_LAYER } dp_norm_kind;
+/* X(ENUM suffix, name in the config): the one list of normalisations, read by the config parser
+ * and the name functions. Append only: checkpoints and written configs store the values in order. */
+#define DP_NORM_KIND_MAP(X) X(NONE, "none") X(BATCH, "batch") X(LAYER, "layer")
+typedef enum {
+#define DP_NORM_KIND_ENUM(e, name) DP_NORM_##e,
+  DP_NORM_KIND_MAP(DP_NORM_KIND_ENUM)
+#undef DP_NORM_KIND_ENUM
+} dp_norm_kind;
 
 #define DP_NORM_EPS 1e-5f
 #define DP_NORM_MOMENTUM 0.1f
 
-/* "none", "batch", "layer". */
+/* The config name of k ("none", "batch", "layer"); "unknown" for a value outside the enum. */
 const char *dp_norm_name(dp_norm_kind k);
 /* The inverse of dp_norm_name: 0, or DP_EINVAL with a message naming the accepted values. */
 int dp_norm_from_name(const char *s, dp_norm_kind *k);
