@@ -28,6 +28,9 @@ TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 TOOL_SRCS := $(wildcard tests/tools/*.c)
 TOOL_BINS := $(TOOL_SRCS:tests/tools/%.c=$(BUILD)/tests/%)
+# The test build, $(BUILD)/test/dptrain: every source again with -DDP_FAULTS, so the fault-injection
+# hooks (src/faults.h) and the variables that trigger them exist only there, never in $(BUILD)/dptrain.
+FAULT_OBJS := $(patsubst src/%.c,$(BUILD)/test/obj/%.o,$(wildcard src/*.c))
 
 # Open MPI refuses to run as root unless told; CI and containers run as root.
 ifeq ($(shell id -u),0)
@@ -61,10 +64,16 @@ $(BUILD)/tests/%.o: tests/tools/%.c | $(BUILD)/tests
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libdptrain.a
 	$(CC) $(OPT) -o $@ $^ $(CMOCKA_LIBS) $(LDLIBS_ALL)
 
-$(BUILD)/obj $(BUILD)/tests:
+$(BUILD)/test/obj/%.o: src/%.c | $(BUILD)/test/obj
+	$(CC) $(ALL_CFLAGS) -DDP_FAULTS -c $< -o $@
+
+$(BUILD)/test/dptrain: $(FAULT_OBJS)
+	$(CC) $(OPT) -o $@ $^ $(LDLIBS_ALL)
+
+$(BUILD)/obj $(BUILD)/tests $(BUILD)/test/obj:
 	mkdir -p $@
 
-tests: $(BUILD)/dptrain $(TEST_BINS) $(TOOL_BINS)
+tests: $(BUILD)/dptrain $(BUILD)/test/dptrain $(TEST_BINS) $(TOOL_BINS)
 
 # The whole suite: cmocka unit tests, multi-rank tests under mpirun, command-line tests.
 check: tests
@@ -102,7 +111,7 @@ clean:
 	rm -rf $(BUILD)
 
 .SECONDARY:
--include $(wildcard $(BUILD)/obj/*.d $(BUILD)/tests/*.d)
+-include $(wildcard $(BUILD)/obj/*.d $(BUILD)/tests/*.d $(BUILD)/test/obj/*.d)
 
 # ---- Sanitizers and valgrind. `make asan` / `make ubsan` build everything into build-asan/ and
 # build-ubsan/ and run the whole suite there (tests/run.sh and tests/cli/*.sh take the build dir).

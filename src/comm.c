@@ -3,6 +3,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,17 +26,20 @@ static int mpi_fail(int rc, const char *call, const char *file, int line) {
 
 /* ---- the collective watchdog ---- */
 
-/* What the main thread is waiting in, and since when; read by the watchdog thread. Plain volatile
- * fields suffice: the watchdog only needs a roughly current view, never an exact one. */
-static struct {
-  volatile double since;   /* 0: not in a collective */
-  const char *volatile what;
-  volatile long long step;
+/* One per communicator with a timeout (a sweep's group and the world each have their own), on the
+ * heap so that copies of a dp_comm share it and the thread never touches the dp_comm itself. The
+ * main thread writes what it waits in under the mutex; the thread checks it every 100 ms. */
+struct dp_watch {
+  pthread_mutex_t mu;
+  pthread_cond_t wake; /* signalled to stop the thread at once instead of after its next check */
+  double since;        /* 0: not in a collective */
+  const char *what;
+  long long step;
   double timeout;
   int rank;
+  int stop;
   pthread_t thread;
-  int running;
-} watch;
+};
 
 static double mono(void) {
   struct timespec ts;
@@ -44,49 +48,113 @@ static double mono(void) {
 }
 
 static void *watchdog(void *arg) {
-  (void)arg;
-  for (;;) {
-    nanosleep(&(struct timespec){.tv_sec = 0, .tv_nsec = 100000000}, NULL);
-    double since = watch.since;
-    if (since > 0 && mono() - since > watch.timeout) {
+  struct dp_watch *w = arg;
+  pthread_mutex_lock(&w->mu);
+  while (!w->stop) {
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_nsec += 100000000;
+    if (until.tv_nsec >= 1000000000) {
+      until.tv_sec++;
+      until.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&w->wake, &w->mu, &until);
+    if (!w->stop && w->since > 0 && mono() - w->since > w->timeout) {
       /* The job cannot go on: this rank exits, and the launcher ends the others (no hang). */
       fprintf(stderr,
               "dptrain: error: rank %d: step %lld: %s did not complete within %g s ([train] collective_timeout): "
               "another rank is stuck or dead; ending the job\n",
-              watch.rank, watch.step, watch.what, watch.timeout);
+              w->rank, w->step, w->what, w->timeout);
       fflush(stderr);
       _exit(1);
     }
   }
+  pthread_mutex_unlock(&w->mu);
   return NULL;
 }
 
+static void watch_stop(dp_comm *c) {
+  struct dp_watch *w = c->watch;
+  if (!w)
+    return;
+  pthread_mutex_lock(&w->mu);
+  w->stop = 1;
+  pthread_cond_signal(&w->wake);
+  pthread_mutex_unlock(&w->mu);
+  pthread_join(w->thread, NULL);
+  pthread_cond_destroy(&w->wake);
+  pthread_mutex_destroy(&w->mu);
+  free(w);
+  c->watch = NULL;
+}
+
 int dp_comm_set_timeout(dp_comm *c, double seconds) {
-  watch.timeout = seconds;
-  watch.rank = c->rank;
-  if (seconds <= 0 || watch.running)
+  struct dp_watch *w = c->watch;
+  if (seconds <= 0) {
+    watch_stop(c);
     return 0;
-  if (pthread_create(&watch.thread, NULL, watchdog, NULL) != 0)
+  }
+  if (w) {
+    pthread_mutex_lock(&w->mu);
+    w->timeout = seconds;
+    pthread_mutex_unlock(&w->mu);
+    return 0;
+  }
+  w = calloc(1, sizeof *w);
+  if (!w)
+    return dp_fail(DP_ENOMEM, "collective_timeout: out of memory");
+  w->timeout = seconds;
+  w->rank = c->rank;
+  pthread_condattr_t ca;
+  int ok = pthread_condattr_init(&ca) == 0;
+  ok = ok && pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 && pthread_cond_init(&w->wake, &ca) == 0;
+  pthread_condattr_destroy(&ca);
+  if (ok && pthread_mutex_init(&w->mu, NULL) != 0) {
+    pthread_cond_destroy(&w->wake);
+    ok = 0;
+  }
+  if (ok && pthread_create(&w->thread, NULL, watchdog, w) != 0) {
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->wake);
+    ok = 0;
+  }
+  if (!ok) {
+    free(w);
     return dp_fail(DP_EINVAL, "collective_timeout: cannot start the watchdog thread");
-  pthread_detach(watch.thread);
-  watch.running = 1;
+  }
+  c->watch = w;
   return 0;
 }
 
-void dp_comm_set_step(long long step) { watch.step = step; }
-
-static void watch_begin(const char *what) {
-  watch.what = what;
-  watch.since = mono();
+void dp_comm_set_step(dp_comm *c, long long step) {
+  struct dp_watch *w = c->watch;
+  if (!w)
+    return;
+  pthread_mutex_lock(&w->mu);
+  w->step = step;
+  pthread_mutex_unlock(&w->mu);
 }
 
-static void watch_end(void) { watch.since = 0; }
+static void watch_set(dp_comm *c, const char *what, double since) {
+  struct dp_watch *w = c->watch;
+  if (!w)
+    return;
+  pthread_mutex_lock(&w->mu);
+  if (what)
+    w->what = what;
+  w->since = since;
+  pthread_mutex_unlock(&w->mu);
+}
+
+static void watch_begin(dp_comm *c, const char *what) { watch_set(c, what, mono()); }
+
+static void watch_end(dp_comm *c) { watch_set(c, NULL, 0); }
 
 #define WATCHED(what, call)  \
   do {                       \
-    watch_begin(what);       \
+    watch_begin(c, what);    \
     int rc_ = (call);        \
-    watch_end();             \
+    watch_end(c);            \
     if (rc_ < 0)             \
       return rc_;            \
   } while (0)
@@ -109,6 +177,7 @@ int dp_comm_init(dp_comm *c, MPI_Comm parent) {
 }
 
 void dp_comm_free(dp_comm *c) {
+  watch_stop(c);
   if (c->comm != MPI_COMM_NULL)
     MPI_Comm_free(&c->comm);
   c->comm = MPI_COMM_NULL;
@@ -198,9 +267,9 @@ int dp_comm_wait_all(dp_comm *c, MPI_Request *req, int n) {
 int dp_comm_agree(dp_comm *c, int status, int *reporter) {
   /* MINLOC over (failing rank, its code): every rank learns the lowest failing rank and its code. */
   int mine[2] = {status < 0 ? c->rank : c->size, status}, first[2];
-  watch_begin("the agreement on errors");
+  watch_begin(c, "the agreement on errors");
   int rc = MPI_Allreduce(mine, first, 1, MPI_2INT, MPI_MINLOC, c->comm);
-  watch_end();
+  watch_end(c);
   if (rc != MPI_SUCCESS)
     return mpi_fail(rc, "MPI_Allreduce", __FILE__, __LINE__);
   if (reporter)

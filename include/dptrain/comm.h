@@ -9,16 +9,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct dp_watch;
+
 typedef struct {
   MPI_Comm comm;   /* a duplicate: our collectives never mix with a caller's */
   int rank, size;
   int node_rank;   /* rank among the ranks sharing this node */
   int node_size;   /* ranks sharing this node */
   int n_nodes;
+  struct dp_watch *watch; /* this communicator's collective watchdog, NULL without a timeout */
 } dp_comm;
 
 /* Duplicates parent and learns the node topology (MPI_Comm_split_type, MPI_COMM_TYPE_SHARED). */
 int dp_comm_init(dp_comm *c, MPI_Comm parent);
+/* Also stops and joins the communicator's watchdog. */
 void dp_comm_free(dp_comm *c);
 
 /* In-place sums over all ranks. */
@@ -41,12 +45,13 @@ int dp_comm_wait_all(dp_comm *c, MPI_Request *req, int n);
  * points, which is what lets a failure on one rank end all ranks cleanly, without a hang. */
 int dp_comm_agree(dp_comm *c, int status, int *reporter);
 
-/* [train] collective_timeout: a watchdog thread ends this rank (and so the job) with one message
- * naming the step and the collective when one of the calls above has not completed after seconds
- * (0 = off). */
+/* [train] collective_timeout: a watchdog thread of this communicator's own ends this rank (and so
+ * the job) with one message naming the step and the collective when one of the calls above on c
+ * has not completed after seconds. Called again, it changes the timeout; 0 stops the watchdog.
+ * Each communicator is watched on its own: a sweep's group and the world can both have one. */
 int dp_comm_set_timeout(dp_comm *c, double seconds);
-/* The step the trainer is in, for that message. */
-void dp_comm_set_step(long long step);
+/* The step the trainer is in on c, for that message (nothing without a watchdog). */
+void dp_comm_set_step(dp_comm *c, long long step);
 
 /* Rows [*lo, *hi) of n rows that rank r of size gets: contiguous, sizes differ by at most one. */
 void dp_split_range(int64_t n, int r, int size, int64_t *lo, int64_t *hi);

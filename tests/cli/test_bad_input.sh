@@ -18,30 +18,20 @@
 #
 # Known bugs are marked "known-bug": they run and print "xfail" (or "XPASS" once fixed) but do not
 # fail the test. Ends with "test_bad_input.sh: N failed".
-set -u
-build=${1:-build}
-bin=$build/dptrain
-root=$(cd "$(dirname "$0")/../.." && pwd)
+. "$(dirname "$0")/lib.sh"
 bad=$root/tests/bad
-tmp=$(mktemp -d /tmp/dptrain-bad-XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-fails=0 passes=0 xfails=0 xpasses=0
-ok() { echo "ok   - $1"; passes=$((passes + 1)); }
-bad() { echo "FAIL - $1"; fails=$((fails + 1)); }
 np2_mode=${DPTRAIN_BAD_NP2:-subset}
 NP2_CASES=" config/unknown_key config/huge_units config/garbage data/not_hdf5 data/y_short data/y_big
   ckpt/train-flipped ckpt/train-other_model ckpt/eval-flipped "
 
-for t in make_bad_data ckpt_tamper make_synth; do
-  [ -x "$build/tests/$t" ] || { echo "test_bad_input.sh: $build/tests/$t missing (make tests)"; exit 1; }
-done
+need "$build/tests/make_bad_data" "$build/tests/ckpt_tamper" "$build/tests/make_synth"
 
 in=$tmp/in # every input file lives here: fingerprinted before and after each case
 mkdir -p "$in/data" "$in/cfg" "$in/ckpt" "$tmp/out"
 fingerprint() { find "$in" "$bad" -print0 | sort -z | xargs -0 md5sum 2> /dev/null; find "$in" "$bad" | sort; }
 
 # --- fixtures
-"$build/tests/make_synth" "$in/data/good.h5" 100 20 20 5 1 > /dev/null || exit 1
+make_synth "$in/data/good.h5" 100 20 20 5 1
 "$build/tests/make_bad_data" "$in/data" || exit 1
 printf 'x,y\n1,2\n' > "$in/data/not_hdf5.h5"
 : > "$in/data/empty.h5"
@@ -64,11 +54,9 @@ good=$in/run/checkpoints/ckpt-3.h5
 run_case() {
   local name=$1 np=$2 code=$3 text=$4 known=$5
   shift 5
-  local cmd=("$bin")
-  [ "$np" -gt 1 ] && cmd=(mpirun -np "$np" --oversubscribe "$bin")
   local before after rc n why=()
   before=$(fingerprint)
-  timeout --kill-after=2 5 "${cmd[@]}" "$@" > "$tmp/e.out" 2> "$tmp/e.err" < /dev/null
+  at_np "$np" 5 "$bin" "$@" > "$tmp/e.out" 2> "$tmp/e.err" < /dev/null
   rc=$?
   after=$(fingerprint)
   cat "$tmp/e.out" "$tmp/e.err" > "$tmp/e.all"
@@ -86,8 +74,7 @@ run_case() {
   local label="np=$np $name"
   if [ ${#why[@]} -eq 0 ]; then
     if [ "$known" = 1 ]; then
-      echo "XPASS - $label: passes now: remove its known-bug mark"
-      xpasses=$((xpasses + 1))
+      xpass "$label: passes now: remove its known-bug mark"
     else
       ok "$label: exit $rc, one error line, files untouched"
     fi
@@ -95,8 +82,7 @@ run_case() {
   fi
   local msg="$label: $(IFS=';'; echo "${why[*]}") | stderr: $(grep -a -m2 . "$tmp/e.err" | tr '\n' ' ')"
   if [ "$known" = 1 ]; then
-    echo "xfail - $msg"
-    xfails=$((xfails + 1))
+    xfail "$msg"
   else
     bad "$msg"
   fi
@@ -263,5 +249,4 @@ while IFS= read -r line; do
 done < "$bad/cli.txt"
 
 echo "# $passes ok, $fails failed, $xfails known failures (xfail), $xpasses known failures now passing (XPASS)"
-echo "test_bad_input.sh: $fails failed"
-[ $fails -eq 0 ]
+finish

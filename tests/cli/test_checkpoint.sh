@@ -4,24 +4,14 @@
 # leaves the previous checkpoint intact; damaged, foreign or mismatched checkpoints stop with one
 # error line and touch nothing; a signal to one rank stops every rank at a step boundary with a
 # checkpoint; keep_last prunes; inspect and eval read checkpoints.
-set -u
-build=${1:-build}
-bin=$build/dptrain
+. "$(dirname "$0")/lib.sh"
 tamper=$build/tests/ckpt_tamper
-tmp=$(mktemp -d /tmp/dptrain-ckpt-XXXXXX)
 bgpid=
-cleanup() {
-  [ -n "$bgpid" ] && kill "$bgpid" 2> /dev/null && wait "$bgpid" 2> /dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fails=0
-ok() { echo "ok   - $1"; }
-bad() { echo "FAIL - $1"; fails=$((fails + 1)); }
+on_exit() { [ -n "$bgpid" ] && kill "$bgpid" 2> /dev/null && wait "$bgpid" 2> /dev/null; }
 
-[ -x "$tamper" ] || { echo "test_checkpoint.sh: $tamper missing (make tests)"; exit 1; }
+need "$tamper" "$fbin"
 # 1000 rows in batches of 60: 17 steps per epoch (the last one 40 rows), so step 20 is mid-epoch.
-"$build/tests/make_synth" "$tmp/syn.h5" 1000 200 20 5 1 || exit 1
+make_synth "$tmp/syn.h5" 1000 200 20 5 1
 
 write_cfg() { # file, optimizer (sgd = sgd with momentum 0.9, adam, or bn = sgd on a batch-norm layer), extra [train] lines
   local opt norm=none
@@ -54,13 +44,11 @@ at_end = true
 EOC
 }
 
-# train NP CONFIG OUT_DIR LOG [args...]: one run, output to LOG; returns the run's exit status.
+# train NP CONFIG OUT_DIR LOG [args...]: one run of $bin, output to LOG; returns the run's exit status.
 train() {
   local np=$1 cfg=$2 out=$3 log=$4
   shift 4
-  local cmd=("$bin")
-  [ "$np" -gt 1 ] && cmd=(mpirun -np "$np" --oversubscribe "$bin")
-  timeout 60 "${cmd[@]}" train "$cfg" --set train.out_dir="$out" "$@" > "$log" 2>&1
+  at_np "$np" 60 "$bin" train "$cfg" --set train.out_dir="$out" "$@" > "$log" 2>&1
 }
 
 # "step loss" of every training log line of a metrics.jsonl.
@@ -164,7 +152,8 @@ grep -q '^final: test_loss' "$tmp/lastsave.txt" && grep -q '"step":40,.*"test_ac
 d=$tmp/atom
 train 2 "$tmp/sgd.ini" "$d" "$tmp/atom1.txt" --set train.max_steps=20 || bad "atomicity: first run failed"
 sum20=$(md5sum < "$d/checkpoints/ckpt-20.h5")
-if DPTRAIN_TEST_CRASH_BEFORE_RENAME=1 train 2 "$tmp/sgd.ini" "$d" "$tmp/atom2.txt" --resume auto \
+# bin=$fbin: the test build, which has the hook
+if DPTRAIN_TEST_CRASH_BEFORE_RENAME=1 bin=$fbin train 2 "$tmp/sgd.ini" "$d" "$tmp/atom2.txt" --resume auto \
   --set checkpoint.every_steps=10; then
   bad "atomicity: the run killed while saving exited 0"
 else
@@ -207,18 +196,18 @@ expect_error() { # name, text, config, args...
   local name=$1 text=$2 cfg=$3 np before after rc n
   shift 3
   for np in 1 2; do
-    local cmd=("$bin")
-    [ $np -gt 1 ] && cmd=(mpirun -np "$np" --oversubscribe "$bin")
     before=$(fingerprint "$v" "$tmp/syn.h5")
-    timeout 10 "${cmd[@]}" train "$cfg" --set train.out_dir="$v" "$@" > "$tmp/e.out" 2> "$tmp/e.err"
+    at_np $np 10 "$bin" train "$cfg" --set train.out_dir="$v" "$@" > "$tmp/e.out" 2> "$tmp/e.err"
     rc=$?
     after=$(fingerprint "$v" "$tmp/syn.h5")
     n=$(cat "$tmp/e.out" "$tmp/e.err" | grep -c 'dptrain: error:')
-    if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ "$n" -eq 1 ] && grep -qF -- "$text" "$tmp/e.err" && [ "$before" = "$after" ]; then
+    local timed_out=0
+    [ $rc -eq 124 ] || [ $rc -eq 137 ] && timed_out=1
+    if [ $rc -ne 0 ] && [ $timed_out = 0 ] && [ "$n" -eq 1 ] && grep -qF -- "$text" "$tmp/e.err" && [ "$before" = "$after" ]; then
       ok "np=$np $name: exit $rc, one line, files untouched"
     else
       [ "$before" = "$after" ] || echo "#   changed: $(diff <(echo "$before") <(echo "$after") | grep '^[<>]' | tr '\n' ' ')"
-      bad "np=$np $name: exit $rc$([ $rc -eq 124 ] && echo ' (timed out)'), $n error lines, want '$text': $(grep -m3 . "$tmp/e.err" | tr '\n' ' ')"
+      bad "np=$np $name: exit $rc$([ $timed_out = 1 ] && echo ' (timed out or killed)'), $n error lines, want '$text': $(grep -m3 . "$tmp/e.err" | tr '\n' ' ')"
     fi
   done
 }
@@ -239,19 +228,14 @@ write_cfg "$tmp/sig.ini" sgd ""
 sed -i -e 's/^log_every = .*/log_every = 50/' -e 's/^epochs = .*/epochs = 1000000/' -e 's/^max_steps = .*/max_steps = 0/' -e 's/^at_end = .*/at_end = false/' \
   "$tmp/sig.ini"
 s=$tmp/sig
-timeout 120 mpirun -np 2 --oversubscribe "$bin" train "$tmp/sig.ini" --set train.out_dir="$s" > "$tmp/sig.txt" 2>&1 &
+# Not at_np: that would run in a subshell, and killing it would leave the job running.
+timeout 120 "${mpi[@]}" -np 2 "$bin" train "$tmp/sig.ini" --set train.out_dir="$s" > "$tmp/sig.txt" 2>&1 &
 bgpid=$!
 for _ in $(seq 100); do
   [ -f "$s/metrics.jsonl" ] && [ "$(wc -l < "$s/metrics.jsonl")" -ge 2 ] && break
   sleep 0.1
 done
-# The rank processes (not timeout or mpirun, whose command lines match too): those with a rank in
-# their environment. dptrain may re-execute itself through /proc/self/exe, so comm is no guide.
-target=
-for p in $(pgrep -f -- "$tmp/sig.ini"); do
-  r=$(tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | sed -n 's/^OMPI_COMM_WORLD_RANK=//p')
-  [ "$r" = 1 ] && target=$p
-done
+target=$(rank_pid "$tmp/sig.ini" 1)
 if [ -z "$target" ]; then
   bad "signal: no rank 1 process found: $(tail -3 "$tmp/sig.txt")"
 else
@@ -275,7 +259,7 @@ else
   fi
   if [ -n "$n" ] && [ -f "$s/checkpoints/ckpt-$n.h5" ]; then
     ok "signal: ckpt-$n.h5 written"
-    if timeout 60 mpirun -np 2 --oversubscribe "$bin" train "$tmp/sig.ini" --set train.out_dir="$s" --resume auto \
+    if at_np 2 60 "$bin" train "$tmp/sig.ini" --set train.out_dir="$s" --resume auto \
       --set train.max_steps=$((n + 10)) > "$tmp/sig2.txt" 2>&1 &&
       grep -qF "resumed from $s/checkpoints/ckpt-$n.h5 at step $n " "$tmp/sig2.txt" &&
       grep -q "^done: $((n + 10)) steps" "$tmp/sig2.txt"; then
@@ -306,9 +290,9 @@ else
 fi
 timeout 10 "$bin" inspect "$tmp/sgd/full/checkpoints/ckpt-40.h5" | grep -q "optimizer sgd, state: momentum" &&
   ok "inspect prints 'optimizer sgd, state: momentum'" || bad "inspect of the sgd checkpoint"
-timeout 30 "$bin" eval "$ck" > "$tmp/ev1.txt" 2>&1
+at_np 1 30 "$bin" eval "$ck" > "$tmp/ev1.txt" 2>&1
 rc1=$?
-timeout 30 mpirun -np 2 --oversubscribe "$bin" eval "$ck" > "$tmp/ev2.txt" 2>&1
+at_np 2 30 "$bin" eval "$ck" > "$tmp/ev2.txt" 2>&1
 rc2=$?
 e1=$(grep -o 'test_loss .*' "$tmp/ev1.txt") e2=$(grep -o 'test_loss .*' "$tmp/ev2.txt")
 if [ $rc1 -eq 0 ] && [ $rc2 -eq 0 ] && [ -n "$e1" ] && [ "$e1" = "$e2" ]; then
@@ -321,5 +305,4 @@ want=$(grep '^final:' "$tmp/adam/full.txt" | grep -o 'test_loss .*')
 [ -n "$want" ] && [ "$e1" = "$want" ] && ok "eval matches the run's final evaluation" ||
   bad "eval '$e1', the run's final evaluation '$want'"
 
-echo "test_checkpoint.sh: $fails failed"
-[ $fails -eq 0 ]
+finish

@@ -2,19 +2,11 @@
 # The configuration reference can never go stale: docs/config.md must be exactly the output of
 # `dptrain config --markdown`, and that output and `config --list` must come from the same key
 # table (every key of the Markdown reference appears in --list under its section, and back).
-set -u
-build=${1:-build}
-bin=$build/dptrain
-tmp=$(mktemp -d /tmp/dptrain-docs-XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-ok() { echo "ok   - $1"; }
-bad() { echo "FAIL - $1"; fails=$((fails + 1)); }
+. "$(dirname "$0")/lib.sh"
 
 if ! "$bin" config --markdown > "$tmp/config.md" 2> "$tmp/err"; then
   bad "config --markdown failed: $(head -3 "$tmp/err")"
-  echo "test_docs.sh: $fails failed"
-  exit 1
+  finish
 fi
 ok "config --markdown exits 0"
 
@@ -51,5 +43,4 @@ grep -q '^| `momentum` | float | `0` | 0 to 0.999999 |' "$tmp/config.md" && ok "
 [ $? -eq 2 ] && grep -q "unexpected argument 'extra'" "$tmp/u.err" && ok "config --markdown extra: exit 2" ||
   bad "config --markdown with an extra argument"
 
-echo "test_docs.sh: $fails failed"
-[ $fails -eq 0 ]
+finish

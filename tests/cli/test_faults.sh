@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # Faults: divergence (abort / skip_step / restore), a stuck rank (collective_timeout), a rank killed
 # at random steps and while checkpointing (the job ends non-zero within 10 s and the last complete
-# checkpoint loads), a full disk and an unusable directory while checkpointing.
-set -u
-build=${1:-build}
-bin=$build/dptrain
-tmp=$(mktemp -d /tmp/dptrain-faults-XXXXXX)
+# checkpoint loads), a full disk and an unusable directory while checkpointing. The stuck rank and the
+# kill while checkpointing use the test build's hooks, which the release binary must not have.
+. "$(dirname "$0")/lib.sh"
 mnt=$tmp/full
-cleanup() { mountpoint -q "$mnt" 2> /dev/null && umount "$mnt"; rm -rf "$tmp"; }
-trap cleanup EXIT
-fails=0
-ok() { echo "ok   - $1"; }
-bad() { echo "FAIL - $1"; fails=$((fails + 1)); }
-mpi=(mpirun --oversubscribe)
+on_exit() { mountpoint -q "$mnt" 2> /dev/null && umount "$mnt"; }
+need "$fbin"
+
+# --- the fault-injection hooks are in the test build only (src/faults.h)
+leaked=$(strings "$bin" | grep DPTRAIN_TEST_ | sort -u | tr '\n' ' ')
+[ -z "$leaked" ] && ok "release build: no DPTRAIN_TEST_ strings in $bin" || bad "release build: $bin holds $leaked"
+for v in DPTRAIN_TEST_CRASH_BEFORE_RENAME DPTRAIN_TEST_STALL; do
+  strings "$fbin" | grep -qw "$v" && ok "test build: $fbin reads $v" || bad "test build: no $v in $fbin"
+done
 
 # Regression data on which SGD with γ = 0.5 and momentum overflows at step 6.
 python3 - "$tmp/reg.csv" << 'EOP'
@@ -48,7 +49,7 @@ every_steps = 5
 EOC
 
 # --- divergence
-timeout 30 "${mpi[@]}" -np 2 "$bin" train "$tmp/nf.ini" -q --set train.out_dir="$tmp/abort" > "$tmp/abort.txt" 2>&1
+at_np 2 30 "$bin" train "$tmp/nf.ini" -q --set train.out_dir="$tmp/abort" > "$tmp/abort.txt" 2>&1
 rc=$?
 n=$(grep -c 'dptrain: error:' "$tmp/abort.txt")
 if [ $rc = 3 ] && [ "$n" = 1 ] && grep -q 'step 6: the loss is Inf (diverged).*step size 0.5.*dptrain sweep' "$tmp/abort.txt"; then
@@ -63,7 +64,7 @@ timeout 30 "$bin" train "$tmp/nf.ini" --set train.out_dir="$tmp/skip" --set trai
 rc=$?
 [ $rc = 0 ] && grep -q 'step 6: loss or gradient not finite: update skipped' "$tmp/skip.txt" &&
   ok "skip_step: the run goes on, each skipped update reported" || bad "skip_step: exit $rc: $(tail -3 "$tmp/skip.txt")"
-timeout 60 "${mpi[@]}" -np 2 "$bin" train "$tmp/nf.ini" --set train.out_dir="$tmp/restore" \
+at_np 2 60 "$bin" train "$tmp/nf.ini" --set train.out_dir="$tmp/restore" \
   --set train.on_nonfinite=restore --set train.max_restores=3 --set checkpoint.every_steps=1 > "$tmp/restore.txt" 2>&1
 rc=$?
 r=$(grep -c 'restored .*ckpt-[0-9]*.h5' "$tmp/restore.txt")
@@ -74,7 +75,7 @@ else
 fi
 
 # --- the classification set and config for the rest
-"$build/tests/make_synth" "$tmp/syn.h5" 3000 0 20 5 1 > /dev/null || exit 1
+make_synth "$tmp/syn.h5" 3000 0 20 5 1
 cat > "$tmp/c.ini" <<EOC
 [data]
 path = $tmp/syn.h5
@@ -99,7 +100,7 @@ EOC
 
 # --- a stuck rank: the others give up after collective_timeout with one message
 start=$(date +%s)
-DPTRAIN_TEST_STALL=1:30 timeout 60 "${mpi[@]}" -np 2 -x DPTRAIN_TEST_STALL "$bin" train "$tmp/c.ini" -q \
+DPTRAIN_TEST_STALL=1:30 at_np 2 60 "$fbin" train "$tmp/c.ini" -q \
   --set train.out_dir="$tmp/stall" --set train.collective_timeout=2 > "$tmp/stall.txt" 2>&1
 rc=$?
 took=$(($(date +%s) - start))
@@ -111,14 +112,9 @@ else
 fi
 
 # --- a rank killed (SIGKILL) at a random step, 3 ranks, several trials
-rank_pid() { # out_dir, rank: the pid of that rank's process
-  for p in $(pgrep -f -- "$1"); do
-    tr '\0' '\n' < /proc/$p/environ 2> /dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2" && { echo $p; return; }
-  done
-}
 for trial in 1 2 3; do
   d=$tmp/kill$trial
-  timeout 120 "${mpi[@]}" -np 3 "$bin" train "$tmp/c.ini" -q --set train.out_dir="$d" > "$tmp/kill$trial.txt" 2>&1 &
+  at_np 3 120 "$bin" train "$tmp/c.ini" -q --set train.out_dir="$d" > "$tmp/kill$trial.txt" 2>&1 &
   job=$!
   target=$((RANDOM % 3))
   want=$((40 + RANDOM % 200)) # steps before the kill
@@ -149,13 +145,15 @@ done
 
 # --- a rank killed while rank 0 writes a checkpoint
 d=$tmp/killckpt
-DPTRAIN_TEST_CRASH_BEFORE_RENAME=1 timeout 60 "${mpi[@]}" -np 3 -x DPTRAIN_TEST_CRASH_BEFORE_RENAME "$bin" train \
-  "$tmp/c.ini" -q --set train.out_dir="$d" > "$tmp/killckpt.txt" 2>&1
+DPTRAIN_TEST_CRASH_BEFORE_RENAME=1 at_np 3 60 "$fbin" train "$tmp/c.ini" -q --set train.out_dir="$d" \
+  > "$tmp/killckpt.txt" 2>&1
 rc=$?
-if [ $rc != 0 ] && [ $rc != 124 ] && [ -z "$(ls "$d/checkpoints" | grep -v '\.tmp$')" ]; then
+# The temp file must be there: a kill before the first checkpoint would leave nothing to check.
+if [ $rc != 0 ] && [ $rc != 124 ] && [ -z "$(ls "$d/checkpoints" | grep -v '\.tmp$')" ] &&
+  ls "$d/checkpoints" | grep -q '\.tmp$'; then
   ok "killed while writing its first checkpoint: exit $rc, nothing but a temp file left"
 else
-  bad "killed while checkpointing: exit $rc, $(ls "$d/checkpoints")"
+  bad "killed while checkpointing: exit $rc, $(ls "$d/checkpoints" 2>&1)"
 fi
 
 # --- a full disk, and a directory that cannot be made, while checkpointing
@@ -180,5 +178,4 @@ rc=$?
 [ $rc = 1 ] && grep -q "dptrain: error: $tmp/afile/ckpt: cannot create directory" "$tmp/nodir.txt" &&
   ok "unusable checkpoint directory: exit 1, one line naming it" || bad "unusable dir: exit $rc: $(grep dptrain "$tmp/nodir.txt")"
 
-echo "test_faults.sh: $fails failed"
-[ $fails -eq 0 ]
+finish

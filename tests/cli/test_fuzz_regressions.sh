@@ -11,14 +11,9 @@
 # followed by "asan-only" is a silent memory error: without ASan in the runner it passes anyway,
 # which prints "xfail" too, not XPASS.
 # Ends with "test_fuzz_regressions.sh: N failed".
-set -u
-build=${1:-build}
-root=$(cd "$(dirname "$0")/../.." && pwd)
+. "$(dirname "$0")/lib.sh"
 fuzz=$root/tests/fuzz
-fails=0 passes=0 xfails=0 xpasses=0
 # the inputs' temp files go to a directory of our own, removed at the end
-tmp=$(mktemp -d /tmp/dptrain-fuzzreg-XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
 export DPTRAIN_FUZZ_TMPDIR=$tmp
 
 targets=()
@@ -31,7 +26,7 @@ for t in "${targets[@]}"; do
   bin=$build/tests/fuzzrun_$t
   if [ ! -x "$bin" ]; then
     make -C "$root" --no-print-directory BUILD="$build" "$bin" > "$tmp/make.log" 2>&1 ||
-      { cat "$tmp/make.log"; echo "FAIL - $bin: cannot build"; fails=$((fails + 1)); continue; }
+      { cat "$tmp/make.log"; bad "$bin: cannot build"; continue; }
   fi
 done
 
@@ -47,15 +42,13 @@ for t in "${targets[@]}"; do
   corpus=("$fuzz/corpus/$t"/*)
   if [ -e "${corpus[0]}" ]; then
     if run "$bin" "${corpus[@]}"; then
-      echo "ok   - $t: corpus (${#corpus[@]} inputs)"
-      passes=$((passes + 1))
+      ok "$t: corpus (${#corpus[@]} inputs)"
     else
       for f in "${corpus[@]}"; do
         run "$bin" "$f" && continue
         rc=$?
-        echo "FAIL - $t: corpus/$t/$(basename "$f") (exit $rc)"
+        bad "$t: corpus/$t/$(basename "$f") (exit $rc)"
         head -30 "$tmp/out" | sed 's/^/    /'
-        fails=$((fails + 1))
       done
     fi
   fi
@@ -76,29 +69,23 @@ for t in "${targets[@]}"; do
     case "$known" in
     *" $name "*)
       if [ $rc = 0 ] && [ $has_asan = 0 ] && case "$asan_only" in *" $name "*) true ;; *) false ;; esac then
-        echo "xfail - $t: regressions/$t/$name (known bug, asan-only: not detectable in this build)"
-        xfails=$((xfails + 1))
+        xfail "$t: regressions/$t/$name (known bug, asan-only: not detectable in this build)"
       elif [ $rc = 0 ]; then
-        echo "XPASS - $t: regressions/$t/$name (listed in KNOWN, now passes: take it off the list)"
-        xpasses=$((xpasses + 1))
+        xpass "$t: regressions/$t/$name (listed in KNOWN, now passes: take it off the list)"
       else
-        echo "xfail - $t: regressions/$t/$name (known bug, exit $rc)"
-        xfails=$((xfails + 1))
+        xfail "$t: regressions/$t/$name (known bug, exit $rc)"
       fi
       ;;
     *)
       if [ $rc = 0 ]; then
-        echo "ok   - $t: regressions/$t/$name"
-        passes=$((passes + 1))
+        ok "$t: regressions/$t/$name"
       else
-        echo "FAIL - $t: regressions/$t/$name (exit $rc)"
+        bad "$t: regressions/$t/$name (exit $rc)"
         head -30 "$tmp/out" | sed 's/^/    /'
-        fails=$((fails + 1))
       fi
       ;;
     esac
   done
 done
 
-echo "test_fuzz_regressions.sh: $passes passed, $xfails xfail, $xpasses XPASS, $fails failed"
-[ $fails -eq 0 ]
+finish "$passes passed, $xfails xfail, $xpasses XPASS, $fails failed"

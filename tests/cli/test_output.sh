@@ -2,16 +2,9 @@
 # What users see: the live progress bar on a terminal (a pseudo-terminal made by `script`) and
 # plain lines in a log; --quiet and --verbose; the start-up block; the metrics.jsonl schema; the
 # Chrome trace timeline (valid JSON, spans for every rank).
-set -u
-build=${1:-build}
-bin=$build/dptrain
-tmp=$(mktemp -d /tmp/dptrain-out-XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-ok() { echo "ok   - $1"; }
-bad() { echo "FAIL - $1"; fails=$((fails + 1)); }
+. "$(dirname "$0")/lib.sh"
 
-"$build/tests/make_synth" "$tmp/syn.h5" 2000 300 20 5 1 > /dev/null || exit 1
+make_synth "$tmp/syn.h5" 2000 300 20 5 1
 cat > "$tmp/c.ini" <<EOC
 [data]
 path = $tmp/syn.h5
@@ -89,8 +82,7 @@ fi
 
 # --- the timeline at 2 ranks: valid JSON, every rank with data/forward/backward/optimizer and a
 # span per gradient bucket
-OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 60 mpirun -np 2 --oversubscribe "$bin" train \
-  "$tmp/c.ini" --quiet > "$tmp/mpi.txt" 2>&1 || bad "2-rank run failed: $(tail -3 "$tmp/mpi.txt")"
+at_np 2 60 "$bin" train "$tmp/c.ini" --quiet > "$tmp/mpi.txt" 2>&1 || bad "2-rank run failed: $(tail -3 "$tmp/mpi.txt")"
 if python3 - "$tmp/tl.json" << 'EOP'; then
 import json, sys
 ev = json.load(open(sys.argv[1]))["traceEvents"]
@@ -106,5 +98,4 @@ else
   bad "timeline: $(head -c 300 "$tmp/tl.json")"
 fi
 
-echo "test_output.sh: $fails failed"
-[ $fails -eq 0 ]
+finish

@@ -2,22 +2,15 @@
 # scripts/plot.py end to end: plots of a real (tiny) training run, of two runs on one figure, and of
 # a hand-written sweep CSV with diverged and NaN rows; every output must be a PNG. Without
 # matplotlib for /usr/bin/python3 (the script's interpreter) the test is skipped.
-set -u
-build=${1:-build}
-bin=$build/dptrain
+. "$(dirname "$0")/lib.sh"
 plot=scripts/plot.py
 if ! /usr/bin/python3 -c 'import matplotlib' 2> /dev/null; then
   echo "skipped: matplotlib not installed"
   exit 0
 fi
-tmp=$(mktemp -d /tmp/dptrain-plot-XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-ok() { echo "ok   - $1"; }
-bad() { echo "FAIL - $1"; fails=$((fails + 1)); }
 is_png() { [ -s "$1" ] && [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ]; }
 
-"$build/tests/make_synth" "$tmp/syn.h5" 400 100 10 3 1 || exit 1
+make_synth "$tmp/syn.h5" 400 100 10 3 1
 for lr in 0.1 0.02; do
   cat > "$tmp/t$lr.ini" <<EOC
 [data]
@@ -111,5 +104,4 @@ else
   bad "without matplotlib: exit $rc: $(cat "$tmp/e.err")"
 fi
 
-echo "test_plot.sh: $fails failed"
-[ $fails -eq 0 ]
+finish

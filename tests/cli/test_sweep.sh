@@ -3,16 +3,9 @@
 # must not depend on how many groups run at once (1 rank vs 2 ranks in 2 groups: identical), nor,
 # beyond rounding, on how many ranks train it (2 ranks in 1 group); the largest step sizes diverge
 # and are marked; the best step size is reported.
-set -u
-build=${1:-build}
-bin=$build/dptrain
-tmp=$(mktemp -d /tmp/dptrain-sweep-XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-ok() { echo "ok   - $1"; }
-bad() { echo "FAIL - $1"; fails=$((fails + 1)); }
+. "$(dirname "$0")/lib.sh"
 
-"$build/tests/make_synth" "$tmp/syn.h5" 1000 0 20 5 1 || exit 1
+make_synth "$tmp/syn.h5" 1000 0 20 5 1
 cat > "$tmp/s.ini" <<EOC
 [data]
 path = $tmp/syn.h5
@@ -34,7 +27,7 @@ EOC
 sweep() { # name, np, extra args...
   local name=$1 np=$2
   shift 2
-  if timeout 120 mpirun -np "$np" --oversubscribe "$bin" sweep "$tmp/s.ini" --lr 1e-3:1000:7 -o "$tmp/$name.csv" "$@" \
+  if at_np "$np" 120 "$bin" sweep "$tmp/s.ini" --lr 1e-3:1000:7 -o "$tmp/$name.csv" "$@" \
     > "$tmp/$name.txt" 2>&1; then
     ok "$name: sweep ran"
   else
@@ -64,5 +57,4 @@ awk -F, '$1 == 0.001 && $4 == 0 { found = 1 } END { exit !found }' "$tmp/one.csv
 grep -q '^best lr: ' "$tmp/one.txt" && ok "prints the best lr" || bad "no best lr line: $(cat "$tmp/one.txt")"
 grep -q '<- best' "$tmp/one.txt" && ok "marks the best row" || bad "no best row"
 
-echo "test_sweep.sh: $fails failed"
-[ $fails -eq 0 ]
+finish

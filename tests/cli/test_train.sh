@@ -1,16 +1,9 @@
 #!/usr/bin/env bash
 # End to end through the command line: training on synthetic data at 1 and 2 ranks, and the
 # errors a user meets first, each one line naming the file or key, with the documented exit code.
-set -u
-build=${1:-build}
-bin=$build/dptrain
-tmp=$(mktemp -d /tmp/dptrain-cli-XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-ok() { echo "ok   - $1"; }
-bad() { echo "FAIL - $1"; fails=$((fails + 1)); }
+. "$(dirname "$0")/lib.sh"
 
-"$build/tests/make_synth" "$tmp/syn.h5" 2000 500 20 5 1 || exit 1
+make_synth "$tmp/syn.h5" 2000 500 20 5 1
 
 write_cfg() { # file, out_dir, extra lines appended
   cat > "$1" <<EOC
@@ -40,8 +33,7 @@ EOC
 # --- training: the loss must fall below a stated threshold (it starts near ln 5 = 1.61)
 for np in 1 2; do
   write_cfg "$tmp/ok.ini" "$tmp/run$np" ""
-  if [ $np = 1 ]; then cmd=("$bin"); else cmd=(mpirun -np $np "$bin"); fi
-  if timeout 120 "${cmd[@]}" train "$tmp/ok.ini" > "$tmp/out$np.txt" 2>&1; then
+  if at_np $np 120 "$bin" train "$tmp/ok.ini" > "$tmp/out$np.txt" 2>&1; then
     last_loss=$(grep '"loss"' "$tmp/run$np/metrics.jsonl" | tail -1 | sed 's/.*"loss":\([^,}]*\).*/\1/')
     acc=$(grep '"test_acc"' "$tmp/run$np/metrics.jsonl" | tail -1 | sed 's/.*"test_acc":\([^,}]*\).*/\1/')
     if awk -v l="$last_loss" -v a="$acc" 'BEGIN { exit !(l < 0.2 && a > 0.9) }'; then
@@ -61,8 +53,7 @@ expect_error() { # name, exit code, text, args...
   local name=$1 code=$2 text=$3
   shift 3
   for np in 1 2; do
-    if [ $np = 1 ]; then cmd=("$bin"); else cmd=(mpirun -np $np "$bin"); fi
-    timeout 60 "${cmd[@]}" "$@" > "$tmp/e.out" 2> "$tmp/e.err"
+    at_np $np 60 "$bin" "$@" > "$tmp/e.out" 2> "$tmp/e.err"
     local rc=$? n
     n=$(grep -c 'dptrain: error:' "$tmp/e.err")
     if [ $rc -eq "$code" ] && [ "$n" -eq 1 ] && grep -qF -- "$text" "$tmp/e.err"; then
@@ -93,5 +84,4 @@ expect_error "unknown key" 2 "did you mean" train "$tmp/c4.ini"
 "$bin" train "$tmp/ok.ini" --bogus 2> "$tmp/u.err"; [ $? -eq 2 ] && grep -q "unknown option '--bogus'" "$tmp/u.err" && ok "unknown option: exit 2" || bad "unknown option"
 "$bin" train 2> "$tmp/u.err"; [ $? -eq 2 ] && grep -q "missing CONFIG" "$tmp/u.err" && ok "missing CONFIG: exit 2" || bad "missing CONFIG"
 
-echo "test_train.sh: $fails failed"
-[ $fails -eq 0 ]
+finish
