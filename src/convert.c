@@ -9,53 +9,75 @@
 
 #include "dptrain/data.h"
 #include "dptrain/error.h"
+#include "fsutil.h"
+#include "h5util.h"
 
 /* ---- writing ---- */
 
-static herr_t write_array(hid_t g, const char *name, hid_t file_type, hid_t mem_type, int rank, const hsize_t *dims,
-                          const void *buf) {
-  hid_t sp = H5Screate_simple(rank, dims, NULL);
-  hid_t d = sp < 0 ? -1 : H5Dcreate2(g, name, file_type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  herr_t st = d < 0 ? -1 : H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
-  if (d >= 0)
-    H5Dclose(d);
-  if (sp >= 0)
-    H5Sclose(sp);
-  return st;
-}
+/* What convert wrote when it stored contiguous datasets: no checksums, no compression; chunks of about
+ * 1 MiB, which data.c reads row by row without a chunk cache, and h5py as any other file. */
+static const h5u_layout data_layout = {0, 0, 0};
 
-static herr_t write_scale(hid_t g, float scale) {
+/* The float attribute `scale` of <group>/x (absent when 1). */
+static int write_scale(hid_t f, const char *x, float scale) {
   if (scale == 1.0f)
     return 0;
-  hid_t d = H5Dopen2(g, "x", H5P_DEFAULT);
-  hid_t sp = H5Screate(H5S_SCALAR);
-  hid_t a = H5Acreate2(d, "scale", H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+  hid_t d = H5Dopen2(f, x, H5P_DEFAULT);
+  hid_t sp = d < 0 ? -1 : H5Screate(H5S_SCALAR);
+  hid_t a = sp < 0 ? -1 : H5Acreate2(d, "scale", H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT);
   herr_t st = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_FLOAT, &scale);
-  if (a >= 0)
-    H5Aclose(a);
-  H5Sclose(sp);
+  const char *call = d < 0 ? "H5Dopen2" : sp < 0 ? "H5Screate" : a < 0 ? "H5Acreate2" : "H5Awrite";
+  if (a >= 0 && H5Aclose(a) < 0 && st >= 0)
+    st = -1, call = "H5Aclose";
+  if (sp >= 0)
+    H5Sclose(sp);
   if (d >= 0)
     H5Dclose(d);
-  return st;
+  return st < 0 ? dp_fail(DP_EHDF5, "HDF5 %s failed on the attribute scale of %s", call, x) : 0;
 }
 
-static herr_t write_split(hid_t f, const char *name, const dp_split_view *v) {
-  hid_t g = H5Gcreate2(f, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  if (g < 0)
-    return -1;
-  hsize_t dims[2] = {(hsize_t)v->n, (hsize_t)v->d};
-  herr_t st = v->x_u8 ? write_array(g, "x", H5T_STD_U8LE, H5T_NATIVE_UINT8, 2, dims, v->x)
-                      : write_array(g, "x", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dims, v->x);
-  if (st >= 0)
-    st = write_scale(g, v->scale);
-  if (st >= 0 && v->labels) {
-    st = write_array(g, "y", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, dims, v->labels);
-  } else if (st >= 0) {
-    dims[1] = (hsize_t)v->k;
-    st = write_array(g, "y", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dims, v->targets);
-  }
-  H5Gclose(g);
-  return st;
+/* /<group>/x, its scale, and /<group>/y. */
+static int write_split(hid_t f, const char *group, const dp_split_view *v) {
+  char x[80], y[80];
+  snprintf(x, sizeof x, "/%s/x", group); /* group is "train" or "test" */
+  snprintf(y, sizeof y, "/%s/y", group);
+  hid_t g;
+  DP_TRY(h5u_group(f, group, &g));
+  if (H5Gclose(g) < 0)
+    return dp_fail(DP_EHDF5, "HDF5 H5Gclose failed on /%s", group);
+  int64_t dims[2] = {v->n, v->d};
+  DP_TRY(v->x_u8 ? h5u_write(f, x, H5T_STD_U8LE, H5T_NATIVE_UINT8, v->x, 2, dims, &data_layout)
+                 : h5u_write(f, x, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, v->x, 2, dims, &data_layout));
+  DP_TRY(write_scale(f, x, v->scale));
+  if (v->labels)
+    return h5u_write(f, y, H5T_STD_I32LE, H5T_NATIVE_INT32, v->labels, 1, dims, &data_layout);
+  dims[1] = v->k;
+  return h5u_write(f, y, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, v->targets, 2, dims, &data_layout);
+}
+
+typedef struct {
+  const dp_split_view *train, *test;
+} data_views;
+
+/* dp_write_durable's fill: the whole HDF5 file at tmp. Messages leave out the file: dp_write_durable
+ * puts it in front. */
+static int fill_data(const char *tmp, void *arg) {
+  const data_views *v = arg;
+  hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (f < 0)
+    return dp_fail(DP_EIO, "cannot create it (directory missing or not writable?)");
+  int rc = write_split(f, "train", v->train);
+  if (rc == 0 && v->test)
+    rc = write_split(f, "test", v->test);
+  if (H5Fclose(f) < 0 && rc == 0)
+    rc = dp_fail(DP_EHDF5, "HDF5 H5Fclose failed (disk full?)");
+  return rc;
+}
+
+int dp_data_write(const char *path, const dp_split_view *train, const dp_split_view *test) {
+  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+  data_views v = {train, test};
+  return dp_write_durable(path, "the data file", fill_data, &v);
 }
 
 /* The training inputs' mean and standard deviation (after scale), for [data] mean and std: the
@@ -72,31 +94,6 @@ static void print_input_stats(const char *path, const dp_split_view *v) {
   double sc = v->scale != 0.0f ? v->scale : 1.0;
   printf("%s: /train/x has mean %.4f and std %.4f (set [data] mean and std to them to standardise the inputs)\n",
          path, mean * sc, sqrt(var > 0 ? var : 0) * fabs(sc));
-}
-
-int dp_data_write(const char *path, const dp_split_view *train, const dp_split_view *test) {
-  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-  char tmp[4096];
-  if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
-    return dp_fail(DP_EINVAL, "%s: path too long", path);
-  hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  if (f < 0)
-    return dp_fail(DP_EIO, "%s: cannot create (directory missing or not writable?)", tmp);
-  herr_t st = write_split(f, "train", train);
-  if (st >= 0 && test)
-    st = write_split(f, "test", test);
-  if (H5Fclose(f) < 0)
-    st = -1;
-  if (st < 0) {
-    remove(tmp);
-    return dp_fail(DP_EIO, "%s: writing failed (disk full?)", tmp);
-  }
-  if (rename(tmp, path) != 0) {
-    int e = errno;
-    remove(tmp);
-    return dp_fail(DP_EIO, "%s: cannot rename %s into place: %s", path, tmp, strerror(e));
-  }
-  return 0;
 }
 
 /* ---- IDX ---- */
@@ -234,7 +231,7 @@ static int csv_push(csv_table *t, const char *path, int64_t line, float *vals, i
                    (double)vals[lc]);
   if (t->n == t->cap) {
     int64_t cap = t->cap ? 2 * t->cap : 1024;
-    float *x = realloc(t->x, (size_t)cap * (size_t)t->d * sizeof *x);
+    float *x = realloc(t->x, (size_t)cap * dp_row_bytes(t->d, 0));
     if (x)
       t->x = x;
     float *y = x ? realloc(t->y, (size_t)cap * sizeof *y) : NULL;
@@ -305,7 +302,7 @@ static int csv_read(const char *path, const dp_csv_options *o, csv_table *t) {
   return rc;
 }
 
-static int csv_view(csv_table *t, const dp_csv_options *o, dp_split_view *v, int32_t **labels) {
+static int csv_view(csv_table *t, const char *path, const dp_csv_options *o, dp_split_view *v, int32_t **labels) {
   *v = (dp_split_view){.n = t->n, .d = t->d, .x = t->x, .scale = o->scale != 0.0f ? o->scale : 1.0f, .k = 1};
   if (o->regression) {
     v->targets = t->y;
@@ -313,7 +310,7 @@ static int csv_view(csv_table *t, const dp_csv_options *o, dp_split_view *v, int
   }
   *labels = malloc((size_t)t->n * sizeof **labels);
   if (!*labels)
-    return dp_fail(DP_ENOMEM, "out of memory");
+    return dp_fail(DP_ENOMEM, "%s: no memory for %lld labels", path, (long long)t->n);
   for (int64_t i = 0; i < t->n; i++)
     (*labels)[i] = (int32_t)t->y[i];
   v->labels = *labels;
@@ -331,9 +328,9 @@ int dp_convert_csv(const dp_csv_options *o) {
     rc = dp_fail(DP_EDATA, "%s: %lld feature columns, but %s has %lld", o->test_csv, (long long)te.d, o->train_csv,
                  (long long)tr.d);
   if (rc == 0)
-    rc = csv_view(&tr, o, &vtr, &l1);
+    rc = csv_view(&tr, o->train_csv, o, &vtr, &l1);
   if (rc == 0 && o->test_csv)
-    rc = csv_view(&te, o, &vte, &l2);
+    rc = csv_view(&te, o->test_csv, o, &vte, &l2);
   if (rc == 0)
     rc = dp_data_write(o->out, &vtr, o->test_csv ? &vte : NULL);
   if (rc == 0)

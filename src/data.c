@@ -21,6 +21,8 @@ static void quiet_hdf5(void) {
   }
 }
 
+size_t dp_row_bytes(int64_t d, int x_u8) { return (size_t)d * (x_u8 ? 1 : sizeof(float)); }
+
 void dp_dataset_init(dp_dataset *ds) {
   memset(ds, 0, sizeof *ds);
   ds->h5_file = ds->h5_x = ds->h5_y = -1;
@@ -52,18 +54,55 @@ void dp_dataset_close(dp_dataset *ds) {
 static int shape_of(dp_dataset *ds, hid_t d, const char *name, int *rank, hsize_t dims[2]) {
   hid_t sp = H5Dget_space(d);
   int r = sp < 0 ? -1 : H5Sget_simple_extent_ndims(sp);
-  if (r >= 1 && r <= 2)
-    H5Sget_simple_extent_dims(sp, dims, NULL);
+  if (r >= 1 && r <= 2 && H5Sget_simple_extent_dims(sp, dims, NULL) < 0)
+    r = -1;
   if (sp >= 0)
     H5Sclose(sp);
+  if (r < 0)
+    return dp_fail(DP_EDATA, "%s: %s: cannot read its dimensions (file damaged?)", ds->path, name);
   if (r < 1 || r > 2)
     return dp_fail(DP_EDATA, "%s: %s: expected 1 or 2 dimensions, found %d", ds->path, name, r);
   *rank = r;
   return 0;
 }
 
+/* Element class, size and sign (H5T_SGN_ERROR unless an integer) of a dataset's type. */
+static int type_of(dp_dataset *ds, hid_t d, const char *name, H5T_class_t *cls, size_t *size, H5T_sign_t *sign) {
+  hid_t t = H5Dget_type(d);
+  *cls = t < 0 ? H5T_NO_CLASS : H5Tget_class(t);
+  *size = t < 0 ? 0 : H5Tget_size(t);
+  *sign = *cls == H5T_INTEGER ? H5Tget_sign(t) : H5T_SGN_ERROR;
+  if (t >= 0)
+    H5Tclose(t);
+  if (*cls == H5T_NO_CLASS || *size == 0)
+    return dp_fail(DP_EDATA, "%s: %s: cannot read its element type (file damaged?)", ds->path, name);
+  return 0;
+}
+
+/* Shuffled rows are single-row reads. With the default chunk cache each one would first read its
+ * whole chunk (about 1 MiB in files `dptrain convert` writes); without a cache, HDF5 reads unfiltered
+ * chunks straight from the file, row by row, as it did contiguous data. Filtered (compressed or
+ * checksummed) chunks must be read whole anyway, so they keep the cache. */
+static hid_t open_rows(hid_t file, const char *name) {
+  hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
+  hid_t dcpl = d < 0 ? -1 : H5Dget_create_plist(d);
+  int direct = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_nfilters(dcpl) == 0;
+  if (dcpl >= 0)
+    H5Pclose(dcpl);
+  hid_t dapl = direct ? H5Pcreate(H5P_DATASET_ACCESS) : -1;
+  if (dapl < 0 || H5Pset_chunk_cache(dapl, H5D_CHUNK_CACHE_NSLOTS_DEFAULT, 0, H5D_CHUNK_CACHE_W0_DEFAULT) < 0) {
+    if (dapl >= 0)
+      H5Pclose(dapl);
+    return d; /* with the default cache: slower for shuffled rows, still right */
+  }
+  H5Dclose(d); /* while it is open, HDF5 would hand back the same dataset, cache and all */
+  d = H5Dopen2(file, name, dapl);
+  H5Pclose(dapl);
+  return d < 0 ? H5Dopen2(file, name, H5P_DEFAULT) : d;
+}
+
 static int open_x(dp_dataset *ds, const char *name) {
-  ds->h5_x = H5Dopen2(ds->h5_file, name, H5P_DEFAULT);
+  ds->h5_x = open_rows(ds->h5_file, name);
   if (ds->h5_x < 0)
     return dp_fail(DP_EDATA, "%s: missing dataset %s (expected an (N, D) array of uint8 or float32)", ds->path, name);
   int rank;
@@ -71,11 +110,10 @@ static int open_x(dp_dataset *ds, const char *name) {
   DP_TRY(shape_of(ds, ds->h5_x, name, &rank, dims));
   if (rank != 2)
     return dp_fail(DP_EDATA, "%s: %s: expected 2 dimensions (N, D), found 1", ds->path, name);
-  hid_t t = H5Dget_type(ds->h5_x);
-  H5T_class_t cls = H5Tget_class(t);
-  size_t size = H5Tget_size(t);
-  H5T_sign_t sign = cls == H5T_INTEGER ? H5Tget_sign(t) : H5T_SGN_ERROR;
-  H5Tclose(t);
+  H5T_class_t cls;
+  size_t size;
+  H5T_sign_t sign;
+  DP_TRY(type_of(ds, ds->h5_x, name, &cls, &size, &sign));
   ds->x_u8 = cls == H5T_INTEGER && size == 1 && sign == H5T_SGN_NONE;
   if (!ds->x_u8 && !(cls == H5T_FLOAT && size == 4))
     return dp_fail(DP_EDATA, "%s: %s: expected uint8 or float32 elements", ds->path, name);
@@ -106,17 +144,17 @@ static int read_scale(dp_dataset *ds, const char *name) {
 }
 
 static int open_y(dp_dataset *ds, const char *name) {
-  ds->h5_y = H5Dopen2(ds->h5_file, name, H5P_DEFAULT);
+  ds->h5_y = open_rows(ds->h5_file, name);
   if (ds->h5_y < 0)
     return dp_fail(DP_EDATA, "%s: missing dataset %s (expected (N) integer labels or (N, K) float32 targets)",
                    ds->path, name);
   int rank;
   hsize_t dims[2] = {0, 1};
   DP_TRY(shape_of(ds, ds->h5_y, name, &rank, dims));
-  hid_t t = H5Dget_type(ds->h5_y);
-  H5T_class_t cls = H5Tget_class(t);
-  size_t size = H5Tget_size(t);
-  H5Tclose(t);
+  H5T_class_t cls;
+  size_t size;
+  H5T_sign_t sign;
+  DP_TRY(type_of(ds, ds->h5_y, name, &cls, &size, &sign));
   if (cls == H5T_INTEGER && rank == 1 && size <= 4) {
     ds->has_labels = 1;
     ds->k = 1;
@@ -147,68 +185,80 @@ static int open_file(dp_dataset *ds, const char *path) {
   return 0;
 }
 
-int dp_dataset_open(dp_dataset *ds, const char *path, const char *group, int optional) {
-  dp_dataset_init(ds);
-  if (strlen(path) >= sizeof ds->path || strlen(group) + 3 >= sizeof ds->group)
-    return dp_fail(DP_EINVAL, "%s: path too long", path);
-  strcpy(ds->path, path);
-  strcpy(ds->group, group);
-  DP_TRY(open_file(ds, path));
+/* The group's x and y, once the file is open; *found as in dp_dataset_open. */
+static int open_group(dp_dataset *ds, const char *group, int *found) {
   char gname[80], xname[80], yname[80];
   snprintf(gname, sizeof gname, "/%s", group);
   htri_t exists = H5Lexists(ds->h5_file, gname, H5P_DEFAULT);
-  if (exists <= 0) {
-    if (optional) {
-      dp_dataset_close(ds);
-      return 1;
-    }
-    return dp_fail(DP_EDATA, "%s: missing group %s (expected %s/x and %s/y)", path, gname, gname, gname);
-  }
+  if (exists < 0)
+    return dp_fail(DP_EDATA, "%s: cannot look up group %s (file damaged?)", ds->path, gname);
+  if (!exists && found)
+    return 0;
+  if (!exists)
+    return dp_fail(DP_EDATA, "%s: missing group %s (expected %s/x and %s/y)", ds->path, gname, gname, gname);
   snprintf(xname, sizeof xname, "/%s/x", group);
   snprintf(yname, sizeof yname, "/%s/y", group);
   DP_TRY(open_x(ds, xname));
   DP_TRY(read_scale(ds, xname));
-  return open_y(ds, yname);
+  DP_TRY(open_y(ds, yname));
+  if (found)
+    *found = 1;
+  return 0;
 }
 
-/* Reads rows [lo, lo+n) of x (as mem_type) and y into the given buffers (each may be NULL). */
+int dp_dataset_open(dp_dataset *ds, const char *path, const char *group, int *found) {
+  dp_dataset_init(ds);
+  if (found)
+    *found = 0;
+  if (strlen(path) >= sizeof ds->path)
+    return dp_fail(DP_EINVAL, "%s: path too long (at most %zu bytes)", path, sizeof ds->path - 1);
+  if (strlen(group) + 3 >= sizeof ds->group)
+    return dp_fail(DP_EINVAL, "%s: group name '%s' too long", path, group);
+  strcpy(ds->path, path);
+  strcpy(ds->group, group);
+  int rc = open_file(ds, path);
+  if (rc == 0)
+    rc = open_group(ds, group, found);
+  if (rc < 0 || (found && !*found))
+    dp_dataset_close(ds);
+  return rc;
+}
+
+/* Rows [lo, lo+n) of a dataset of `cols` columns into buf as mtype; the memory space has the file's
+ * rank, so (N) float targets read as k = 1 and (N, k) ones as they are. */
+static herr_t read_slab(hid_t d, int64_t lo, int64_t n, int64_t cols, hid_t mtype, void *buf) {
+  hsize_t start[2] = {(hsize_t)lo, 0}, count[2] = {(hsize_t)n, (hsize_t)cols};
+  hid_t fs = H5Dget_space(d);
+  int rank = fs < 0 ? -1 : H5Sget_simple_extent_ndims(fs);
+  hid_t ms = rank < 1 ? -1 : H5Screate_simple(rank, count, NULL);
+  herr_t st = ms < 0 ? -1 : H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+  if (st >= 0)
+    st = H5Dread(d, mtype, ms, fs, H5P_DEFAULT, buf);
+  if (ms >= 0)
+    H5Sclose(ms);
+  if (fs >= 0)
+    H5Sclose(fs);
+  return st;
+}
+
+/* Reads rows [lo, lo+n) of x (as x_type) and y into the given buffers (each may be NULL). */
 static int read_rows(dp_dataset *ds, int64_t lo, int64_t n, hid_t x_type, void *x, int32_t *labels, float *targets) {
-  hsize_t start[2] = {(hsize_t)lo, 0}, count[2] = {(hsize_t)n, (hsize_t)ds->d};
-  herr_t st = 0;
-  if (x) {
-    hid_t fs = H5Dget_space(ds->h5_x), ms = H5Screate_simple(2, count, NULL);
-    st = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
-    if (st >= 0)
-      st = H5Dread(ds->h5_x, x_type, ms, fs, H5P_DEFAULT, x);
-    H5Sclose(ms);
-    H5Sclose(fs);
-  }
+  const char *which = "x";
+  herr_t st = x ? read_slab(ds->h5_x, lo, n, ds->d, x_type, x) : 0;
   if (st >= 0 && (labels || targets)) {
-    count[1] = (hsize_t)ds->k;
-    int yrank = labels ? 1 : 2;
-    hid_t fs = H5Dget_space(ds->h5_y), ms = H5Screate_simple(yrank, count, NULL);
-    int frank = H5Sget_simple_extent_ndims(fs);
-    st = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
-    if (frank == 1 && !labels) { /* (N) float targets: k = 1 */
-      hsize_t c1[1] = {(hsize_t)n};
-      H5Sclose(ms);
-      ms = H5Screate_simple(1, c1, NULL);
-    }
-    if (st >= 0)
-      st = labels ? H5Dread(ds->h5_y, H5T_NATIVE_INT32, ms, fs, H5P_DEFAULT, labels)
-                  : H5Dread(ds->h5_y, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, targets);
-    H5Sclose(ms);
-    H5Sclose(fs);
+    which = "y";
+    st = labels ? read_slab(ds->h5_y, lo, n, 1, H5T_NATIVE_INT32, labels)
+                : read_slab(ds->h5_y, lo, n, ds->k, H5T_NATIVE_FLOAT, targets);
   }
   if (st < 0)
-    return dp_fail(DP_EIO, "%s: /%s: reading rows %lld..%lld failed (file damaged or truncated?)", ds->path,
-                   ds->group, (long long)lo, (long long)(lo + n - 1));
+    return dp_fail(DP_EIO, "%s: /%s/%s: reading rows %lld..%lld failed (file damaged or truncated?)", ds->path,
+                   ds->group, which, (long long)lo, (long long)(lo + n - 1));
   return 0;
 }
 
 int dp_dataset_load(dp_dataset *ds, int64_t lo, int64_t hi) {
   int64_t n = hi - lo;
-  size_t xbytes = (size_t)n * (size_t)ds->d * (ds->x_u8 ? 1 : sizeof(float));
+  size_t row = dp_row_bytes(ds->d, ds->x_u8), xbytes = (size_t)n * row;
   void *x = malloc(xbytes ? xbytes : 1);
   int32_t *labels = ds->has_labels ? malloc((size_t)(n ? n : 1) * sizeof *labels) : NULL;
   float *targets = ds->has_labels ? NULL : malloc((size_t)(n ? n : 1) * (size_t)ds->k * sizeof *targets);
@@ -223,7 +273,7 @@ int dp_dataset_load(dp_dataset *ds, int64_t lo, int64_t hi) {
   hid_t xt = ds->x_u8 ? H5T_NATIVE_UINT8 : H5T_NATIVE_FLOAT;
   for (int64_t c = 0; c < n && rc == 0; c += CHUNK_ROWS) {
     int64_t m = n - c < CHUNK_ROWS ? n - c : CHUNK_ROWS;
-    char *xp = (char *)x + (size_t)c * (size_t)ds->d * (ds->x_u8 ? 1 : sizeof(float));
+    char *xp = (char *)x + (size_t)c * row;
     rc = read_rows(ds, lo + c, m, xt, xp, labels ? labels + c : NULL, targets ? targets + c * ds->k : NULL);
   }
   if (rc < 0) {
@@ -268,7 +318,7 @@ static void copy_from_memory(const dp_dataset *ds, int64_t row, float *restrict 
 static void prefetch_row(const dp_dataset *ds, int64_t row) {
   if (row < ds->mem_lo || row >= ds->mem_hi)
     return;
-  size_t bytes = (size_t)ds->d * (ds->x_u8 ? 1 : sizeof(float));
+  size_t bytes = dp_row_bytes(ds->d, ds->x_u8);
   const char *p = (const char *)ds->mem_x + (size_t)(row - ds->mem_lo) * bytes;
   for (size_t o = 0; o < bytes; o += 64)
     __builtin_prefetch(p + o, 0, 0);

@@ -1,5 +1,6 @@
-/* Small HDF5 helpers for checkpoints (private to src/). They return 0 or -1 and set no message: the
- * caller knows which file and dataset it was and says so. */
+/* Small HDF5 helpers (private to src/): checkpoints and `dptrain convert` write every dataset through
+ * h5u_write. Each returns 0 or DP_EHDF5 with a message naming the HDF5 call and the object; a caller
+ * that knows the file prefixes it (h5u_fail_in). */
 #ifndef DPTRAIN_H5UTIL_H
 #define DPTRAIN_H5UTIL_H
 
@@ -7,20 +8,38 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Creates the group `path` (parents included, like mkdir -p); returns it open, or < 0. */
-hid_t h5u_group(hid_t loc, const char *path);
+/* Opens the group `path`, creating it and its parents when missing (like mkdir -p): 0 with *g open. */
+int h5u_group(hid_t loc, const char *path, hid_t *g);
 
-/* A float32 (or float64, or char) dataset with the Fletcher32 checksum filter (chunked). */
+/* How a dataset is stored: chunk rows (0 = chunks of about 1 MiB), Fletcher32 checksums, deflate level
+ * (0 = none). */
+typedef struct {
+  int64_t chunk_rows;
+  int checksum;
+  int deflate;
+} h5u_layout;
+
+/* The checkpoints' layout: ~1 MiB chunks, checksummed. */
+extern const h5u_layout h5u_checksummed;
+
+/* A dataset of rank 1 or 2 from memory of type mtype, stored as ftype. */
+int h5u_write(hid_t loc, const char *name, hid_t ftype, hid_t mtype, const void *data, int rank, const int64_t *dims,
+              const h5u_layout *lay);
 int h5u_write_f32(hid_t loc, const char *name, const float *data, int rank, const int64_t *dims);
 int h5u_write_f64(hid_t loc, const char *name, const double *data, int64_t n);
 int h5u_write_text(hid_t loc, const char *name, const char *text);
 
-/* Dimensions of a dataset: 0 and *rank, dims[0..rank) when it exists with at most 2 dimensions. */
+/* The failure just recorded, prefixed with the file it happened in; returns DP_EHDF5. */
+int h5u_fail_in(const char *file);
+
+/* Whether a link (dataset or group) exists: 0 with *exists set, or DP_EHDF5. */
+int h5u_exists(hid_t loc, const char *name, int *exists);
+/* Dimensions of a dataset: 0 and *rank, dims[0..rank) when it exists with 1 or 2 dimensions. */
 int h5u_shape(hid_t loc, const char *name, int *rank, int64_t dims[2]);
-/* Reads a whole dataset whose shape the caller has checked; -1 also on a checksum mismatch. */
+/* Reads a whole dataset whose shape the caller has checked; DP_EHDF5 also on a checksum mismatch. */
 int h5u_read_f32(hid_t loc, const char *name, float *data);
 int h5u_read_f64(hid_t loc, const char *name, double *data);
-/* Reads a text dataset of at most len - 1 bytes; -1 when missing, damaged or longer. */
+/* Reads a text dataset of at most len - 1 bytes; DP_EHDF5 when missing, damaged or longer. */
 int h5u_read_text(hid_t loc, const char *name, char *buf, size_t len);
 
 int h5u_attr_i64(hid_t loc, const char *name, int64_t v);
@@ -29,5 +48,7 @@ int h5u_attr_str(hid_t loc, const char *name, const char *v);
 int h5u_get_i64(hid_t loc, const char *name, int64_t *v);
 int h5u_get_f64(hid_t loc, const char *name, double *v);
 int h5u_get_str(hid_t loc, const char *name, char *buf, size_t len);
+/* Whether an attribute exists: 0 with *exists set, or DP_EHDF5. */
+int h5u_attr_exists(hid_t loc, const char *name, int *exists);
 
 #endif

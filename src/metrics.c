@@ -9,10 +9,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "dptrain/config.h"
 #include "dptrain/error.h"
+#include "fsutil.h"
 
 int dp_mkdirs(const char *path) {
-  char buf[1024];
+  char buf[DP_FILE_PATH_MAX];
   size_t n = strlen(path);
   if (n == 0 || n >= sizeof buf)
     return dp_fail(DP_EIO, "%s: directory path empty or too long", path);
@@ -30,55 +32,54 @@ int dp_mkdirs(const char *path) {
   return 0;
 }
 
-/* A resumed run continues metrics.jsonl: lines of steps after the checkpoint (logged by the
- * interrupted run after it saved) are dropped, so every step appears once. */
-static int keep_until(const char *path, int64_t step) {
-  char tmp[1300];
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  FILE *in = fopen(path, "r");
-  if (!in)
-    return 0; /* nothing to continue */
-  FILE *out = fopen(tmp, "w");
-  if (!out) {
-    fclose(in);
-    return dp_fail(DP_EIO, "%s: cannot write: %s", tmp, strerror(errno));
-  }
+typedef struct {
+  FILE *in;
+  int64_t step;
+} kept_lines;
+
+/* dp_write_durable_stdio's fill: the old file's lines up to the step. */
+static int copy_until(FILE *out, void *arg) {
+  const kept_lines *k = arg;
   char *line = NULL;
   size_t cap = 0;
   long long s;
-  while (getline(&line, &cap, in) > 0)
-    if (sscanf(line, "{\"step\":%lld", &s) == 1 && s <= step)
+  while (getline(&line, &cap, k->in) > 0)
+    if (sscanf(line, "{\"step\":%lld", &s) == 1 && s <= k->step)
       fputs(line, out);
   free(line);
-  fclose(in);
-  if (fclose(out) != 0 || rename(tmp, path) != 0) {
-    remove(tmp);
-    return dp_fail(DP_EIO, "%s: cannot rewrite: %s", path, strerror(errno));
-  }
-  return 0;
+  return ferror(k->in) || ferror(out) ? DP_EIO : 0;
 }
 
-/* A live bar only on a terminal. Under mpirun a rank's stdout is a pseudo-terminal even when
- * mpirun writes to a batch log, so main sets DPTRAIN_PROGRESS=lines for launched ranks and the
- * launcher must ask for the bar: DPTRAIN_PROGRESS=bar (or =lines to force lines anywhere). */
-static int wants_bar(FILE *out) {
-  const char *mode = getenv("DPTRAIN_PROGRESS");
+/* A resumed run continues metrics.jsonl: lines of steps after the checkpoint (logged by the
+ * interrupted run after it saved) are dropped, so every step appears once. */
+static int keep_until(const char *path, int64_t step) {
+  kept_lines k = {fopen(path, "r"), step};
+  if (!k.in)
+    return 0; /* nothing to continue */
+  int rc = dp_write_durable_stdio(path, "the metrics log", copy_until, &k);
+  fclose(k.in);
+  return rc;
+}
+
+static int wants_bar(FILE *out, dp_progress_mode mode) {
   if (!out)
     return 0;
-  if (mode)
-    return !strcmp(mode, "bar");
+  if (mode != DP_PROGRESS_AUTO)
+    return mode == DP_PROGRESS_BAR;
   return isatty(fileno(out));
 }
 
-int dp_metrics_open(dp_metrics *m, const char *out_dir, int is_root, FILE *out, int64_t resume_step) {
+int dp_metrics_open(dp_metrics *m, const char *out_dir, int is_root, FILE *out, int64_t resume_step,
+                    dp_progress_mode mode) {
   memset(m, 0, sizeof *m);
   if (!is_root)
     return 0;
   m->out = out;
-  m->tty = wants_bar(out);
+  m->tty = wants_bar(out, mode);
   DP_TRY(dp_mkdirs(out_dir));
-  char path[1200];
-  snprintf(path, sizeof path, "%s/metrics.jsonl", out_dir);
+  char path[DP_FILE_PATH_MAX];
+  if ((size_t)snprintf(path, sizeof path, "%s/metrics.jsonl", out_dir) >= sizeof path)
+    return dp_fail(DP_EINVAL, "%s/metrics.jsonl: path too long (at most %d bytes)", out_dir, DP_FILE_PATH_MAX - 1);
   if (resume_step >= 0)
     DP_TRY(keep_until(path, resume_step));
   m->jsonl = fopen(path, resume_step >= 0 ? "a" : "w");

@@ -1,12 +1,12 @@
 /* Chrome trace-event timelines: spans per rank, gathered to rank 0 and written as JSON. */
 #include "dptrain/timeline.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dptrain/error.h"
+#include "fsutil.h"
 
 int dp_timeline_start(dp_timeline *tl, dp_comm *comm, int cap) {
   memset(tl, 0, sizeof *tl);
@@ -29,15 +29,23 @@ void dp_timeline_span(dp_timeline *tl, const char *name, int arg, double t0, dou
   s->t1 = t1 - tl->origin;
 }
 
-static void write_json(FILE *f, const dp_span *all, const int *counts, int ranks) {
+typedef struct {
+  const dp_span *all;
+  const int *counts; /* spans per rank */
+  int ranks;
+} gathered;
+
+/* dp_write_durable_stdio's fill. */
+static int write_json(FILE *f, void *arg) {
+  const gathered *g = arg;
   fputs("{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n", f);
   int first = 1;
-  for (int r = 0, k = 0; r < ranks; r++) {
+  for (int r = 0, k = 0; r < g->ranks; r++) {
     fprintf(f, "%s{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"args\":{\"name\":\"rank %d\"}}",
             first ? "" : ",\n", r, r);
     first = 0;
-    for (int i = 0; i < counts[r]; i++, k++) {
-      const dp_span *s = &all[k];
+    for (int i = 0; i < g->counts[r]; i++, k++) {
+      const dp_span *s = &g->all[k];
       /* communication on its own track, so it shows next to the computation it overlaps */
       int tid = !strncmp(s->name, "allreduce", 9) ? 1 : 0;
       fprintf(f, ",\n{\"name\":\"%s", s->name);
@@ -48,16 +56,23 @@ static void write_json(FILE *f, const dp_span *all, const int *counts, int ranks
     }
   }
   fputs("\n]}\n", f);
+  return ferror(f) ? DP_EIO : 0;
 }
 
 static int save(const char *path, const dp_span *all, const int *counts, int ranks) {
-  FILE *f = fopen(path, "w");
-  if (!f)
-    return dp_fail(DP_EIO, "%s: cannot write the timeline: %s", path, strerror(errno));
-  write_json(f, all, counts, ranks);
-  if (fclose(f) != 0)
-    return dp_fail(DP_EIO, "%s: write failed: %s", path, strerror(errno));
-  return 0;
+  gathered g = {all, counts, ranks};
+  return dp_write_durable_stdio(path, "the timeline", write_json, &g);
+}
+
+/* A failed collective is recorded like any other failure, so the agreement after it still ends
+ * every rank the same way. */
+static int mpi_status(int mpi_rc, const char *call) {
+  if (mpi_rc == MPI_SUCCESS)
+    return 0;
+  char msg[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(mpi_rc, msg, &len);
+  return dp_fail(DP_EMPI, "timeline: %s failed: %s", call, msg);
 }
 
 int dp_timeline_write(dp_timeline *tl, dp_comm *comm, const char *path) {
@@ -74,8 +89,8 @@ int dp_timeline_write(dp_timeline *tl, dp_comm *comm, const char *path) {
   rc = dp_comm_agree(comm, rc, NULL);
   if (rc < 0)
     goto out;
-  MPI_Gather(&n, 1, MPI_INT, counts, 1, MPI_INT, 0, comm->comm);
-  if (comm->rank == 0) {
+  rc = mpi_status(MPI_Gather(&n, 1, MPI_INT, counts, 1, MPI_INT, 0, comm->comm), "MPI_Gather");
+  if (rc == 0 && comm->rank == 0) {
     for (int r = 0; r < comm->size; r++) /* in bytes: the spans travel as raw bytes */
       displs[r] = total, total += counts[r] * (int)sizeof(dp_span), counts[r] *= (int)sizeof(dp_span);
     all = malloc(total ? (size_t)total : 1);
@@ -85,8 +100,10 @@ int dp_timeline_write(dp_timeline *tl, dp_comm *comm, const char *path) {
   rc = dp_comm_agree(comm, rc, NULL); /* every rank reaches this one */
   if (rc < 0)
     goto out;
-  MPI_Gatherv(tl->span, n * (int)sizeof(dp_span), MPI_BYTE, all, counts, displs, MPI_BYTE, 0, comm->comm);
-  if (comm->rank == 0) {
+  rc = mpi_status(MPI_Gatherv(tl->span, n * (int)sizeof(dp_span), MPI_BYTE, all, counts, displs, MPI_BYTE, 0,
+                              comm->comm),
+                  "MPI_Gatherv");
+  if (rc == 0 && comm->rank == 0) {
     for (int r = 0; r < comm->size; r++)
       counts[r] /= (int)sizeof(dp_span);
     rc = save(path, all, counts, comm->size);

@@ -99,7 +99,7 @@ static void make_idx_pair(const char *img, const char *lab, int gz, int n, int o
 
 static void check_idx_split(const char *path, const char *group, int n, int off) {
   dp_dataset ds;
-  assert_int_equal(dp_dataset_open(&ds, path, group, 0), 0);
+  assert_int_equal(dp_dataset_open(&ds, path, group, 0), NULL);
   assert_int_equal(ds.n, n);
   assert_int_equal(ds.d, PIX);
   assert_int_equal(ds.x_u8, 1);
@@ -137,6 +137,11 @@ static void check_idx_split(const char *path, const char *group, int n, int off)
   hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), dx = H5Dopen2(f, name, H5P_DEFAULT);
   uint8_t raw[NI * PIX];
   assert_true(H5Dread(dx, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw) >= 0);
+  hid_t dcpl = H5Dget_create_plist(dx); /* h5u_write's chunks, and no filters, as convert always wrote */
+  assert_int_equal(H5Pget_layout(dcpl), H5D_CHUNKED);
+  assert_int_equal(H5Pget_nfilters(dcpl), 0);
+  H5Pclose(dcpl);
+  assert_int_equal(dp_row_bytes(ds.d, ds.x_u8), PIX);
   for (int i = 0; i < n * PIX; i++)
     assert_int_equal(raw[i], ((i / PIX + off) * 31 + (i % PIX) * 29) % 256);
   H5Dclose(dx);
@@ -157,7 +162,9 @@ static void test_idx_round_trip(void **state) {
   assert_int_equal(dp_convert_idx(P("tr-img"), P("tr-lab"), NULL, NULL, P("plain.h5")), 0);
   check_idx_split(P("plain.h5"), "train", NI, 0);
   dp_dataset ds;
-  assert_int_equal(dp_dataset_open(&ds, P("plain.h5"), "test", 1), 1);
+  int found = -1;
+  assert_int_equal(dp_dataset_open(&ds, P("plain.h5"), "test", &found), NULL);
+  assert_int_equal(found, 0);
   dp_dataset_close(&ds);
 }
 
@@ -210,7 +217,7 @@ static void test_csv(void **state) {
                                    : csv_opts(P("last.csv"), NULL, 3, 1, 1);
     assert_int_equal(dp_convert_csv(&o), 0);
     dp_dataset ds;
-    assert_int_equal(dp_dataset_open(&ds, o.out, "train", 0), 0);
+    assert_int_equal(dp_dataset_open(&ds, o.out, "train", 0), NULL);
     assert_int_equal(ds.n, 3);
     assert_int_equal(ds.d, 3);
     assert_int_equal(ds.x_u8, 0);
@@ -227,7 +234,9 @@ static void test_csv(void **state) {
         assert_true(x[i * 3 + j] == want_x[i][j]);
     }
     dp_dataset_close(&ds);
-    assert_int_equal(dp_dataset_open(&ds, o.out, "test", 1), mode == 0 ? 0 : 1);
+    int found = -1;
+    assert_int_equal(dp_dataset_open(&ds, o.out, "test", &found), NULL);
+    assert_int_equal(found, mode == 0);
     if (mode == 0) {
       assert_int_equal(ds.n, 1);
       assert_int_equal(dp_dataset_gather(&ds, rows, 1, x, y, NULL), 0);
@@ -269,9 +278,9 @@ static void test_write_gather(void **state) {
   assert_int_equal(dp_data_write(P("f.h5"), &v, NULL), 0);
   assert_false(exists(P("f.h5.tmp")));
   dp_dataset s, m, p;
-  assert_int_equal(dp_dataset_open(&s, P("f.h5"), "train", 0), 0);
-  assert_int_equal(dp_dataset_open(&m, P("f.h5"), "train", 0), 0);
-  assert_int_equal(dp_dataset_open(&p, P("f.h5"), "train", 0), 0);
+  assert_int_equal(dp_dataset_open(&s, P("f.h5"), "train", 0), NULL);
+  assert_int_equal(dp_dataset_open(&m, P("f.h5"), "train", 0), NULL);
+  assert_int_equal(dp_dataset_open(&p, P("f.h5"), "train", 0), NULL);
   assert_int_equal(s.n, N);
   assert_int_equal(s.d, D);
   assert_int_equal(s.x_u8, 0);
@@ -311,8 +320,8 @@ static void test_write_gather(void **state) {
 static void check_standardized(const char *path, const void *x, int u8, float scale) {
   const double mean = 0.75, sd = 0.5;
   dp_dataset s, m;
-  assert_int_equal(dp_dataset_open(&s, path, "train", 0), 0);
-  assert_int_equal(dp_dataset_open(&m, path, "train", 0), 0);
+  assert_int_equal(dp_dataset_open(&s, path, "train", 0), NULL);
+  assert_int_equal(dp_dataset_open(&m, path, "train", 0), NULL);
   dp_dataset_standardize(&s, mean, sd);
   dp_dataset_standardize(&m, mean, sd);
   assert_int_equal(dp_dataset_load(&m, 0, N), 0);
@@ -359,7 +368,7 @@ static void test_label_range_and_finite(void **state) {
   dp_split_view v = {.n = N, .d = D, .x = x, .scale = 1.0f, .labels = lab, .k = 1};
   assert_int_equal(dp_data_write(P("nan.h5"), &v, NULL), 0);
   dp_dataset ds;
-  assert_int_equal(dp_dataset_open(&ds, P("nan.h5"), "train", 0), 0);
+  assert_int_equal(dp_dataset_open(&ds, P("nan.h5"), "train", 0), NULL);
   int32_t lo, hi;
   assert_int_equal(dp_dataset_label_range(&ds, 0, N, &lo, &hi), 0);
   assert_true(lo == 2 && hi == 9);
@@ -394,7 +403,7 @@ static void make_h5(const char *path, int xrank, hsize_t x0, hsize_t x1, hid_t x
 
 static void bad_open(const char *path, const char *group, const char *s1, const char *s2) {
   dp_dataset ds;
-  expect_err(dp_dataset_open(&ds, path, group, 0), DP_EDATA, path, s1, s2, NULL);
+  expect_err(dp_dataset_open(&ds, path, group, NULL), DP_EDATA, path, s1, s2, NULL);
   dp_dataset_close(&ds);
 }
 
@@ -407,10 +416,18 @@ static void test_bad_files(void **state) {
   H5Fclose(f);
   bad_open(P("nogroup.h5"), "train", "/train", NULL);
   dp_dataset ds;
-  assert_int_equal(dp_dataset_open(&ds, P("nogroup.h5"), "test", 1), 1);
+  int found = -1;
+  assert_int_equal(dp_dataset_open(&ds, P("nogroup.h5"), "test", &found), NULL);
+  assert_int_equal(found, 0);
+  assert_true(ds.h5_file < 0); /* closed: nothing to read */
   dp_dataset_close(&ds);
   make_h5(P("nox.h5"), 0, 0, 0, 0, 1, 5, H5T_STD_I32LE);
   bad_open(P("nox.h5"), "train", "/train/x", NULL);
+  found = -1; /* a group that is there but broken is an error even when optional */
+  expect_err(dp_dataset_open(&ds, P("nox.h5"), "train", &found), DP_EDATA, P("nox.h5"), "/train/x", NULL);
+  assert_int_equal(found, 0);
+  assert_true(ds.h5_file < 0 && ds.h5_x < 0 && ds.h5_y < 0); /* a failed open cleans up after itself */
+  dp_dataset_close(&ds);
   make_h5(P("noy.h5"), 2, 5, 3, H5T_STD_U8LE, 0, 0, 0);
   bad_open(P("noy.h5"), "train", "/train/y", NULL);
   make_h5(P("rank1.h5"), 1, 5, 0, H5T_IEEE_F32LE, 1, 5, H5T_STD_I32LE);
@@ -428,7 +445,111 @@ static void test_bad_files(void **state) {
   make_h5(P("zero.h5"), 2, 0, 3, H5T_IEEE_F32LE, 1, 0, H5T_STD_I32LE);
   bad_open(P("zero.h5"), "train", "/train/x", "at least one row");
   make_h5(P("ok.h5"), 2, 5, 3, H5T_STD_U8LE, 1, 5, H5T_STD_I32LE); /* the helper makes valid files too */
-  assert_int_equal(dp_dataset_open(&ds, P("ok.h5"), "train", 0), 0);
+  assert_int_equal(dp_dataset_open(&ds, P("ok.h5"), "train", 0), NULL);
+  dp_dataset_close(&ds);
+}
+
+static void test_row_bytes(void **state) {
+  (void)state;
+  assert_int_equal(dp_row_bytes(784, 1), 784);
+  assert_int_equal(dp_row_bytes(784, 0), 784 * sizeof(float));
+  assert_int_equal(dp_row_bytes(0, 0), 0);
+  assert_int_equal(dp_row_bytes(3, 0), 12);
+  /* What one row of x takes in the file, for both element types. */
+  float xf[N * D] = {0};
+  uint8_t xb[N * D] = {0};
+  int32_t lab[N] = {0};
+  dp_split_view vf = {.n = N, .d = D, .x = xf, .scale = 1.0f, .labels = lab, .k = 1};
+  dp_split_view vb = {.n = N, .d = D, .x_u8 = 1, .x = xb, .scale = 1.0f, .labels = lab, .k = 1};
+  assert_int_equal(dp_data_write(P("rf.h5"), &vf, NULL), 0);
+  assert_int_equal(dp_data_write(P("rb.h5"), &vb, NULL), 0);
+  const char *files[2] = {P("rf.h5"), P("rb.h5")};
+  for (int i = 0; i < 2; i++) {
+    dp_dataset ds;
+    assert_int_equal(dp_dataset_open(&ds, files[i], "train", NULL), NULL);
+    hid_t t = H5Dget_type((hid_t)ds.h5_x);
+    assert_int_equal(dp_row_bytes(ds.d, ds.x_u8), H5Tget_size(t) * D);
+    H5Tclose(t);
+    dp_dataset_close(&ds);
+  }
+}
+
+/* Several chunks of about 1 MiB: shuffled rows read one by one from the file (data.c opens unfiltered
+ * chunked data without a chunk cache) equal the same rows from memory, across chunk boundaries. */
+static void test_chunked_gather(void **state) {
+  (void)state;
+  enum { BN = 3001, BD = 700, BK = 2, R = 64 };
+  uint8_t *xb = malloc((size_t)BN * BD);
+  float *xf = malloc(sizeof(float) * BN * BD), *t = malloc(sizeof(float) * BN * BK);
+  int32_t *lab = malloc(sizeof(int32_t) * BN);
+  assert_true(xb && xf && t && lab);
+  for (int i = 0; i < BN * BD; i++) {
+    xb[i] = (uint8_t)(i * 7 + i / BD);
+    xf[i] = (float)(i % 1000) * 0.25f;
+  }
+  for (int i = 0; i < BN; i++) {
+    lab[i] = i % 10;
+    t[i * BK] = (float)i, t[i * BK + 1] = -(float)i;
+  }
+  dp_split_view vb = {.n = BN, .d = BD, .x_u8 = 1, .x = xb, .scale = 1.0f, .labels = lab, .k = 1};
+  dp_split_view vf = {.n = BN, .d = BD, .x = xf, .scale = 1.0f, .targets = t, .k = BK};
+  assert_int_equal(dp_data_write(P("big.h5"), &vb, &vf), 0);
+  int64_t rows[R];
+  for (int i = 0; i < R; i++)
+    rows[i] = (int64_t)((i * 2654435761u) % BN);
+  rows[R - 1] = BN - 1;
+  float *xs = malloc(sizeof(float) * R * BD), *xm = malloc(sizeof(float) * R * BD);
+  float ts[R * BK], tm[R * BK];
+  int32_t ls[R], lm[R];
+  assert_true(xs && xm);
+  for (int g = 0; g < 2; g++) {
+    dp_dataset s, m;
+    assert_int_equal(dp_dataset_open(&s, P("big.h5"), g ? "test" : "train", NULL), NULL);
+    assert_int_equal(dp_dataset_open(&m, P("big.h5"), g ? "test" : "train", NULL), NULL);
+    assert_int_equal(dp_dataset_load(&m, 0, BN), 0);
+    assert_int_equal(dp_dataset_gather(&s, rows, R, xs, g ? NULL : ls, g ? ts : NULL), 0);
+    assert_int_equal(dp_dataset_gather(&m, rows, R, xm, g ? NULL : lm, g ? tm : NULL), 0);
+    for (int i = 0; i < R; i++) {
+      for (int j = 0; j < BD; j++) {
+        size_t k = (size_t)rows[i] * BD + (size_t)j;
+        float want = g ? xf[k] : (float)xb[k];
+        if (xs[i * BD + j] != want || xm[i * BD + j] != want)
+          fail_msg("/%s/x row %lld col %d: stream %g mem %g want %g", g ? "test" : "train", (long long)rows[i], j,
+                   xs[i * BD + j], xm[i * BD + j], want);
+      }
+      if (g)
+        assert_true(ts[i * BK] == (float)rows[i] && tm[i * BK + 1] == -(float)rows[i]);
+      else
+        assert_true(ls[i] == rows[i] % 10 && lm[i] == ls[i]);
+    }
+    dp_dataset_close(&s);
+    dp_dataset_close(&m);
+  }
+  free(xb), free(xf), free(t), free(lab), free(xs), free(xm);
+}
+
+/* A data file is written durably: a failed conversion leaves the old file and no temp file, and the
+ * message names the temp file and what was being written. */
+static void test_write_replaces(void **state) {
+  (void)state;
+  float x[N * D] = {0};
+  int32_t lab[N] = {0};
+  dp_split_view v = {.n = N, .d = D, .x = x, .scale = 1.0f, .labels = lab, .k = 1};
+  assert_int_equal(dp_data_write(P("re.h5"), &v, NULL), 0);
+  v.n = N - 1;
+  assert_int_equal(dp_data_write(P("re.h5"), &v, NULL), 0);
+  assert_false(exists(P("re.h5.tmp")));
+  dp_dataset ds;
+  assert_int_equal(dp_dataset_open(&ds, P("re.h5"), "train", NULL), NULL);
+  assert_int_equal(ds.n, N - 1);
+  dp_dataset_close(&ds);
+  expect_err(dp_data_write(P("no-such-dir/d.h5"), &v, NULL), DP_EIO, P("no-such-dir/d.h5.tmp"), "the data file",
+             NULL);
+  make_idx_pair(P("wr-img"), P("wr-lab"), 0, NI, 0);
+  write_text(P("wr-img"), "now too short\n");
+  expect_err(dp_convert_idx(P("wr-img"), P("wr-lab"), NULL, NULL, P("re.h5")), DP_EDATA, P("wr-img"), NULL);
+  assert_int_equal(dp_dataset_open(&ds, P("re.h5"), "train", NULL), NULL);
+  assert_int_equal(ds.n, N - 1);
   dp_dataset_close(&ds);
 }
 
@@ -437,7 +558,8 @@ int main(void) {
       cmocka_unit_test(test_idx_round_trip),         cmocka_unit_test(test_idx_errors),
       cmocka_unit_test(test_csv),                    cmocka_unit_test(test_write_gather),
       cmocka_unit_test(test_label_range_and_finite), cmocka_unit_test(test_bad_files),
-      cmocka_unit_test(test_standardize),
+      cmocka_unit_test(test_standardize),            cmocka_unit_test(test_row_bytes),
+      cmocka_unit_test(test_chunked_gather),         cmocka_unit_test(test_write_replaces),
   };
   return cmocka_run_group_tests_name("data", tests, setup, teardown);
 }

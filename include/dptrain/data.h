@@ -9,10 +9,13 @@
 #ifndef DPTRAIN_DATA_H
 #define DPTRAIN_DATA_H
 
+#include <stddef.h>
 #include <stdint.h>
 
+#include "dptrain/config.h" /* DP_PATH_MAX */
+
 typedef struct {
-  char path[1024];
+  char path[DP_PATH_MAX];
   char group[64];  /* "train" or "test" */
   int64_t n;       /* rows */
   int64_t d;       /* features per row */
@@ -32,10 +35,14 @@ typedef struct {
 
 /* Marks every handle closed and every buffer empty, so dp_dataset_close is always safe. */
 void dp_dataset_init(dp_dataset *ds);
+/* Bytes of one stored row of x: d features of uint8 (x_u8) or float32. */
+size_t dp_row_bytes(int64_t d, int x_u8);
+
 /* Opens <path>:/<group>/{x,y} and validates shapes and types; reads no rows. Errors name the file and
- * the dataset ("data/f.h5: /train/y: expected 60000 rows like /train/x, found 59999").
- * Returns 1 (not an error) when the group does not exist and optional is set. */
-int dp_dataset_open(dp_dataset *ds, const char *path, const char *group, int optional);
+ * the dataset ("data/f.h5: /train/y: expected 60000 rows like /train/x, found 59999"). found NULL:
+ * the group must exist. Otherwise a missing group is no error: 0 with *found = 0 and ds closed.
+ * On failure ds is closed too (dp_dataset_close stays safe). */
+int dp_dataset_open(dp_dataset *ds, const char *path, const char *group, int *found);
 /* Loads x as (x · scale − mean) / std from now on: the affine map folds into scale and shift. */
 void dp_dataset_standardize(dp_dataset *ds, double mean, double std);
 /* Holds rows [lo, hi) in memory, in the file's dtype, so later gathers of those rows read no file. */
@@ -61,8 +68,9 @@ typedef struct {
   int64_t k;
 } dp_split_view;
 
-/* Writes a data file with /train and optionally /test (test may be NULL). Writes to path.tmp and
- * renames, so a failed conversion never leaves a half-written file under the final name. */
+/* Writes a data file with /train and optionally /test (test may be NULL), durably (dp_write_durable:
+ * path.tmp, fsync, rename), so a failed conversion never leaves a half-written file under the final
+ * name. Datasets are chunked (about 1 MiB), without filters. */
 int dp_data_write(const char *path, const dp_split_view *train, const dp_split_view *test);
 
 /* `dptrain convert idx IMAGES LABELS [TEST_IMAGES TEST_LABELS] -o OUT`: gzip'd or plain IDX files

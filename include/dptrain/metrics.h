@@ -5,6 +5,11 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* How progress is shown on rank 0: a live bar redrawn in place, or one plain line per log step. AUTO
+ * is a bar exactly when out is a terminal (main decides for launched ranks, whose "terminal" may be
+ * a pipe to a batch log). */
+typedef enum { DP_PROGRESS_AUTO, DP_PROGRESS_LINES, DP_PROGRESS_BAR } dp_progress_mode;
+
 typedef struct {
   FILE *jsonl;   /* rank 0 only; NULL elsewhere */
   FILE *out;     /* progress lines; NULL when quiet or not rank 0 */
@@ -37,7 +42,8 @@ typedef struct {
 
 /* Creates out_dir (and parents) and opens out_dir/metrics.jsonl when is_root; `out` gets progress.
  * resume_step >= 0 continues an existing file, keeping its lines up to that step; -1 starts anew. */
-int dp_metrics_open(dp_metrics *m, const char *out_dir, int is_root, FILE *out, int64_t resume_step);
+int dp_metrics_open(dp_metrics *m, const char *out_dir, int is_root, FILE *out, int64_t resume_step,
+                    dp_progress_mode mode);
 int dp_metrics_step(dp_metrics *m, const dp_step_log *s);
 /* On a terminal, redraws the epoch's progress bar in place, at most 10 times a second (always at
  * an epoch's last step, which then ends the line); elsewhere nothing, as dp_metrics_step prints

@@ -26,7 +26,8 @@ typedef struct {
 int dp_timeline_start(dp_timeline *tl, dp_comm *comm, int cap);
 /* Records a span from t0 to t1 (MPI_Wtime values); a no-op when tl is NULL, stopped, or full. */
 void dp_timeline_span(dp_timeline *tl, const char *name, int arg, double t0, double t1);
-/* Stops recording and writes every rank's spans to path from rank 0. Collective. */
+/* Stops recording and writes every rank's spans to path from rank 0, whole or not at all
+ * (dp_write_durable_stdio). Collective. */
 int dp_timeline_write(dp_timeline *tl, dp_comm *comm, const char *path);
 void dp_timeline_free(dp_timeline *tl);
 
