@@ -21,7 +21,7 @@ static double rss_bytes(const char *field) {
   size_t n = strlen(field);
   while (f && fgets(line, sizeof line, f))
     if (!strncmp(line, field, n) && line[n] == ':')
-      kb = atof(line + n + 1);
+      kb = strtod(line + n + 1, NULL); /* "VmRSS:   1234 kB": the kernel's text, not user input */
   if (f)
     fclose(f);
   return kb * 1024.0;
@@ -63,7 +63,7 @@ static int time_window(dp_trainer *t, double seconds, timing *tm) {
   memset(tm, 0, sizeof *tm);
   double t0 = MPI_Wtime();
   for (;;) {
-    DP_TRY(dp_trainer_step(t, 0, &r));
+    DP_TRY(dp_trainer_step(t, &(dp_step_request){0}, &r));
     tm->steps++, tm->samples += (double)r.batch;
     tm->compute += r.time.compute, tm->comm += r.time.comm, tm->optim += r.time.optim;
     /* Rank 0's clock decides, so every rank runs the same number of steps. */
@@ -81,7 +81,7 @@ static int time_window(dp_trainer *t, double seconds, timing *tm) {
 static int time_steps(dp_trainer *t, double seconds, timing *best) {
   dp_step_result r;
   for (int i = 0; i < 10; i++) /* warm-up: page faults, BLAS buffers, MPI connections */
-    DP_TRY(dp_trainer_step(t, 0, &r));
+    DP_TRY(dp_trainer_step(t, &(dp_step_request){0}, &r));
   memset(best, 0, sizeof *best);
   for (int w = 0; w < 3; w++) {
     timing tm;
@@ -206,12 +206,12 @@ static double plain_write(const char *path, size_t bytes) {
 /* A checkpoint of the trainer against a plain write + fsync of as many bytes in the same
  * directory, alternating, best of three each (the disk is shared with other tenants). */
 static int checkpoint_rate(const dp_trainer *t, const char *dir, FILE *out) {
-  char path[DP_PATH_MAX + 64], plain[DP_PATH_MAX + 64];
+  char path[DP_FILE_PATH_MAX], plain[DP_FILE_PATH_MAX];
   snprintf(plain, sizeof plain, "%s/plain-write.bin", dir);
   double ck = INFINITY, pw = INFINITY, bytes = 0;
   for (int r = 0; r < 3; r++) {
     double t0 = MPI_Wtime();
-    DP_TRY(dp_ckpt_save(t, dir, &(dp_ckpt_extra){0}, 1, path, sizeof path));
+    DP_TRY(dp_ckpt_save(&t->state, dir, t->step, 1, path, sizeof path));
     ck = fmin(ck, MPI_Wtime() - t0);
     FILE *f = fopen(path, "rb");
     if (f && fseek(f, 0, SEEK_END) == 0)
@@ -231,7 +231,7 @@ static int checkpoint_rate(const dp_trainer *t, const char *dir, FILE *out) {
 
 static void print_memory(const dp_trainer *t, const dp_dataset *ds, double baseline, FILE *out) {
   const dp_model *m = &t->model;
-  double data = ds->mem_hi > ds->mem_lo ? (double)(ds->mem_hi - ds->mem_lo) * ds->d * (ds->x_u8 ? 1 : 4) : 0;
+  double data = ds->mem_hi > ds->mem_lo ? (double)(ds->mem_hi - ds->mem_lo) * (double)dp_row_bytes(ds->d, ds->x_u8) : 0;
   data += ds->mem_labels ? (double)(ds->mem_hi - ds->mem_lo) * 4 : 0;
   double params = 4.0 * m->n_floats, grads = params, state = 4.0 * t->optim.n * t->optim.n_slots;
   double B = m->max_batch, acts = 0;
@@ -299,7 +299,7 @@ int dp_bench_run(const dp_bench_opts *o, dp_comm *comm, FILE *out) {
   double baseline = rss_bytes("VmRSS");
   dp_dataset ds;
   dp_dataset_init(&ds);
-  int rc = dp_dataset_open(&ds, o->data, "train", 0);
+  int rc = dp_dataset_open(&ds, o->data, "train", NULL);
   if (rc == 0)
     rc = dp_dataset_load(&ds, 0, ds.n);
   rc = dp_comm_agree(comm, rc, NULL);

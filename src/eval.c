@@ -4,6 +4,7 @@
 
 #include "dptrain/checkpoint.h"
 #include "dptrain/error.h"
+#include "dptrain/run.h"
 #include "dptrain/train.h"
 
 enum { CONFIG_MAX = 1 << 20 };
@@ -17,7 +18,7 @@ static int checkpoint_config(const char *ckpt, const char *data, dp_comm *comm, 
   rc = dp_comm_agree(comm, rc, NULL);
   if (rc == 0)
     rc = dp_comm_bcast(comm, text, CONFIG_MAX, 0);
-  char set[DP_PATH_MAX + 16], name[DP_PATH_MAX + 16];
+  char set[DP_FILE_PATH_MAX], name[DP_FILE_PATH_MAX];
   const char *sets[1] = {set};
   snprintf(set, sizeof set, "data.path=%s", data ? data : "");
   snprintf(name, sizeof name, "%s:/config", ckpt);
@@ -30,12 +31,7 @@ static int checkpoint_config(const char *ckpt, const char *data, dp_comm *comm, 
 static int eval_on(const dp_config *cfg, const char *ckpt, dp_comm *comm, dp_dataset *test, FILE *out) {
   dp_trainer t;
   DP_TRY(dp_trainer_create(&t, cfg, comm, test));
-  int rc = comm->rank == 0 ? dp_ckpt_load_weights(&t.model, ckpt) : 0;
-  rc = dp_comm_agree(comm, rc, NULL);
-  if (rc == 0)
-    rc = dp_comm_bcast(comm, t.model.params, sizeof(float) * t.model.n_floats, 0);
-  if (rc == 0 && t.model.n_stats)
-    rc = dp_comm_bcast(comm, t.model.stats, sizeof(float) * t.model.n_stats, 0);
+  int rc = dp_ckpt_load(&t.state, ckpt, DP_ST_MODEL, comm);
   double loss, acc;
   if (rc == 0)
     rc = dp_trainer_evaluate(&t, test, &loss, &acc);
@@ -54,8 +50,8 @@ int dp_eval_run(const char *ckpt, const char *data, dp_comm *comm, FILE *out) {
   dp_dataset test;
   dp_dataset_init(&test);
   if (rc == 0) {
-    int o = dp_dataset_open(&test, cfg->data.path, "test", 1);
-    if (o == 1)
+    int found, o = dp_dataset_open(&test, cfg->data.path, "test", &found);
+    if (o == 0 && !found)
       o = dp_fail(DP_EDATA, "%s: no /test group to evaluate on (pass --data FILE)", cfg->data.path);
     dp_dataset_standardize(&test, cfg->data.mean, cfg->data.std); /* as the model was trained */
     rc = dp_comm_agree(comm, o, NULL);

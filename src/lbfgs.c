@@ -216,10 +216,11 @@ static void push_pair(dp_lbfgs *o, const float *w, const float *g) {
     o->count++;
 }
 
-int dp_lbfgs_step(dp_lbfgs *o, float *w, float *g, double *f, dp_objective obj, void *ctx) {
+int dp_lbfgs_step(dp_lbfgs *o, float *w, float *g, double *f, dp_objective obj, void *ctx, int *converged) {
   size_t n = o->n;
-  if (max_abs(g, n) <= o->tolerance_grad)
-    return 1;
+  *converged = max_abs(g, n) <= o->tolerance_grad;
+  if (*converged)
+    return 0;
   direction(o, g);
   double dphi0 = dot(g, o->d, n);
   if (!(dphi0 < 0.0)) { /* not a descent direction (lost curvature): restart from steepest descent */
@@ -244,7 +245,7 @@ int dp_lbfgs_step(dp_lbfgs *o, float *w, float *g, double *f, dp_objective obj, 
   *f = acc.f;
   o->iter++;
   push_pair(o, w, g);
-  if (fabs(acc.t) * max_abs(o->d, n) <= o->tolerance_change || fabs(*f - f_old) < o->tolerance_change)
-    return 1;
-  return max_abs(g, n) <= o->tolerance_grad;
+  *converged = fabs(acc.t) * max_abs(o->d, n) <= o->tolerance_change || fabs(*f - f_old) < o->tolerance_change ||
+               max_abs(g, n) <= o->tolerance_grad;
+  return 0;
 }

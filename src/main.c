@@ -1,6 +1,12 @@
 /* dptrain's command line: parses arguments and dispatches. The only place an error becomes an
  * exit code. */
+#include <errno.h>
+#include <float.h>
+#include <limits.h>
+#include <math.h>
 #include <mpi.h>
+#include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,8 +19,12 @@
 #include "dptrain/data.h"
 #include "dptrain/error.h"
 #include "dptrain/metrics.h"
+#include "dptrain/run.h"
 #include "dptrain/sweep.h"
 #include "dptrain/train.h"
+
+/* Whether a launcher (mpirun, srun) started this process: set before MPI_Init. */
+static int launched;
 
 #define DP_VERSION "0.1.0"
 #define DP_MAX_SETS 256
@@ -121,11 +131,38 @@ static const char usage_config[] =
     "               values and ranges (docs/config.md is this output)\n"
     "  --check      parse and validate CONFIG.ini with the overrides, without training\n";
 
-static int usage_error(const char *usage, const char *fmt, const char *arg) {
+static int usage_error(const char *usage, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int usage_error(const char *usage, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
   fprintf(stderr, "dptrain: error: ");
-  fprintf(stderr, fmt, arg);
+  vfprintf(stderr, fmt, ap);
   fprintf(stderr, "\n%s", usage);
+  va_end(ap);
   return 2;
+}
+
+/* Command-line numbers are the whole argument, never the "12" of "12abc" or the 0 of "": 0, or
+ * DP_EUSAGE with "OPT expects WANT, got 'V'". */
+static int opt_int(const char *opt, const char *v, int64_t lo, int64_t hi, const char *want, int64_t *out) {
+  char *end;
+  errno = 0;
+  long long x = strtoll(v, &end, 10);
+  if (end == v || *end || errno == ERANGE || x < lo || x > hi)
+    return dp_fail(DP_EUSAGE, "%s expects %s, got '%s'", opt, want, v);
+  *out = x;
+  return 0;
+}
+
+/* As opt_int; NaN and Inf are never a valid option value. */
+static int opt_double(const char *opt, const char *v, double lo, double hi, const char *want, double *out) {
+  char *end;
+  errno = 0;
+  double x = strtod(v, &end);
+  if (end == v || *end || errno == ERANGE || !isfinite(x) || x < lo || x > hi)
+    return dp_fail(DP_EUSAGE, "%s expects %s, got '%s'", opt, want, v);
+  *out = x;
+  return 0;
 }
 
 static int is_help(const char *a) { return !strcmp(a, "--help") || !strcmp(a, "-h"); }
@@ -190,17 +227,17 @@ static int parse_train_args(int argc, char **argv, train_args *a, int print, con
       return -1;
     } else if (!strcmp(s, "--set")) {
       if (i + 1 >= argc)
-        return print ? usage_error(usage, "--set needs a value: --set section.key=value%s", "") : 2;
+        return print ? usage_error(usage, "--set needs a value: --set section.key=value") : 2;
       if (a->n_sets == DP_MAX_SETS)
-        return print ? usage_error(usage, "too many --set options (at most %s)", "256") : 2;
+        return print ? usage_error(usage, "too many --set options (at most %d)", DP_MAX_SETS) : 2;
       a->sets[a->n_sets++] = argv[++i];
     } else if (!strncmp(s, "--set=", 6)) {
       if (a->n_sets == DP_MAX_SETS)
-        return print ? usage_error(usage, "too many --set options (at most %s)", "256") : 2;
+        return print ? usage_error(usage, "too many --set options (at most %d)", DP_MAX_SETS) : 2;
       a->sets[a->n_sets++] = s + 6;
     } else if (!sweep && !strcmp(s, "--resume")) {
       if (i + 1 >= argc)
-        return print ? usage_error(usage, "--resume needs a checkpoint path or auto%s", "") : 2;
+        return print ? usage_error(usage, "--resume needs a checkpoint path or auto") : 2;
       a->resume = argv[++i];
     } else if (!strcmp(s, "--quiet") || !strcmp(s, "-q")) {
       a->quiet = 1;
@@ -215,7 +252,7 @@ static int parse_train_args(int argc, char **argv, train_args *a, int print, con
     }
   }
   if (!a->config)
-    return print ? usage_error(usage, "missing CONFIG.ini%s", "") : 2;
+    return print ? usage_error(usage, "missing CONFIG.ini") : 2;
   return 0;
 }
 
@@ -247,8 +284,21 @@ static int with_config(int argc, char **argv, int sweep, const char *usage, conf
   return code;
 }
 
+/* Under mpirun or srun a rank's stdout is a pseudo-terminal even when the launcher writes to a batch
+ * log, so launched ranks print plain lines unless DPTRAIN_PROGRESS=bar asks for the bar (make run
+ * does on a terminal); DPTRAIN_PROGRESS=lines forces lines anywhere. */
+static dp_progress_mode progress_mode(void) {
+  const char *v = getenv("DPTRAIN_PROGRESS");
+  if (v && !strcmp(v, "bar"))
+    return DP_PROGRESS_BAR;
+  if (v && !strcmp(v, "lines"))
+    return DP_PROGRESS_LINES;
+  return launched ? DP_PROGRESS_LINES : DP_PROGRESS_AUTO;
+}
+
 static int run_train(const train_args *a, const dp_config *cfg, dp_comm *comm) {
-  return dp_train_run(cfg, comm, a->resume, a->quiet ? NULL : stdout, a->verbose);
+  dp_run_opts o = {.out = a->quiet ? NULL : stdout, .verbose = a->verbose, .progress = progress_mode()};
+  return dp_train_run(cfg, comm, a->resume, &o);
 }
 
 static int cmd_train(int argc, char **argv) {
@@ -262,11 +312,13 @@ static int sweep_options(const train_args *a, const dp_config *cfg, dp_sweep_opt
   o->ranks_per_run = cfg->sweep.ranks_per_run;
   o->diverge_factor = cfg->sweep.diverge_factor;
   DP_TRY(dp_sweep_parse_grid(a->lr ? a->lr : cfg->sweep.lr, o->lr, &o->n));
-  char *end;
-  if (a->steps && ((o->steps = strtoll(a->steps, &end, 10)) < 1 || *end))
-    return dp_fail(DP_EUSAGE, "--steps expects a positive integer, got '%s'", a->steps);
-  if (a->ranks_per_run && ((o->ranks_per_run = (int)strtol(a->ranks_per_run, &end, 10)) < 1 || *end))
-    return dp_fail(DP_EUSAGE, "--ranks-per-run expects a positive integer, got '%s'", a->ranks_per_run);
+  if (a->steps)
+    DP_TRY(opt_int("--steps", a->steps, 1, INT64_MAX, "a positive integer", &o->steps));
+  int64_t n;
+  if (a->ranks_per_run) {
+    DP_TRY(opt_int("--ranks-per-run", a->ranks_per_run, 1, INT_MAX, "a positive integer", &n));
+    o->ranks_per_run = (int)n;
+  }
   if (a->csv)
     snprintf(csv, len, "%s", a->csv);
   else
@@ -293,36 +345,45 @@ static int run_sweep(const train_args *a, const dp_config *cfg, dp_comm *comm) {
 
 static int cmd_sweep(int argc, char **argv) { return with_config(argc, argv, 1, usage_sweep, run_sweep); }
 
+/* One bench option with a value; the ranges are checked together afterwards, in one message. */
+static int bench_option(const char *s, const char *v, dp_bench_opts *o) {
+  int64_t n;
+  if (!strcmp(s, "--data"))
+    o->data = v;
+  else if (!strcmp(s, "--hidden"))
+    o->hidden = v;
+  else if (!strcmp(s, "--ckpt-dir"))
+    o->ckpt_dir = v;
+  else if (!strcmp(s, "--seconds"))
+    return opt_double(s, v, -DBL_MAX, DBL_MAX, "a number", &o->seconds);
+  else if (!strcmp(s, "--bucket-mb"))
+    return opt_double(s, v, -DBL_MAX, DBL_MAX, "a number", &o->bucket_mb);
+  else if (!strcmp(s, "--batch")) {
+    DP_TRY(opt_int(s, v, LONG_MIN, LONG_MAX, "an integer", &n));
+    o->batch = (long)n;
+  } else if (!strcmp(s, "--threads")) {
+    DP_TRY(opt_int(s, v, INT_MIN, INT_MAX, "an integer", &n));
+    o->threads = (int)n;
+  } else {
+    return dp_fail(DP_EUSAGE, "unknown option '%s'", s);
+  }
+  return 0;
+}
+
 static int parse_bench(int argc, char **argv, dp_bench_opts *o) {
   for (int i = 0; i < argc; i++) {
     const char *s = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    int used = 1;
     if (!strcmp(s, "--sgemm"))
-      o->sgemm = 1, used = 0;
+      o->sgemm = 1;
     else if (!strcmp(s, "--allreduce"))
-      o->allreduce = 1, used = 0;
+      o->allreduce = 1;
     else if (!v)
       return usage_error(usage_bench, "unknown option or missing value: '%s'", s);
-    else if (!strcmp(s, "--data"))
-      o->data = v;
-    else if (!strcmp(s, "--hidden"))
-      o->hidden = v;
-    else if (!strcmp(s, "--ckpt-dir"))
-      o->ckpt_dir = v;
-    else if (!strcmp(s, "--batch"))
-      o->batch = atol(v);
-    else if (!strcmp(s, "--seconds"))
-      o->seconds = atof(v);
-    else if (!strcmp(s, "--threads"))
-      o->threads = atoi(v);
-    else if (!strcmp(s, "--bucket-mb"))
-      o->bucket_mb = atof(v);
-    else
-      return usage_error(usage_bench, "unknown option '%s'", s);
-    i += used;
+    else if (bench_option(s, argv[++i], o) < 0)
+      return usage_error(usage_bench, "%s", dp_errmsg(DP_EUSAGE));
   }
   if (o->batch < 1 || !(o->seconds > 0) || o->threads < 0 || o->bucket_mb < 0)
-    return usage_error(usage_bench, "--batch, --seconds must be positive; --threads, --bucket-mb >= 0%s", "");
+    return usage_error(usage_bench, "--batch, --seconds must be positive; --threads, --bucket-mb >= 0");
   return 0;
 }
 
@@ -354,7 +415,7 @@ static int cmd_inspect(int argc, char **argv) {
     return 0;
   }
   if (argc != 1 || argv[0][0] == '-')
-    return usage_error(usage_ckpt, "inspect needs exactly one checkpoint file%s", "");
+    return usage_error(usage_ckpt, "inspect needs exactly one checkpoint file");
   return finish(dp_ckpt_inspect(argv[0], stdout), NULL);
 }
 
@@ -375,7 +436,7 @@ static int cmd_eval(int argc, char **argv) {
     }
   }
   if (!ckpt)
-    return usage_error(usage_ckpt, "eval needs a checkpoint file%s", "");
+    return usage_error(usage_ckpt, "eval needs a checkpoint file");
   MPI_Init(&argc, &argv);
   dp_comm comm;
   int rc = dp_comm_init(&comm, MPI_COMM_WORLD);
@@ -389,7 +450,7 @@ static int cmd_eval(int argc, char **argv) {
 
 static int cmd_config(int argc, char **argv) {
   if (argc < 1)
-    return usage_error(usage_config, "config needs --list, --markdown or --check CONFIG.ini%s", "");
+    return usage_error(usage_config, "config needs --list, --markdown or --check CONFIG.ini");
   if (is_help(argv[0])) {
     fputs(usage_config, stdout);
     return 0;
@@ -422,7 +483,7 @@ static int convert_idx(int argc, char **argv) {
   for (int i = 0; i < argc; i++) {
     if (!strcmp(argv[i], "-o")) {
       if (i + 1 >= argc)
-        return usage_error(usage_convert, "-o needs a file name%s", "");
+        return usage_error(usage_convert, "-o needs a file name");
       out = argv[++i];
     } else if (argv[i][0] == '-' && argv[i][1]) {
       return usage_error(usage_convert, "unknown option '%s'", argv[i]);
@@ -433,17 +494,11 @@ static int convert_idx(int argc, char **argv) {
     }
   }
   if ((n != 2 && n != 4) || !out)
-    return usage_error(usage_convert, "convert idx needs IMAGES LABELS [TEST_IMAGES TEST_LABELS] and -o OUT.h5%s", "");
+    return usage_error(usage_convert, "convert idx needs IMAGES LABELS [TEST_IMAGES TEST_LABELS] and -o OUT.h5");
   int rc = dp_convert_idx(files[0], files[1], files[2], files[3], out);
   if (rc == 0)
     printf("wrote %s\n", out);
   return finish(rc, NULL);
-}
-
-static int parse_number(const char *s, double *v) {
-  char *end;
-  *v = strtod(s, &end);
-  return end != s && *end == 0;
 }
 
 static int convert_csv(int argc, char **argv) {
@@ -451,19 +506,20 @@ static int convert_csv(int argc, char **argv) {
   for (int i = 0; i < argc; i++) {
     const char *s = argv[i];
     int has_val = i + 1 < argc;
-    double v;
     if (!strcmp(s, "-o") && has_val) {
       o.out = argv[++i];
     } else if (!strcmp(s, "--test") && has_val) {
       o.test_csv = argv[++i];
     } else if (!strcmp(s, "--label-col") && has_val) {
-      if (!parse_number(argv[++i], &v) || v != (int)v)
-        return usage_error(usage_convert, "--label-col expects an integer, got '%s'", argv[i]);
-      o.label_col = (int)v;
+      int64_t col;
+      if (opt_int(s, argv[++i], INT_MIN, INT_MAX, "an integer", &col) < 0)
+        return usage_error(usage_convert, "%s", dp_errmsg(DP_EUSAGE));
+      o.label_col = (int)col;
     } else if (!strcmp(s, "--scale") && has_val) {
-      if (!parse_number(argv[++i], &v))
-        return usage_error(usage_convert, "--scale expects a number, got '%s'", argv[i]);
-      o.scale = (float)v;
+      double scale;
+      if (opt_double(s, argv[++i], -FLT_MAX, FLT_MAX, "a number", &scale) < 0)
+        return usage_error(usage_convert, "%s", dp_errmsg(DP_EUSAGE));
+      o.scale = (float)scale;
     } else if (!strcmp(s, "--header")) {
       o.header = 1;
     } else if (!strcmp(s, "--regression")) {
@@ -477,7 +533,7 @@ static int convert_csv(int argc, char **argv) {
     }
   }
   if (!o.train_csv || !o.out)
-    return usage_error(usage_convert, "convert csv needs TRAIN.csv and -o OUT.h5%s", "");
+    return usage_error(usage_convert, "convert csv needs TRAIN.csv and -o OUT.h5");
   int rc = dp_convert_csv(&o);
   if (rc == 0)
     printf("wrote %s\n", o.out);
@@ -486,7 +542,7 @@ static int convert_csv(int argc, char **argv) {
 
 static int cmd_convert(int argc, char **argv) {
   if (argc < 1)
-    return usage_error(usage_convert, "convert needs a format: idx or csv%s", "");
+    return usage_error(usage_convert, "convert needs a format: idx or csv");
   if (is_help(argv[0])) {
     fputs(usage_convert, stdout);
     return 0;
@@ -505,15 +561,14 @@ static int cmd_convert(int argc, char **argv) {
 
 /* Started by mpirun or srun? Asked before MPI_Init, which sets the same variables for a singleton. */
 static void note_launcher(void) {
-  if (getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK") || getenv("SLURM_PROCID"))
-    setenv("DPTRAIN_PROGRESS", "lines", 0); /* the rank's "terminal" may be a pipe to a batch log */
+  launched = getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK") || getenv("SLURM_PROCID");
 }
 
 int main(int argc, char **argv) {
   note_launcher();
   dp_blas_fix_kernel(argv);
   if (argc < 2)
-    return usage_error(usage_main, "missing command%s", "");
+    return usage_error(usage_main, "missing command");
   const char *cmd = argv[1];
   if (is_help(cmd)) {
     fputs(usage_main, stdout);

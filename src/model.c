@@ -71,7 +71,7 @@ static void configure_layer(dp_model *m, dp_dense *l, const dp_layer_cfg *lc, in
                       .eps = (float)lc->eps,
                       .momentum = (float)lc->norm_momentum,
                       .sync = lc->sync};
-  m->n_params += (size_t)l->out * l->in + (lc->norm == DP_NORM_NONE ? 1u : 2u) * (size_t)l->out;
+  m->n_params += dp_dense_params(l->in, l->out, lc->norm != DP_NORM_NONE);
 }
 
 static int alloc_blocks(dp_model *m, const block_sizes *o) {
@@ -88,17 +88,18 @@ static int alloc_blocks(dp_model *m, const block_sizes *o) {
   return 0;
 }
 
-int dp_model_create(dp_model *m, const dp_config *cfg, int in_dim, int max_batch) {
+int dp_model_create(dp_model *m, const dp_layer_cfg *layers, int n_layers, dp_loss_kind loss, int in_dim,
+                    int max_batch) {
   memset(m, 0, sizeof *m);
-  if (cfg->n_layers < 1 || in_dim < 1 || max_batch < 1)
+  if (n_layers < 1 || n_layers > DP_MAX_LAYERS || in_dim < 1 || max_batch < 1)
     return dp_fail(DP_EINVAL, "model: needs at least one layer, inputs and a batch");
-  m->n_layers = cfg->n_layers;
+  m->n_layers = n_layers;
   m->in_dim = in_dim;
   m->max_batch = max_batch;
-  m->loss = cfg->model.loss;
+  m->loss = loss;
   int in = in_dim;
   for (int i = 0; i < m->n_layers; i++) {
-    configure_layer(m, &m->layer[i], &cfg->layer[i], in);
+    configure_layer(m, &m->layer[i], &layers[i], in);
     in = m->layer[i].out;
   }
   m->out_dim = in;
@@ -138,11 +139,11 @@ void dp_model_set_reduce(dp_model *m, dp_reduce_fn fn, void *ctx) {
   }
 }
 
-void dp_model_init(dp_model *m, const dp_config *cfg, uint64_t seed) {
+void dp_model_init(dp_model *m, const dp_layer_cfg *layers, uint64_t seed) {
   dp_rng rng;
   for (int i = 0; i < m->n_layers; i++) {
     dp_dense *l = &m->layer[i];
-    const dp_layer_cfg *lc = &cfg->layer[i];
+    const dp_layer_cfg *lc = &layers[i];
     /* One stream per layer: adding a layer does not change the others' initial weights. */
     dp_rng_seed(&rng, seed, 0x1000 + (uint64_t)i);
     dp_init_weights(l->w, l->in, l->out, lc->init, lc->init_dist, l->act, &rng);
@@ -222,4 +223,37 @@ int dp_model_stat_tensors(const dp_model *m, int i, dp_tensor t[DP_MAX_TENSORS])
   t[0] = (dp_tensor){"running_mean", (size_t)(l->norm.running_mean - m->stats), 1, {l->out, 0}};
   t[1] = (dp_tensor){"running_var", (size_t)(l->norm.running_var - m->stats), 1, {l->out, 0}};
   return 2;
+}
+
+size_t dp_dense_params(int in, int out, int normed) { return (size_t)out * (size_t)in + (normed ? 2u : 1u) * (size_t)out; }
+
+/* A different layer count says more than the first tensor that does not fit. */
+static int check_layer_count(void *ctx, const dp_state *st, const char *path) {
+  const dp_model *m = ctx;
+  const int64_t *n = dp_state_loaded(st, "n_layers");
+  if (n && *n != m->n_layers)
+    return dp_fail(DP_ECKPT, "%s: the checkpoint's model has %lld layers, the config %d", path, (long long)*n,
+                   m->n_layers);
+  return 0;
+}
+
+static int register_tensors(dp_state *st, float *block, const dp_tensor *ts, int n, int layer) {
+  for (int k = 0; k < n; k++) {
+    int64_t dims[2] = {ts[k].dims[0], ts[k].dims[1]};
+    DP_TRY(dp_state_tensor(st, DP_T_F32, block + ts[k].offset, ts[k].rank, dims, DP_ST_MODEL, "model/layer%d/%s",
+                           layer, ts[k].name));
+  }
+  return 0;
+}
+
+int dp_model_register(dp_model *m, dp_state *st) {
+  for (int i = 0; i < m->n_layers; i++) {
+    dp_tensor ts[DP_MAX_TENSORS];
+    DP_TRY(register_tensors(st, m->params, ts, dp_model_tensors(m, i, ts), i));
+    DP_TRY(register_tensors(st, m->stats, ts, dp_model_stat_tensors(m, i, ts), i));
+  }
+  /* Files written before the layer count was stored (and foreign weight files) lack it. */
+  m->n_layers_i64 = m->n_layers;
+  DP_TRY(dp_state_i64(st, &m->n_layers_i64, 0, DP_MAX_LAYERS, DP_ST_MODEL | DP_ST_CONST | DP_ST_OPTIONAL, "n_layers"));
+  return dp_state_add_check(st, check_layer_count, m, DP_ST_MODEL);
 }

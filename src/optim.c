@@ -2,6 +2,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "dptrain/error.h"
@@ -94,8 +95,7 @@ int dp_adam(size_t n, float lr, float beta1, float beta2, float eps, int eps_ins
   return bad;
 }
 
-void dp_optim_hparams_from_config(dp_optim_hparams *h, const dp_config *cfg) {
-  const dp_optim_cfg *c = &cfg->optimizer;
+void dp_optim_hparams_from_cfg(dp_optim_hparams *h, const dp_optim_cfg *c) {
   memset(h, 0, sizeof *h);
   h->kind = c->name;
   h->momentum = (float)c->momentum;
@@ -109,6 +109,9 @@ void dp_optim_hparams_from_config(dp_optim_hparams *h, const dp_config *cfg) {
   h->beta2 = (float)c->beta2;
   h->bias_correction = c->bias_correction;
   h->eps_inside = c->eps_placement == DP_EPS_INSIDE;
+  h->history = c->history;
+  h->tolerance_grad = c->tolerance_grad;
+  h->tolerance_change = c->tolerance_change;
 }
 
 static int slots_needed(const dp_optim_hparams *h) {
@@ -126,9 +129,9 @@ static int slots_needed(const dp_optim_hparams *h) {
   return 0;
 }
 
-int dp_optim_create(dp_optim *o, const dp_config *cfg, size_t n) {
+int dp_optim_create(dp_optim *o, const dp_optim_hparams *h, size_t n) {
   memset(o, 0, sizeof *o);
-  dp_optim_hparams_from_config(&o->h, cfg);
+  o->h = *h;
   o->n = n;
   o->n_slots = slots_needed(&o->h);
   if (o->n_slots) {
@@ -136,17 +139,29 @@ int dp_optim_create(dp_optim *o, const dp_config *cfg, size_t n) {
     if (!o->state)
       return dp_fail(DP_ENOMEM, "optimizer: cannot allocate %d state slots of %zu floats", o->n_slots, n);
   }
+  if (h->kind == DP_OPT_LBFGS) {
+    int rc = dp_lbfgs_create(&o->lbfgs, n, h->history);
+    if (rc < 0) {
+      dp_optim_free(o);
+      return rc;
+    }
+    o->lbfgs.tolerance_grad = h->tolerance_grad;
+    o->lbfgs.tolerance_change = h->tolerance_change;
+  }
   return 0;
 }
 
 void dp_optim_free(dp_optim *o) {
   free(o->state);
   o->state = NULL;
+  dp_lbfgs_free(&o->lbfgs);
 }
 
 const char *dp_optim_name(dp_optim_kind k) {
-  static const char *const names[] = {"sgd", "rmsprop", "adam", "adamw", "lbfgs"};
-  return (unsigned)k < 5 ? names[k] : "?";
+#define DP_OPTIM_NAME(e, name) name,
+  static const char *const names[] = {DP_OPTIM_KIND_MAP(DP_OPTIM_NAME)};
+#undef DP_OPTIM_NAME
+  return (unsigned)k < sizeof names / sizeof names[0] ? names[k] : "?";
 }
 
 const char *dp_optim_slot_name(const dp_optim *o, int i) {
@@ -218,9 +233,95 @@ int dp_optim_step(dp_optim *o, float *w, const float *g, float lr) {
   case DP_OPT_ADAMW:
     bad = adam_step(o, w, g, lr);
     break;
-  case DP_OPT_LBFGS: /* stepped by the trainer through dp_lbfgs_step */
-    break;
+  case DP_OPT_LBFGS: /* not first-order: dp_optim_update searches */
+    return 0;
   }
   o->t++;
   return bad;
+}
+
+int dp_optim_kind_line_search(dp_optim_kind k) { return k == DP_OPT_LBFGS; }
+
+int dp_optim_line_search(const dp_optim *o) { return dp_optim_kind_line_search(o->h.kind); }
+
+int dp_optim_needs_gradient(const dp_optim *o) { return !dp_optim_line_search(o) || o->lbfgs.evals == 0; }
+
+static int lbfgs_update(dp_optim *o, dp_optim_problem *p) {
+  dp_lbfgs *l = &o->lbfgs;
+  if (l->evals == 0) { /* the caller evaluated the starting point */
+    o->f = *p->loss;
+    l->evals++;
+  }
+  l->lr = p->lr;
+  DP_TRY(dp_lbfgs_step(l, p->w, p->g, &o->f, p->eval, p->ctx, &o->converged));
+  *p->loss = o->f;
+  return 0;
+}
+
+int dp_optim_update(dp_optim *o, dp_optim_problem *p) {
+  if (dp_optim_line_search(o))
+    return lbfgs_update(o, p);
+  p->nonfinite = dp_optim_step(o, p->w, p->g, p->lr);
+  return 0;
+}
+
+/* ---- the training state ---- */
+
+static int register_lbfgs(dp_optim *o, dp_state *st, float *g) {
+  dp_lbfgs *l = &o->lbfgs;
+  int64_t hist[2] = {l->m, (int64_t)l->n}, n[2] = {(int64_t)l->n, 1}, m[2] = {l->m, 1};
+  DP_TRY(dp_state_tensor(st, DP_T_F32, l->s, 2, hist, 0, "optimizer/lbfgs/s"));
+  DP_TRY(dp_state_tensor(st, DP_T_F32, l->y, 2, hist, 0, "optimizer/lbfgs/y"));
+  DP_TRY(dp_state_tensor(st, DP_T_F64, l->rho, 1, m, 0, "optimizer/lbfgs/rho"));
+  DP_TRY(dp_state_tensor(st, DP_T_F32, g, 1, n, 0, "optimizer/lbfgs/grad"));
+  DP_TRY(dp_state_int(st, &l->count, 0, l->m, 0, "optimizer/lbfgs/count"));
+  DP_TRY(dp_state_int(st, &l->head, 0, l->m - 1, 0, "optimizer/lbfgs/head"));
+  DP_TRY(dp_state_i64(st, &l->iter, 0, INT64_MAX, 0, "optimizer/lbfgs/iter"));
+  DP_TRY(dp_state_i64(st, &l->evals, 0, INT64_MAX, 0, "optimizer/lbfgs/evals"));
+  DP_TRY(dp_state_f64(st, &o->f, -INFINITY, INFINITY, 0, "optimizer/lbfgs/loss"));
+  return dp_state_int(st, &o->converged, 0, 1, 0, "optimizer/lbfgs/converged");
+}
+
+/* A slot views the parameter layout: one /optimizer/<slot>/... tensor per /model/... parameter. */
+static int register_slot(dp_optim *o, dp_state *st, int slot, const float *params) {
+  int n = st->n;
+  for (int i = 0; i < n; i++) {
+    const dp_state_entry *e = &st->e[i];
+    if (e->type != DP_T_F32 || e->rank == 0 || strncmp(e->name, "model/", 6) ||
+        (const float *)e->ptr < params || (const float *)e->ptr >= params + o->n)
+      continue; /* running statistics are not trained */
+    float *view = dp_optim_slot(o, slot) + ((const float *)e->ptr - params);
+    DP_TRY(dp_state_tensor(st, DP_T_F32, view, e->rank, e->dims, 0, "optimizer/%s/%s", dp_optim_slot_name(o, slot),
+                           e->name + 6));
+  }
+  return 0;
+}
+
+/* The file says what state it holds; a resume of another optimizer is refused before anything
+ * else, naming both. */
+static int check_kind(void *ctx, const dp_state *st, const char *path) {
+  const dp_optim *o = ctx;
+  const char *name = dp_state_loaded(st, "optimizer"), *slots = dp_state_loaded(st, "optimizer_state");
+  if (!name || !slots)
+    return dp_fail(DP_ECKPT, "%s: missing the optimizer attributes", path);
+  if (strcmp(name, o->name) || strcmp(slots, o->slots))
+    return dp_fail(DP_ECKPT, "%s: the checkpoint holds %s state (%s), the config's optimizer is %s (%s)", path, name,
+                   slots[0] ? slots : "none", o->name, o->slots[0] ? o->slots : "none");
+  return 0;
+}
+
+int dp_optim_register(dp_optim *o, dp_state *st, float *params, float *g) {
+  snprintf(o->name, sizeof o->name, "%s", dp_optim_name(o->h.kind));
+  o->slots[0] = 0;
+  for (int i = 0; i < o->n_slots; i++)
+    snprintf(o->slots + strlen(o->slots), sizeof o->slots - strlen(o->slots), "%s%s", i ? "," : "",
+             dp_optim_slot_name(o, i));
+  /* Optional: the kind check reports a missing one with its own message. */
+  DP_TRY(dp_state_str(st, o->name, sizeof o->name, DP_ST_CONST | DP_ST_OPTIONAL, "optimizer"));
+  DP_TRY(dp_state_str(st, o->slots, sizeof o->slots, DP_ST_CONST | DP_ST_OPTIONAL, "optimizer_state"));
+  DP_TRY(dp_state_add_check(st, check_kind, o, 0));
+  DP_TRY(dp_state_i64(st, &o->t, 0, INT64_MAX, 0, "optimizer_steps"));
+  for (int i = 0; i < o->n_slots; i++)
+    DP_TRY(register_slot(o, st, i, params));
+  return dp_optim_line_search(o) ? register_lbfgs(o, st, g) : 0;
 }

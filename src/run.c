@@ -1,6 +1,7 @@
 /* `dptrain train`: the whole run around the trainer — data, threads, logging, evaluation,
  * checkpoints, resuming and stopping on a signal. */
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <string.h>
 #include <stdlib.h>
@@ -10,13 +11,16 @@
 #include "dptrain/checkpoint.h"
 #include "dptrain/error.h"
 #include "dptrain/metrics.h"
+#include "dptrain/run.h"
 #include "dptrain/train.h"
+#include "faults.h"
+#include "fsutil.h"
 
 /* Hold the rows in memory when they take at most half of this rank's share of the node's memory. */
 static int fits_in_memory(const dp_config *cfg, const dp_comm *comm, const dp_dataset *ds, int64_t rows) {
   if (cfg->data.in_memory != DP_INMEM_AUTO)
     return cfg->data.in_memory == DP_INMEM_TRUE;
-  double bytes = (double)rows * (double)ds->d * (ds->x_u8 ? 1.0 : 4.0);
+  double bytes = (double)rows * (double)dp_row_bytes(ds->d, ds->x_u8);
   double share = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE) / comm->node_size;
   return bytes <= share / 2;
 }
@@ -27,11 +31,10 @@ typedef struct {
 } run_data;
 
 static int open_data(const dp_config *cfg, dp_comm *comm, run_data *d) {
-  int rc = dp_dataset_open(&d->train, cfg->data.path, "train", 0);
+  int rc = dp_dataset_open(&d->train, cfg->data.path, "train", NULL);
   DP_TRY(dp_comm_agree(comm, rc < 0 ? rc : 0, NULL));
-  rc = dp_dataset_open(&d->test, cfg->data.path, "test", 1);
+  rc = dp_dataset_open(&d->test, cfg->data.path, "test", &d->has_test);
   DP_TRY(dp_comm_agree(comm, rc < 0 ? rc : 0, NULL));
-  d->has_test = rc == 0;
   dp_dataset_standardize(&d->train, cfg->data.mean, cfg->data.std);
   dp_dataset_standardize(&d->test, cfg->data.mean, cfg->data.std);
   rc = 0;
@@ -51,16 +54,12 @@ static int open_data(const dp_config *cfg, dp_comm *comm, run_data *d) {
   return dp_comm_agree(comm, rc, NULL);
 }
 
+static int write_config(FILE *f, void *cfg) { return dp_config_write(cfg, f); }
+
 static int write_config_copy(const dp_config *cfg) {
-  char path[1200];
+  char path[DP_FILE_PATH_MAX];
   snprintf(path, sizeof path, "%s/config.ini", cfg->train.out_dir);
-  FILE *f = fopen(path, "w");
-  if (!f)
-    return dp_fail(DP_EIO, "%s: cannot write: %s", path, strerror(errno));
-  int rc = dp_config_write(cfg, f);
-  if (fclose(f) != 0 && rc == 0)
-    rc = dp_fail(DP_EIO, "%s: write failed: %s", path, strerror(errno));
-  return rc;
+  return dp_write_durable_stdio(path, "the configuration", write_config, (void *)cfg);
 }
 
 static void print_startup(FILE *out, const dp_trainer *t, const run_data *d, int threads, const double per_node[2]) {
@@ -81,7 +80,7 @@ static void print_startup(FILE *out, const dp_trainer *t, const run_data *d, int
     int norm = l->norm.kind != DP_NORM_NONE;
     fprintf(out, "  layer %d: dense %d -> %d, %s%s%s, weight (%d, %d), %zu parameters\n", i, l->in, l->out,
             norm ? dp_norm_name(l->norm.kind) : "", norm ? " norm, " : "", dp_act_name(l->act), l->out, l->in,
-            (size_t)l->out * l->in + (norm ? 2u : 1u) * (size_t)l->out);
+            dp_dense_params(l->in, l->out, norm));
   }
   fprintf(out, "data: %s: train %lld x %lld (%s, %s)", d->train.path, (long long)d->train.n, (long long)d->train.d,
           d->train.x_u8 ? "uint8" : "float32", d->train.mem_hi > d->train.mem_lo ? "in memory" : "read per batch");
@@ -128,7 +127,8 @@ typedef struct {
   double train_s, eval_s, test_loss, test_acc;
   int evaluated;
   int io;                 /* rank 0's pending failure, sent along with the next step */
-  char ckpt_dir[DP_PATH_MAX];
+  int stop, save, converged; /* the last step's agreed flags */
+  char ckpt_dir[DP_FILE_PATH_MAX];
   int64_t saved_step;     /* the step of the newest checkpoint written or loaded; -1 none */
   int64_t start_step, start_samples; /* where this session started (resumed runs) */
   double last_save;       /* rank 0's clock at the last save */
@@ -195,10 +195,9 @@ static void save(run_state *s) {
     s->io = rc;
   if (s->t.comm->rank != 0 || rc < 0)
     return;
-  dp_ckpt_extra x = {s->iv.loss, s->iv.acc, s->iv.steps, s->iv.samples};
-  char path[DP_PATH_MAX + 64];
+  char path[DP_FILE_PATH_MAX];
   double t0 = MPI_Wtime();
-  rc = dp_ckpt_save(&s->t, s->ckpt_dir, &x, s->t.cfg->checkpoint.keep_last, path, sizeof path);
+  rc = dp_ckpt_save(&s->t.state, s->ckpt_dir, s->t.step, s->t.cfg->checkpoint.keep_last, path, sizeof path);
   dp_timeline_span(s->t.tl, "checkpoint", -1, t0, MPI_Wtime());
   if (rc < 0 && s->io == 0)
     s->io = rc;
@@ -209,16 +208,18 @@ static void save(run_state *s) {
 static int checkpoint_due(const run_state *s, int epoch_end) {
   const dp_config *cfg = s->t.cfg;
   int64_t every = cfg->checkpoint.every_steps;
-  return s->t.save_requested || (every > 0 && s->t.step % every == 0) || (cfg->checkpoint.at_epoch_end && epoch_end);
+  return s->save || (every > 0 && s->t.step % every == 0) || (cfg->checkpoint.at_epoch_end && epoch_end);
 }
 
-/* What rank 0 wants from the next step's allreduce: a signal here, a time-based save due. */
-static void set_step_flags(run_state *s) {
-  dp_trainer *t = &s->t;
+/* What this rank asks of the next step: a signal here, a time-based save due (rank 0), the logged
+ * step's gradient norm, and rank 0's pending failure. */
+static dp_step_request step_request(const run_state *s) {
+  const dp_trainer *t = &s->t;
   double every = t->cfg->checkpoint.every_seconds;
-  t->stop_local = stop_signal != 0;
-  t->save_local = t->comm->rank == 0 && every > 0 && MPI_Wtime() - s->last_save >= every;
-  t->want_grad_norm = (t->step + 1) % t->cfg->train.log_every == 0; /* the logged step's norm */
+  return (dp_step_request){.local_status = s->io,
+                           .stop = stop_signal != 0,
+                           .save = t->comm->rank == 0 && every > 0 && MPI_Wtime() - s->last_save >= every,
+                           .want_grad_norm = (t->step + 1) % t->cfg->train.log_every == 0};
 }
 
 /* The live bar on a terminal (rank 0): ETAs from this session's mean step time. */
@@ -239,11 +240,20 @@ static void show_progress(run_state *s) {
   dp_metrics_progress(&s->mt, &p);
 }
 
+/* The whole state from a checkpoint; the interval's timing starts anew (collective). */
+static int load_state(run_state *s, const char *path) {
+  DP_TRY(dp_ckpt_load(&s->t.state, path, 0, s->t.comm));
+  dp_trainer_resumed(&s->t);
+  s->iv.compute = s->iv.comm = s->iv.optim = 0.0;
+  s->iv.t0 = MPI_Wtime();
+  return 0;
+}
+
 /* on_nonfinite = restore: back to the newest checkpoint with half the step size. Every rank got
  * the same DP_ENONFINITE from the same reduced values, so they all come here. Collective. */
 static int restore(run_state *s, int rc) {
   dp_trainer *t = &s->t;
-  char path[DP_PATH_MAX + 64];
+  char path[DP_FILE_PATH_MAX];
   int64_t failed_at = t->step + 1;
   if (t->cfg->train.on_nonfinite != DP_NONFINITE_RESTORE)
     return rc;
@@ -251,7 +261,9 @@ static int restore(run_state *s, int rc) {
   snprintf(why, sizeof why, "%s", dp_errmsg(rc)); /* dp_fail below rewrites that buffer */
   if (s->restores >= t->cfg->train.max_restores)
     return dp_fail(rc, "%s (after %d restores with a halved step size: giving up)", why, s->restores);
-  int have = t->comm->rank == 0 ? dp_ckpt_latest(s->ckpt_dir, path, sizeof path) == 0 : 0;
+  int have = 0;
+  if (t->comm->rank == 0)
+    dp_ckpt_latest(s->ckpt_dir, path, sizeof path, &have);
   DP_TRY(dp_comm_bcast(t->comm, &have, sizeof have, 0));
   DP_TRY(dp_comm_bcast(t->comm, path, sizeof path, 0));
   if (!have)
@@ -259,37 +271,25 @@ static int restore(run_state *s, int rc) {
   dp_error_clear();
   dp_error_set_reporter(-1);
   double factor = t->lr_factor;
-  dp_ckpt_extra x;
-  DP_TRY(dp_ckpt_load(t, path, &x));
+  DP_TRY(load_state(s, path));
   t->lr_factor = factor * 0.5;
   s->restores++;
-  s->iv = (interval){.loss = x.interval_loss, .acc = x.interval_acc, .steps = x.interval_steps,
-                     .samples = x.interval_samples, .t0 = MPI_Wtime()};
   dp_metrics_note(&s->mt, "step %lld: loss or gradient not finite: restored %s (step %lld), step size x%g\n",
                   (long long)failed_at, path, (long long)t->step, t->lr_factor);
   return 0;
 }
 
-/* Tests: DPTRAIN_TEST_STALL=RANK:STEP makes that rank hang before that step (a stuck rank). */
-static void test_stall(const dp_trainer *t) {
-  const char *v = getenv("DPTRAIN_TEST_STALL");
-  int rank;
-  long long step;
-  if (v && sscanf(v, "%d:%lld", &rank, &step) == 2 && rank == t->comm->rank && step == t->step + 1)
-    for (;;)
-      pause();
-}
-
 static int one_step(run_state *s) {
   dp_trainer *t = &s->t;
   dp_step_result r;
-  test_stall(t);
-  set_step_flags(s);
+  dp_fault_before_step(t->comm->rank, t->step + 1);
+  dp_step_request req = step_request(s);
   double t0 = MPI_Wtime();
-  int rc = dp_trainer_step(t, s->io, &r);
+  int rc = dp_trainer_step(t, &req, &r);
   if (rc == DP_ENONFINITE)
     return restore(s, rc);
   DP_TRY(rc);
+  s->stop = r.stop, s->save = r.save, s->converged = r.converged;
   if (r.skipped)
     dp_metrics_note(&s->mt, "step %lld: loss or gradient not finite: update skipped\n", (long long)t->step);
   s->train_s += MPI_Wtime() - t0;
@@ -303,7 +303,7 @@ static int one_step(run_state *s) {
   s->iv.optim += r.time.optim;
   s->evaluated = 0;
   const dp_config *cfg = t->cfg;
-  if (t->step % cfg->train.log_every == 0 || t->step == t->total_steps || t->converged || t->stop_requested) {
+  if (t->step % cfg->train.log_every == 0 || t->step == t->total_steps || s->converged || s->stop) {
     int rc = log_interval(s, &r);
     if (rc < 0 && s->io == 0)
       s->io = rc;
@@ -317,7 +317,7 @@ static int one_step(run_state *s) {
     DP_TRY(evaluate(s));
     s->iv.t0 = MPI_Wtime(); /* evaluation time is not training throughput */
   }
-  if (t->stop_requested || checkpoint_due(s, epoch_end))
+  if (s->stop || checkpoint_due(s, epoch_end))
     save(s);
   return 0;
 }
@@ -326,7 +326,7 @@ static int one_step(run_state *s) {
 static int timeline_due(run_state *s, int force) {
   if (!s->t.tl || (!force && s->t.step < s->tl_end))
     return 0;
-  s->t.tl = s->t.sync.tl = NULL;
+  dp_trainer_set_timeline(&s->t, NULL);
   const char *path = s->t.cfg->train.timeline;
   DP_TRY(dp_timeline_write(&s->tl, s->t.comm, path));
   dp_metrics_note(&s->mt, "timeline: %s (open in chrome://tracing or ui.perfetto.dev)\n", path);
@@ -340,7 +340,7 @@ static int timeline_start(run_state *s) {
   /* per step: data, forward, backward per pass, a span per bucket, optimizer, evaluation, checkpoint */
   int per_step = 3 * 4 + s->t.sync.n + 8;
   DP_TRY(dp_timeline_start(&s->tl, s->t.comm, cfg->train.timeline_steps * per_step + 64));
-  s->t.tl = s->t.sync.tl = &s->tl;
+  dp_trainer_set_timeline(&s->t, &s->tl);
   s->tl_end = s->t.step + cfg->train.timeline_steps;
   return 0;
 }
@@ -348,12 +348,12 @@ static int timeline_start(run_state *s) {
 static int train_loop(run_state *s) {
   dp_trainer *t = &s->t;
   DP_TRY(timeline_start(s));
-  while (t->step < t->total_steps && !t->converged && !t->stop_requested) {
+  while (t->step < t->total_steps && !s->converged && !s->stop) {
     DP_TRY(one_step(s));
     DP_TRY(timeline_due(s, 0));
   }
   DP_TRY(timeline_due(s, 1));
-  if (t->stop_requested) { /* saved at this step boundary by one_step */
+  if (s->stop) { /* saved at this step boundary by one_step */
     DP_TRY(dp_comm_agree(t->comm, s->io, NULL));
     dp_metrics_note(&s->mt, "stopped by a signal at step %lld: the checkpoint above resumes it (--resume auto)\n",
               (long long)t->step);
@@ -381,11 +381,11 @@ static void print_summary(run_state *s, double startup_s) {
 /* --resume PATH, or auto: the newest complete checkpoint in the directory, or a fresh start. */
 static int resume(run_state *s, const char *how) {
   dp_trainer *t = &s->t;
-  char path[DP_PATH_MAX + 64] = "";
+  char path[DP_FILE_PATH_MAX] = "";
   int have = 1;
   if (!strcmp(how, "auto")) {
     if (t->comm->rank == 0)
-      have = dp_ckpt_latest(s->ckpt_dir, path, sizeof path) == 0;
+      dp_ckpt_latest(s->ckpt_dir, path, sizeof path, &have);
     DP_TRY(dp_comm_bcast(t->comm, &have, sizeof have, 0));
     if (!have) {
       if (s->out)
@@ -395,10 +395,7 @@ static int resume(run_state *s, const char *how) {
   } else {
     snprintf(path, sizeof path, "%s", how);
   }
-  dp_ckpt_extra x;
-  DP_TRY(dp_ckpt_load(t, path, &x));
-  s->iv = (interval){.loss = x.interval_loss, .acc = x.interval_acc, .steps = x.interval_steps,
-                     .samples = x.interval_samples};
+  DP_TRY(load_state(s, path));
   s->saved_step = s->start_step = t->step;
   s->start_samples = dp_trainer_samples_seen(t);
   if (s->out)
@@ -406,17 +403,32 @@ static int resume(run_state *s, const char *how) {
   return 0;
 }
 
-static int start_output(run_state *s, const dp_config *cfg, int verbose) {
+/* The open logging interval is part of the state, so that a resumed run logs the same
+ * metrics.jsonl lines as an uninterrupted one. */
+static int register_interval(run_state *s) {
+  dp_state *st = &s->t.state;
+  DP_TRY(dp_state_f64(st, &s->iv.loss, -INFINITY, INFINITY, 0, "interval_loss"));
+  DP_TRY(dp_state_f64(st, &s->iv.acc, -INFINITY, INFINITY, 0, "interval_acc"));
+  DP_TRY(dp_state_i64(st, &s->iv.steps, 0, INT64_MAX, 0, "interval_steps"));
+  return dp_state_i64(st, &s->iv.samples, 0, INT64_MAX, 0, "interval_samples");
+}
+
+int dp_run_init_from(dp_trainer *t) {
+  const char *path = t->cfg->model.init_from;
+  return path[0] ? dp_ckpt_load(&t->state, path, DP_ST_MODEL, t->comm) : 0;
+}
+
+static int start_output(run_state *s, const dp_config *cfg, const dp_run_opts *o) {
   dp_comm *comm = s->t.comm;
-  int rc = dp_metrics_open(&s->mt, cfg->train.out_dir, comm->rank == 0, s->out, s->saved_step);
-  s->mt.verbose = verbose;
+  int rc = dp_metrics_open(&s->mt, cfg->train.out_dir, comm->rank == 0, s->out, s->saved_step, o->progress);
+  s->mt.verbose = o->verbose;
   if (rc == 0 && comm->rank == 0)
     rc = write_config_copy(cfg);
   return dp_comm_agree(comm, rc, NULL);
 }
 
 static int run_with_data(const dp_config *cfg, dp_comm *comm, run_data *d, const char *resume_from, FILE *out,
-                         int verbose, double start) {
+                         const dp_run_opts *o, double start) {
   int threads = dp_blas_set_threads(cfg->train.threads, comm->node_size);
   run_state *s = calloc(1, sizeof *s);
   if (!s)
@@ -432,12 +444,16 @@ static int run_with_data(const dp_config *cfg, dp_comm *comm, run_data *d, const
   int rc = dp_comm_set_timeout(comm, cfg->train.collective_timeout);
   if (rc == 0)
     rc = dp_trainer_create(&s->t, cfg, comm, &d->train);
+  if (rc == 0)
+    rc = dp_comm_agree(comm, register_interval(s), NULL);
+  if (rc == 0)
+    rc = dp_run_init_from(&s->t);
   if (rc == 0 && d->has_test)
     rc = dp_check_data_fits(cfg, comm, &d->test, s->t.model.in_dim, s->t.model.out_dim);
   if (rc == 0 && resume_from)
     rc = resume(s, resume_from);
   if (rc == 0)
-    rc = start_output(s, cfg, verbose);
+    rc = start_output(s, cfg, o);
   double per_node[2] = {-(double)comm->node_size, (double)comm->node_size}; /* min and max, one collective */
   if (rc == 0)
     rc = dp_comm_allreduce_max_f64(comm, per_node, 2);
@@ -458,10 +474,9 @@ static int run_with_data(const dp_config *cfg, dp_comm *comm, run_data *d, const
   return rc;
 }
 
-int dp_train_run(const dp_config *cfg, dp_comm *comm, const char *resume_from, FILE *out, int verbose) {
+int dp_train_run(const dp_config *cfg, dp_comm *comm, const char *resume_from, const dp_run_opts *o) {
   double start = MPI_Wtime();
-  if (comm->rank != 0)
-    out = NULL;
+  FILE *out = comm->rank == 0 ? o->out : NULL;
   dp_catch_stop_signals(); /* again: harmless, and library users need not call it */
   run_data d;
   memset(&d, 0, sizeof d);
@@ -469,7 +484,7 @@ int dp_train_run(const dp_config *cfg, dp_comm *comm, const char *resume_from, F
   dp_dataset_init(&d.test);
   int rc = open_data(cfg, comm, &d);
   if (rc == 0)
-    rc = run_with_data(cfg, comm, &d, resume_from, out, verbose, start);
+    rc = run_with_data(cfg, comm, &d, resume_from, out, o, start);
   dp_dataset_close(&d.train);
   dp_dataset_close(&d.test);
   return rc;

@@ -2,10 +2,9 @@
 
 #include <math.h>
 
-void dp_schedule_init(dp_schedule *s, const dp_config *cfg, int64_t total_steps, int64_t batch) {
-  const dp_schedule_cfg *c = &cfg->schedule;
+void dp_schedule_init(dp_schedule *s, const dp_schedule_cfg *c, double lr, int64_t total_steps, int64_t batch) {
   s->kind = c->name;
-  s->base = cfg->optimizer.lr;
+  s->base = lr;
   if (c->lr_scale == DP_LR_SCALE_LINEAR && c->base_batch > 0)
     s->base *= (double)batch / (double)c->base_batch;
   s->gamma = c->gamma;

@@ -8,13 +8,16 @@
 #include "dptrain/blas.h"
 #include "dptrain/data.h"
 #include "dptrain/error.h"
+#include "dptrain/run.h"
 #include "dptrain/train.h"
+#include "fsutil.h"
 
-static int parse_double(const char *s, const char *end, double *v) {
+/* A predicate, not a status: whether [s, end) is a whole positive finite number (into *v). */
+static bool is_positive_number(const char *s, const char *end, double *v) {
   char buf[64];
   size_t n = (size_t)(end - s);
   if (n == 0 || n >= sizeof buf)
-    return 0;
+    return false;
   memcpy(buf, s, n);
   buf[n] = 0;
   char *e;
@@ -26,8 +29,8 @@ static int parse_double(const char *s, const char *end, double *v) {
 static int parse_range(const char *spec, double *lr, int *n) {
   const char *c1 = strchr(spec, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
   double lo, hi, cnt;
-  if (!c2 || !parse_double(spec, c1, &lo) || !parse_double(c1 + 1, c2, &hi) ||
-      !parse_double(c2 + 1, c2 + 1 + strlen(c2 + 1), &cnt) || cnt != floor(cnt) || cnt < 1 || cnt > DP_SWEEP_MAX ||
+  if (!c2 || !is_positive_number(spec, c1, &lo) || !is_positive_number(c1 + 1, c2, &hi) ||
+      !is_positive_number(c2 + 1, c2 + 1 + strlen(c2 + 1), &cnt) || cnt != floor(cnt) || cnt < 1 || cnt > DP_SWEEP_MAX ||
       hi < lo)
     return dp_fail(DP_EUSAGE, "--lr '%s': expected LO:HI:N with 0 < LO <= HI and 1 <= N <= %d, e.g. 1e-4:1:9",
                    spec, DP_SWEEP_MAX);
@@ -45,7 +48,7 @@ int dp_sweep_parse_grid(const char *spec, double *lr, int *n) {
     const char *e = strchr(s, ',');
     if (!e)
       e = s + strlen(s);
-    if (*n == DP_SWEEP_MAX || !parse_double(s, e, &lr[*n]))
+    if (*n == DP_SWEEP_MAX || !is_positive_number(s, e, &lr[*n]))
       return dp_fail(DP_EUSAGE, "--lr '%s': expected a list of positive numbers (at most %d) or LO:HI:N", spec,
                      DP_SWEEP_MAX);
     (*n)++;
@@ -64,16 +67,20 @@ static int sweep_one(const dp_config *base, dp_comm *group, dp_dataset *ds, cons
   cfg.train.epochs = 1 << 30; /* steps decide */
   dp_trainer t;
   int rc = dp_trainer_create(&t, &cfg, group, ds);
+  if (rc == 0)
+    rc = dp_run_init_from(&t);
   *r = (dp_sweep_result){.lr = lr, .best_loss = INFINITY};
+  int converged = 0;
   double first = NAN, tail = 0.0;
   /* The final loss is the mean over the last tenth of the steps: one batch's loss is too noisy to
    * rank step sizes by. */
   int64_t tail_from = o->steps - (o->steps / 10 > 1 ? o->steps / 10 : 1);
-  while (rc == 0 && t.step < t.total_steps && !t.converged) {
+  while (rc == 0 && t.step < t.total_steps && !converged) {
     dp_step_result s;
-    rc = dp_trainer_step(&t, 0, &s);
+    rc = dp_trainer_step(&t, &(dp_step_request){0}, &s);
     if (rc)
       break;
+    converged = s.converged;
     r->steps = t.step;
     if (t.step > tail_from)
       tail += s.loss;
@@ -93,7 +100,7 @@ static int sweep_one(const dp_config *base, dp_comm *group, dp_dataset *ds, cons
 
 static int open_train(const dp_config *cfg, dp_comm *group, dp_dataset *ds) {
   dp_dataset_init(ds);
-  int rc = dp_dataset_open(ds, cfg->data.path, "train", 0);
+  int rc = dp_dataset_open(ds, cfg->data.path, "train", NULL);
   dp_dataset_standardize(ds, cfg->data.mean, cfg->data.std);
   if (rc == 0 && cfg->data.in_memory != DP_INMEM_FALSE)
     rc = dp_dataset_load(ds, 0, ds->n);
@@ -153,20 +160,27 @@ int dp_sweep_run(const dp_config *cfg, dp_comm *world, const dp_sweep_opts *o, d
   return rc;
 }
 
-int dp_sweep_report(const dp_sweep_result *res, int n, const char *csv, FILE *out) {
-  FILE *f = fopen(csv, "w");
-  if (!f)
-    return dp_fail(DP_EIO, "%s: cannot write: %s", csv, strerror(errno));
+typedef struct {
+  const dp_sweep_result *res;
+  int n;
+} csv_rows;
+
+static int write_csv(FILE *f, void *arg) {
+  const csv_rows *c = arg;
   fprintf(f, "lr,final_loss,best_loss,diverged,steps\n");
-  int best = -1;
-  for (int i = 0; i < n; i++) {
-    const dp_sweep_result *r = &res[i];
+  for (int i = 0; i < c->n; i++) {
+    const dp_sweep_result *r = &c->res[i];
     fprintf(f, "%.6g,%.9g,%.9g,%d,%lld\n", r->lr, r->final_loss, r->best_loss, r->diverged, (long long)r->steps);
-    if (!r->diverged && isfinite(r->final_loss) && (best < 0 || r->final_loss < res[best].final_loss))
-      best = i;
   }
-  if (fclose(f) != 0)
-    return dp_fail(DP_EIO, "%s: write failed: %s", csv, strerror(errno));
+  return ferror(f) ? DP_EIO : 0;
+}
+
+int dp_sweep_report(const dp_sweep_result *res, int n, const char *csv, FILE *out) {
+  DP_TRY(dp_write_durable_stdio(csv, "the sweep's results", write_csv, &(csv_rows){res, n}));
+  int best = -1;
+  for (int i = 0; i < n; i++)
+    if (!res[i].diverged && isfinite(res[i].final_loss) && (best < 0 || res[i].final_loss < res[best].final_loss))
+      best = i;
   if (!out)
     return 0;
   fprintf(out, "%12s %12s %12s %9s %7s\n", "lr", "final_loss", "best_loss", "diverged", "steps");

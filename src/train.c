@@ -1,12 +1,12 @@
 #include "dptrain/train.h"
 
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "dptrain/checkpoint.h"
 #include "dptrain/error.h"
 #include "dptrain/rng.h"
 
@@ -17,8 +17,7 @@ enum { DP_MICRO_MAX = 1024, DP_EVAL_ROWS = 256 };
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 static int fail_peer(void) {
-  /* Another rank failed and printed; INT_MAX marks "reported elsewhere, all ranks know". */
-  dp_error_set_reporter(INT_MAX);
+  dp_error_set_reporter(DP_REPORTER_ELSEWHERE); /* it printed; every rank knows */
   return dp_fail(DP_EPEER, "another rank failed");
 }
 
@@ -70,7 +69,7 @@ static int plan_steps(dp_trainer *t) {
                    "no step per epoch",
                    cfg->file, (long long)t->batch, (long long)t->n_train);
   t->total_steps = (int64_t)cfg->train.epochs * t->steps_per_epoch;
-  if (cfg->optimizer.name == DP_OPT_LBFGS) /* one iteration per step: max_iter counts them */
+  if (dp_optim_kind_line_search(cfg->optimizer.name)) /* one iteration per step: max_iter counts them */
     t->total_steps = cfg->optimizer.max_iter;
   if (cfg->train.max_steps > 0 && cfg->train.max_steps < t->total_steps)
     t->total_steps = cfg->train.max_steps;
@@ -84,8 +83,8 @@ static int check_model_size(const dp_trainer *t, int64_t max_batch) {
   double weights = 0, acts = 0, in = (double)t->train->d;
   int big = 0;
   for (int i = 0; i < cfg->n_layers; i++) {
-    double w = in * cfg->layer[i].units + 2.0 * cfg->layer[i].units;
-    if (w > in * cfg->layer[big].units)
+    double w = (double)dp_dense_params((int)in, cfg->layer[i].units, 1); /* the larger count: a norm's */
+    if (w > (double)dp_dense_params((int)in, cfg->layer[big].units, 1))
       big = i;
     weights += w;
     acts += 3.0 * (double)max_batch * cfg->layer[i].units;
@@ -114,8 +113,11 @@ static int alloc_buffers(dp_trainer *t) {
   if (max_batch < DP_EVAL_ROWS)
     max_batch = DP_EVAL_ROWS;
   DP_TRY(check_model_size(t, max_batch));
-  DP_TRY(dp_model_create(&t->model, t->cfg, (int)t->train->d, max_batch));
-  DP_TRY(dp_optim_create(&t->optim, t->cfg, t->model.n_floats));
+  const dp_config *cfg = t->cfg;
+  DP_TRY(dp_model_create(&t->model, cfg->layer, cfg->n_layers, cfg->model.loss, (int)t->train->d, max_batch));
+  dp_optim_hparams h;
+  dp_optim_hparams_from_cfg(&h, &cfg->optimizer);
+  DP_TRY(dp_optim_create(&t->optim, &h, t->model.n_floats));
   size_t B = (size_t)max_batch;
   t->perm = malloc(sizeof(int64_t) * (size_t)t->n_train);
   t->rows = malloc(sizeof(int64_t) * B);
@@ -127,27 +129,57 @@ static int alloc_buffers(dp_trainer *t) {
   return 0;
 }
 
-static int create_lbfgs(dp_trainer *t) {
-  const dp_config *cfg = t->cfg;
-  if (t->batch != t->n_train)
-    return dp_fail(DP_ECONFIG, "%s: [optimizer] name = lbfgs needs [train] batch_size = full (it is %lld)", cfg->file,
-                   (long long)t->batch);
-  DP_TRY(dp_lbfgs_create(&t->lbfgs, t->model.n_floats, cfg->optimizer.history));
-  t->lbfgs.tolerance_grad = cfg->optimizer.tolerance_grad;
-  t->lbfgs.tolerance_change = cfg->optimizer.tolerance_change;
+/* A line search (L-BFGS) needs the same objective at every evaluation: the full batch. */
+static int check_full_batch(const dp_trainer *t) {
+  if (dp_optim_line_search(&t->optim) && t->batch != t->n_train)
+    return dp_fail(DP_ECONFIG, "%s: [optimizer] name = %s needs [train] batch_size = full (it is %lld)", t->cfg->file,
+                   dp_optim_name(t->cfg->optimizer.name), (long long)t->batch);
   return 0;
+}
+
+/* The effective configuration as text, stored with every checkpoint. */
+static int config_text(dp_trainer *t) {
+  size_t len = 0;
+  FILE *mem = open_memstream(&t->config_text, &len);
+  if (!mem)
+    return dp_fail(DP_ENOMEM, "trainer: cannot hold the configuration text");
+  int rc = dp_config_write(t->cfg, mem);
+  if (fclose(mem) != 0 && rc == 0)
+    rc = dp_fail(DP_ENOMEM, "trainer: cannot hold the configuration text");
+  return rc;
+}
+
+/* The trainer's own part of the state: where it is in the data and what it was run with. */
+static int register_state(dp_trainer *t) {
+  dp_state *st = &t->state;
+  DP_TRY(dp_model_register(&t->model, st));
+  DP_TRY(dp_optim_register(&t->optim, st, t->model.params, t->model.grads));
+  DP_TRY(dp_state_i64(st, &t->step, 0, INT64_MAX, 0, "step"));
+  DP_TRY(dp_state_i64(st, &t->epoch, 0, INT64_MAX, 0, "epoch"));
+  DP_TRY(dp_state_i64(st, &t->pos, 0, t->steps_per_epoch, 0, "position"));
+  DP_TRY(dp_state_i64(st, &t->samples_seen, 0, INT64_MAX, DP_ST_INFO, "samples_seen"));
+  DP_TRY(dp_state_i64(st, &t->world_size, 0, INT64_MAX, DP_ST_INFO, "world_size"));
+  DP_TRY(dp_state_i64(st, &t->seed, INT64_MIN, INT64_MAX, DP_ST_INFO, "seed"));
+  /* Written since on_nonfinite = restore; older checkpoints ran at the full step size. */
+  DP_TRY(dp_state_f64(st, &t->lr_factor, DBL_MIN, 1.0, DP_ST_OPTIONAL, "lr_factor"));
+  DP_TRY(config_text(t));
+  int64_t len[2] = {(int64_t)strlen(t->config_text), 1};
+  return dp_state_tensor(st, DP_T_U8, t->config_text, 1, len, DP_ST_INFO, "config");
 }
 
 /* Batch norm's sums across the ranks of the trainer's communicator. */
 static int reduce_f64(void *ctx, double *buf, int n) { return dp_comm_allreduce_f64(ctx, buf, (size_t)n); }
 
-int dp_trainer_create(dp_trainer *t, const dp_config *cfg, dp_comm *comm, dp_dataset *train) {
+static int create(dp_trainer *t, const dp_config *cfg, dp_comm *comm, dp_dataset *train) {
   memset(t, 0, sizeof *t);
   t->cfg = cfg;
   t->comm = comm;
   t->train = train;
   t->perm_epoch = -1;
   t->lr_factor = 1.0;
+  t->world_size = comm->size;
+  t->seed = (int64_t)cfg->train.seed;
+  dp_state_init(&t->state);
   int rc = plan_steps(t);
   if (rc == 0)
     rc = alloc_buffers(t);
@@ -155,27 +187,30 @@ int dp_trainer_create(dp_trainer *t, const dp_config *cfg, dp_comm *comm, dp_dat
     dp_model_set_reduce(&t->model, reduce_f64, comm);
     dp_gradsync_init(&t->sync, &t->model, comm, cfg->train.bucket_mb);
   }
-  if (rc == 0 && cfg->optimizer.name == DP_OPT_LBFGS)
-    rc = create_lbfgs(t);
-  dp_schedule_init(&t->sched, cfg, t->total_steps, t->batch);
+  if (rc == 0)
+    rc = check_full_batch(t);
+  if (rc == 0)
+    rc = register_state(t);
+  dp_schedule_init(&t->sched, &cfg->schedule, cfg->optimizer.lr, t->total_steps, t->batch);
   DP_TRY(dp_comm_agree(comm, rc, NULL));
   DP_TRY(dp_check_data_fits(cfg, comm, train, train->d, t->model.out_dim));
-  rc = 0;
-  if (comm->rank == 0) {
-    dp_model_init(&t->model, cfg, cfg->train.seed);
-    if (cfg->model.init_from[0])
-      rc = dp_ckpt_load_weights(&t->model, cfg->model.init_from);
-  }
-  DP_TRY(dp_comm_agree(comm, rc, NULL));
-  if (t->model.n_stats) /* batch norm's running statistics start equal too */
-    DP_TRY(dp_comm_bcast(comm, t->model.stats, sizeof(float) * t->model.n_stats, 0));
-  return dp_comm_bcast(comm, t->model.params, sizeof(float) * t->model.n_floats, 0);
+  if (comm->rank == 0)
+    dp_model_init(&t->model, cfg->layer, cfg->train.seed);
+  return dp_state_bcast(&t->state, comm, DP_ST_MODEL, 0); /* batch norm's running statistics too */
+}
+
+int dp_trainer_create(dp_trainer *t, const dp_config *cfg, dp_comm *comm, dp_dataset *train) {
+  int rc = create(t, cfg, comm, train);
+  if (rc < 0)
+    dp_trainer_free(t); /* callers may free it again: a freed trainer is all zeros */
+  return rc;
 }
 
 void dp_trainer_free(dp_trainer *t) {
+  dp_state_free(&t->state);
+  free(t->config_text);
   dp_model_free(&t->model);
   dp_optim_free(&t->optim);
-  dp_lbfgs_free(&t->lbfgs);
   free(t->perm);
   free(t->rows);
   free(t->x);
@@ -247,7 +282,8 @@ static int shard_gradients(dp_trainer *t, const int64_t *rows, int64_t n, float 
 
 /* Gradient of the mean loss over rows [g0, g1) of this epoch's order, summed across ranks into the
  * gradient block, with the loss and accuracy riding on the same allreduce. */
-static int batch_gradient(dp_trainer *t, int64_t g0, int64_t g1, int local_status, double *loss, double *acc) {
+static int batch_gradient(dp_trainer *t, int64_t g0, int64_t g1, const dp_step_request *req, int local_status,
+                          dp_step_result *r) {
   int64_t Bg = g1 - g0, lo, hi;
   dp_split_range(Bg, t->comm->rank, t->comm->size, &lo, &hi);
   float scale = 1.0f / (float)Bg;
@@ -264,21 +300,21 @@ static int batch_gradient(dp_trainer *t, int64_t g0, int64_t g1, int local_statu
   extra[DP_EXTRA_LOSS] = (float)(sum * scale);
   extra[DP_EXTRA_CORRECT] = (float)correct;
   extra[DP_EXTRA_FAILED] = rc < 0 ? 1.0f : 0.0f;
-  extra[DP_EXTRA_STOP] = t->stop_local ? 1.0f : 0.0f;
-  extra[DP_EXTRA_SAVE] = t->save_local ? 1.0f : 0.0f;
+  extra[DP_EXTRA_STOP] = req->stop ? 1.0f : 0.0f;
+  extra[DP_EXTRA_SAVE] = req->save ? 1.0f : 0.0f;
   DP_TRY(dp_gradsync_finish(&t->sync)); /* the buckets not started during the backward pass */
   t->time.compute += t1 - t0;
   t->time.comm += MPI_Wtime() - t1; /* waiting for the slowest rank shows up here */
-  t->stop_requested = extra[DP_EXTRA_STOP] > 0.0f;
-  t->save_requested = extra[DP_EXTRA_SAVE] > 0.0f;
+  r->stop = extra[DP_EXTRA_STOP] > 0.0f;
+  r->save = extra[DP_EXTRA_SAVE] > 0.0f;
   if (rc < 0) {
     dp_error_set_reporter(t->comm->rank);
     return rc;
   }
   if (extra[DP_EXTRA_FAILED] > 0.0f)
     return fail_peer();
-  *loss = extra[DP_EXTRA_LOSS];
-  *acc = extra[DP_EXTRA_CORRECT] / (double)Bg;
+  r->loss = extra[DP_EXTRA_LOSS];
+  r->acc = extra[DP_EXTRA_CORRECT] / (double)Bg;
   return 0;
 }
 
@@ -301,9 +337,9 @@ static double grad_norm(const dp_model *m) {
 
 /* Global-norm clipping on the averaged gradient: every rank holds the same gradient, so every rank
  * computes the same norm and the same factor. */
-static double clip_gradients(dp_trainer *t) {
+static double clip_gradients(dp_trainer *t, int want_norm) {
   double clip = t->cfg->optimizer.clip_norm;
-  if (clip <= 0.0 && !t->want_grad_norm)
+  if (clip <= 0.0 && !want_norm)
     return NAN; /* one more pass over the gradients, ~3% of a step: only when asked */
   double norm = grad_norm(&t->model);
   if (clip > 0.0 && norm > clip) {
@@ -314,29 +350,19 @@ static double clip_gradients(dp_trainer *t) {
   return norm;
 }
 
-/* L-BFGS's objective: the full-batch loss and gradient at w (which is the model's parameter block). */
+/* A line search's objective: the full-batch loss and gradient at w (the model's own blocks). */
+typedef struct {
+  dp_trainer *t;
+  const dp_step_request *req;
+  dp_step_result *r;
+} step_ctx;
+
 static int full_batch_objective(void *ctx, const float *w, float *g, double *f) {
-  dp_trainer *t = ctx;
-  double acc;
+  step_ctx *c = ctx;
   (void)w;
   (void)g; /* both are the model's own blocks */
-  return batch_gradient(t, 0, t->n_train, 0, f, &acc);
-}
-
-static int lbfgs_step(dp_trainer *t, int local_status, dp_step_result *r) {
-  double acc = 0.0;
-  if (t->lbfgs.iter == 0 && t->lbfgs.evals == 0) { /* the starting point's loss and gradient */
-    DP_TRY(batch_gradient(t, 0, t->n_train, local_status, &t->lbfgs_f, &acc));
-    t->lbfgs.evals++;
-  } else if (local_status < 0) {
-    DP_TRY(batch_gradient(t, 0, t->n_train, local_status, &t->lbfgs_f, &acc));
-  }
-  int rc = dp_lbfgs_step(&t->lbfgs, t->model.params, t->model.grads, &t->lbfgs_f, full_batch_objective, t);
-  DP_TRY(rc);
-  t->converged = rc == 1;
-  r->loss = t->lbfgs_f;
-  r->acc = NAN;
-  r->grad_norm = grad_norm(&t->model);
+  DP_TRY(batch_gradient(c->t, 0, c->t->n_train, c->req, 0, c->r));
+  *f = c->r->loss;
   return 0;
 }
 
@@ -391,47 +417,79 @@ static int nonfinite(dp_trainer *t, dp_step_result *r, const char *what, int can
                  (long long)t->step + 1, what, r->lr);
 }
 
-int dp_trainer_step(dp_trainer *t, int local_status, dp_step_result *r) {
+/* A line search's iteration: it evaluates the objective itself and cannot skip; its loss and
+ * gradient norm are at the point it accepts. */
+static int line_search_update(dp_trainer *t, const dp_step_request *req, dp_step_result *r) {
+  step_ctx c = {t, req, r};
+  dp_optim_problem p = {t->model.params, t->model.grads, &r->loss, (float)r->lr, full_batch_objective, &c, 0};
+  DP_TRY(dp_optim_update(&t->optim, &p));
+  r->converged = t->optim.converged;
+  r->acc = NAN;
+  r->grad_norm = grad_norm(&t->model);
+  char what[160];
+  if (find_nonfinite(t, r->loss, what, sizeof what) >= 0)
+    DP_TRY(nonfinite(t, r, what, 0));
+  return 0;
+}
+
+/* A first-order update on the step's gradient: skipping needs the verdict before the update;
+ * otherwise the update loop itself checks the gradient (a pass over it was 3.5% of a step) and a
+ * bad one stops or restores the run. */
+static int first_order_update(dp_trainer *t, const dp_step_request *req, dp_step_result *r) {
+  char what[160];
+  int check_first = t->cfg->train.on_nonfinite == DP_NONFINITE_SKIP || !isfinite(r->loss);
+  if (check_first && find_nonfinite(t, r->loss, what, sizeof what) >= 0)
+    DP_TRY(nonfinite(t, r, what, 1));
+  double t0 = MPI_Wtime();
+  if (!r->skipped) {
+    r->grad_norm = clip_gradients(t, req->want_grad_norm);
+    dp_optim_problem p = {t->model.params, t->model.grads, &r->loss, (float)r->lr, NULL, NULL, 0};
+    DP_TRY(dp_optim_update(&t->optim, &p));
+    if (p.nonfinite && find_nonfinite(t, r->loss, what, sizeof what) >= 0)
+      DP_TRY(nonfinite(t, r, what, 0));
+  }
+  t->time.optim = MPI_Wtime() - t0;
+  dp_timeline_span(t->tl, "optimizer", -1, t0, t0 + t->time.optim);
+  return 0;
+}
+
+int dp_trainer_step(dp_trainer *t, const dp_step_request *req, dp_step_result *r) {
   if (t->pos == t->steps_per_epoch) {
     t->epoch++;
     t->pos = 0;
   }
   if (t->perm_epoch != t->epoch)
     draw_permutation(t);
-  dp_comm_set_step(t->step + 1);
+  dp_comm_set_step(t->comm, t->step + 1);
   int64_t g0 = t->pos * t->batch, g1 = g0 + t->batch < t->n_train ? g0 + t->batch : t->n_train;
-  r->lr = dp_schedule_lr(&t->sched, t->step) * t->lr_factor;
-  r->batch = g1 - g0;
-  r->skipped = 0;
+  *r = (dp_step_result){.lr = dp_schedule_lr(&t->sched, t->step) * t->lr_factor, .batch = g1 - g0,
+                        .grad_norm = NAN};
   t->time = (dp_step_time){0};
-  char what[160];
-  if (t->cfg->optimizer.name == DP_OPT_LBFGS) {
-    t->lbfgs.lr = r->lr;
-    DP_TRY(lbfgs_step(t, local_status, r));
-    if (find_nonfinite(t, r->loss, what, sizeof what) >= 0)
-      DP_TRY(nonfinite(t, r, what, 0)); /* L-BFGS cannot skip: its step is taken */
-  } else {
-    DP_TRY(batch_gradient(t, g0, g1, local_status, &r->loss, &r->acc));
-    /* Skipping needs the verdict before the update; otherwise the update loop itself checks the
-     * gradient (a pass over it was 3.5% of a step) and a bad one stops or restores the run. */
-    int check_first = t->cfg->train.on_nonfinite == DP_NONFINITE_SKIP || !isfinite(r->loss);
-    if (check_first && find_nonfinite(t, r->loss, what, sizeof what) >= 0)
-      DP_TRY(nonfinite(t, r, what, 1));
-    double t0 = MPI_Wtime();
-    if (!r->skipped) {
-      r->grad_norm = clip_gradients(t);
-      if (dp_optim_step(&t->optim, t->model.params, t->model.grads, (float)r->lr) &&
-          find_nonfinite(t, r->loss, what, sizeof what) >= 0)
-        DP_TRY(nonfinite(t, r, what, 0));
-    }
-    t->time.optim = MPI_Wtime() - t0;
-    dp_timeline_span(t->tl, "optimizer", -1, t0, t0 + t->time.optim);
-  }
+  /* A line search carries the loss and gradient at its point; a local failure still goes through
+   * an evaluation's allreduce, so that every rank stops here. */
+  if (dp_optim_needs_gradient(&t->optim) || req->local_status < 0)
+    DP_TRY(batch_gradient(t, g0, g1, req, req->local_status, r));
+  if (dp_optim_line_search(&t->optim))
+    DP_TRY(line_search_update(t, req, r));
+  else
+    DP_TRY(first_order_update(t, req, r));
   r->time = t->time;
   t->pos++;
   t->step++;
+  t->samples_seen += r->batch;
   return 0;
 }
+
+void dp_trainer_resumed(dp_trainer *t) {
+  if (t->pos == t->steps_per_epoch) { /* saved at an epoch's end: continue with the next */
+    t->epoch++;
+    t->pos = 0;
+  }
+  t->perm_epoch = -1; /* redrawn from (seed, epoch) at the next step */
+  t->samples_seen = dp_trainer_samples_seen(t);
+}
+
+void dp_trainer_set_timeline(dp_trainer *t, dp_timeline *tl) { t->tl = t->sync.tl = tl; }
 
 static int evaluate_shard(dp_trainer *t, dp_dataset *ds, double *loss, double *acc);
 

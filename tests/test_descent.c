@@ -83,12 +83,13 @@ static void test_lbfgs_quadratic(void **state) {
   float w[N] = {0}, g[N];
   double f;
   quadratic(NULL, w, g, &f);
-  int rc = 0, it = 0;
-  while (rc == 0 && it < 200) {
-    rc = dp_lbfgs_step(&o, w, g, &f, quadratic, NULL);
+  int rc = 0, it = 0, converged = 0;
+  while (rc == 0 && !converged && it < 200) {
+    rc = dp_lbfgs_step(&o, w, g, &f, quadratic, NULL, &converged);
     it++;
   }
-  assert_int_equal(rc, 1);
+  assert_int_equal(rc, 0);
+  assert_true(converged);
   assert_true(dist_to_opt(w) < 1e-4);
   double d;
   int k_gd = gd_iterations(1.0 / eig(N - 1), 100000, 1e-4, &d);
@@ -150,9 +151,9 @@ static void test_lbfgs_logistic(void **state) {
   float w[DIM + 1] = {0}, g[DIM + 1];
   double f;
   logreg_objective(&d, w, g, &f);
-  int rc = 0, it = 0;
-  while (rc == 0 && it < 100) {
-    rc = dp_lbfgs_step(&o, w, g, &f, logreg_objective, &d);
+  int rc = 0, it = 0, converged = 0;
+  while (rc == 0 && !converged && it < 100) {
+    rc = dp_lbfgs_step(&o, w, g, &f, logreg_objective, &d, &converged);
     it++;
   }
   double f_lbfgs = f;
@@ -181,8 +182,8 @@ static void test_minibatch_unbiased(void **state) {
   assert_int_equal(dp_config_parse_string(&cfg, "[data]\npath = unused.h5\n[layer]\nunits = 3\nactivation = identity\n",
                                           "unbiased.ini", NULL, 0), 0);
   dp_model m;
-  assert_int_equal(dp_model_create(&m, &cfg, D, ROWS), 0);
-  dp_model_init(&m, &cfg, 5);
+  assert_int_equal(dp_model_create(&m, cfg.layer, cfg.n_layers, cfg.model.loss, D, ROWS), 0);
+  dp_model_init(&m, cfg.layer, 5);
   float x[ROWS * D];
   int32_t lab[ROWS];
   dp_rng r;

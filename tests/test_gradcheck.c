@@ -241,13 +241,13 @@ static void check_model(const char *layers, int mse) {
   dp_config cfg;
   assert_int_equal(dp_config_parse_string(&cfg, text, "gradcheck.ini", NULL, 0), 0);
   dp_model m;
-  assert_int_equal(dp_model_create(&m, &cfg, MIN, 2 * MB), 0);
+  assert_int_equal(dp_model_create(&m, cfg.layer, cfg.n_layers, cfg.model.loss, MIN, 2 * MB), 0);
   float x[MB * MIN], t[MB * 8];
   int32_t lab[MB];
   dp_rng r;
   for (uint64_t seed = 0;; seed++) {
     assert_true(seed < 200);
-    dp_model_init(&m, &cfg, seed);
+    dp_model_init(&m, cfg.layer, seed);
     dp_rng_seed(&r, 4, seed);
     for (int i = 0; i < m.n_layers; i++) /* nonzero biases, so they matter too */
       for (int j = 0; j < m.layer[i].out; j++) m.layer[i].b[j] = unif(&r, -0.3, 0.3);

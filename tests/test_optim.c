@@ -212,6 +212,12 @@ typedef struct {
   int inside; /* eps inside the square root */
 } optim_case;
 
+static int optim_from_config(dp_optim *o, const dp_config *cfg, size_t n) {
+  dp_optim_hparams h;
+  dp_optim_hparams_from_cfg(&h, &cfg->optimizer);
+  return dp_optim_create(o, &h, n);
+}
+
 static void config_for(dp_config *cfg, const optim_case *c) {
   dp_config_defaults(cfg);
   cfg->optimizer.name = c->kind;
@@ -234,7 +240,7 @@ static void test_optim_through_config(void **state) {
     dp_config cfg;
     config_for(&cfg, &cases[c]);
     dp_optim o;
-    assert_int_equal(dp_optim_create(&o, &cfg, N), 0);
+    assert_int_equal(optim_from_config(&o, &cfg, N), 0);
     assert_int_equal(o.n_slots, cases[c].slots);
     assert_int_equal(o.t, 0);
     assert_true(dp_optim_slot(&o, cases[c].slots) == NULL && dp_optim_slot(&o, -1) == NULL);
@@ -293,7 +299,7 @@ static void test_nonfinite_reported(void **state) {
     for (int at = 0; at < M; at += 6)
       for (int b = 0; b < 3; b++) {
         dp_optim o;
-        assert_int_equal(dp_optim_create(&o, &cfg, M), 0);
+        assert_int_equal(optim_from_config(&o, &cfg, M), 0);
         float w[M], g[M];
         for (int i = 0; i < M; i++)
           w[i] = 0.5f, g[i] = 1e30f * (i % 2 ? 1.0f : -1.0f); /* large but finite: no report */
@@ -321,7 +327,7 @@ static void test_lr_zero_means_default(void **state) {
     assert_int_equal(rc, 0);
     assert_true(cfg.optimizer.lr == want[c]);
     dp_schedule s;
-    dp_schedule_init(&s, &cfg, 100, 32);
+    dp_schedule_init(&s, &cfg.schedule, cfg.optimizer.lr, 100, 32);
     assert_true(dp_schedule_lr(&s, 5) == want[c]);
   }
   dp_config cfg; /* an explicit lr is kept */

@@ -111,7 +111,7 @@ static void run_steps(const char *cfg_text, dp_comm *c, int steps, run_out *o) {
     o->rc = dp_trainer_create(&t, &cfg, c, &ds);
   for (int s = 0; s < steps && o->rc == 0; s++) {
     dp_step_result r;
-    o->rc = dp_trainer_step(&t, 0, &r);
+    o->rc = dp_trainer_step(&t, &(dp_step_request){0}, &r);
     o->loss[s] = r.loss;
   }
   if (o->rc == 0) {

@@ -30,7 +30,7 @@ static void test_constant(void **state) {
   (void)state;
   dp_config c = config(DP_SCHED_CONSTANT);
   dp_schedule s;
-  dp_schedule_init(&s, &c, 100, 128);
+  dp_schedule_init(&s, &c.schedule, c.optimizer.lr, 100, 128);
   for (int64_t k = 0; k < 200; k += 7)
     near(dp_schedule_lr(&s, k), BASE, "constant", k);
 }
@@ -41,7 +41,7 @@ static void test_step(void **state) {
   c.schedule.step_size = 10;
   c.schedule.gamma = 0.5;
   dp_schedule s;
-  dp_schedule_init(&s, &c, 100, 128);
+  dp_schedule_init(&s, &c.schedule, c.optimizer.lr, 100, 128);
   for (int64_t k = 0; k < 60; k++)
     near(dp_schedule_lr(&s, k), BASE * pow(0.5, (double)(k / 10)), "step", k);
   near(dp_schedule_lr(&s, 9), BASE, "step, last before the first decay", 9);
@@ -57,7 +57,7 @@ static void test_multistep(void **state) {
   c.schedule.n_milestones = 3;
   c.schedule.gamma = 0.1;
   dp_schedule s;
-  dp_schedule_init(&s, &c, 100, 128);
+  dp_schedule_init(&s, &c.schedule, c.optimizer.lr, 100, 128);
   const int64_t ks[] = {0, 4, 5, 11, 12, 29, 30, 99, 1000};
   const int passed[] = {0, 0, 1, 1, 2, 2, 3, 3, 3};
   for (int i = 0; i < 9; i++)
@@ -72,7 +72,7 @@ static void test_multistep_from_config_text(void **state) {
   assert_int_equal(dp_config_parse_string(&c, text, "ms.ini", NULL, 0), 0);
   assert_int_equal(c.schedule.n_milestones, 2);
   dp_schedule s;
-  dp_schedule_init(&s, &c, 20, 128);
+  dp_schedule_init(&s, &c.schedule, c.optimizer.lr, 20, 128);
   near(dp_schedule_lr(&s, 2), 0.2, "multistep (text)", 2);
   near(dp_schedule_lr(&s, 3), 0.1, "multistep (text)", 3);
   near(dp_schedule_lr(&s, 8), 0.05, "multistep (text)", 8);
@@ -83,7 +83,7 @@ static void test_exponential(void **state) {
   dp_config c = config(DP_SCHED_EXPONENTIAL);
   c.schedule.gamma = 0.95;
   dp_schedule s;
-  dp_schedule_init(&s, &c, 100, 128);
+  dp_schedule_init(&s, &c.schedule, c.optimizer.lr, 100, 128);
   for (int64_t k = 0; k < 100; k++)
     near(dp_schedule_lr(&s, k), BASE * pow(0.95, (double)k), "exponential", k);
 }
@@ -95,7 +95,7 @@ static void test_cosine(void **state) {
   dp_config c = config(DP_SCHED_COSINE);
   c.schedule.min_lr = min_lr;
   dp_schedule s;
-  dp_schedule_init(&s, &c, T, 128);
+  dp_schedule_init(&s, &c.schedule, c.optimizer.lr, T, 128);
   near(dp_schedule_lr(&s, 0), BASE, "cosine start", 0);
   near(dp_schedule_lr(&s, T / 2), (BASE + min_lr) / 2, "cosine middle", T / 2);
   near(dp_schedule_lr(&s, T), min_lr, "cosine end", T);
@@ -113,7 +113,7 @@ static void test_warmup_constant(void **state) {
   dp_config c = config(DP_SCHED_CONSTANT);
   c.schedule.warmup_steps = W;
   dp_schedule s;
-  dp_schedule_init(&s, &c, 100, 128);
+  dp_schedule_init(&s, &c.schedule, c.optimizer.lr, 100, 128);
   /* Starts near 0, rises by base/W per step, reaches base at the end of the warm-up. */
   assert_true(dp_schedule_lr(&s, 0) <= BASE / (double)W * (1 + 1e-12));
   for (int64_t k = 0; k < W; k++) {
@@ -133,7 +133,7 @@ static void test_warmup_then_schedule_runs_on_shifted_k(void **state) {
   c.schedule.warmup_steps = W;
   c.schedule.min_lr = 0.01;
   dp_schedule s;
-  dp_schedule_init(&s, &c, T, 128);
+  dp_schedule_init(&s, &c.schedule, c.optimizer.lr, T, 128);
   near(dp_schedule_lr(&s, 0), BASE / (double)W, "cosine warm-up start", 0);
   near(dp_schedule_lr(&s, W), BASE, "cosine after warm-up", W);
   near(dp_schedule_lr(&s, W + (T - W) / 2), (BASE + 0.01) / 2, "cosine middle of T'", W + (T - W) / 2);
@@ -147,14 +147,14 @@ static void test_warmup_then_schedule_runs_on_shifted_k(void **state) {
   c.schedule.warmup_steps = W;
   c.schedule.step_size = 7;
   c.schedule.gamma = 0.3;
-  dp_schedule_init(&s, &c, T, 128);
+  dp_schedule_init(&s, &c.schedule, c.optimizer.lr, T, 128);
   for (int64_t k = W; k < T; k++)
     near(dp_schedule_lr(&s, k), BASE * pow(0.3, (double)((k - W) / 7)), "step after warm-up", k);
 
   c = config(DP_SCHED_EXPONENTIAL);
   c.schedule.warmup_steps = W;
   c.schedule.gamma = 0.9;
-  dp_schedule_init(&s, &c, T, 128);
+  dp_schedule_init(&s, &c.schedule, c.optimizer.lr, T, 128);
   for (int64_t k = W; k < T; k++)
     near(dp_schedule_lr(&s, k), BASE * pow(0.9, (double)(k - W)), "exponential after warm-up", k);
 }
@@ -164,14 +164,14 @@ static void test_linear_scaling(void **state) {
   dp_config c = config(DP_SCHED_CONSTANT);
   dp_schedule s;
   /* lr_scale = none: the batch does not matter. */
-  dp_schedule_init(&s, &c, 100, 1024);
+  dp_schedule_init(&s, &c.schedule, c.optimizer.lr, 100, 1024);
   near(dp_schedule_lr(&s, 3), BASE, "no scaling", 3);
 
   c.schedule.lr_scale = DP_LR_SCALE_LINEAR;
   c.schedule.base_batch = 256;
   const int64_t batches[] = {256, 1024, 64, 100};
   for (int i = 0; i < 4; i++) {
-    dp_schedule_init(&s, &c, 100, batches[i]);
+    dp_schedule_init(&s, &c.schedule, c.optimizer.lr, 100, batches[i]);
     near(dp_schedule_lr(&s, 3), BASE * (double)batches[i] / 256.0, "linear scaling", 3);
   }
 
@@ -179,7 +179,7 @@ static void test_linear_scaling(void **state) {
   c.schedule.name = DP_SCHED_COSINE;
   c.schedule.warmup_steps = 10;
   c.schedule.min_lr = 0;
-  dp_schedule_init(&s, &c, 110, 1024);
+  dp_schedule_init(&s, &c.schedule, c.optimizer.lr, 110, 1024);
   near(dp_schedule_lr(&s, 0), 4 * BASE / 10, "scaled warm-up", 0);
   near(dp_schedule_lr(&s, 10), 4 * BASE, "scaled peak", 10);
   near(dp_schedule_lr(&s, 60), 2 * BASE, "scaled cosine middle", 60);

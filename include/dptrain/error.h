@@ -41,7 +41,9 @@ const char *dp_errmsg(int err);
 void dp_error_clear(void);
 
 /* Set by dp_comm_agree when every rank knows of the failure: rank `reporter` prints the message and
- * the others stay silent, and nobody needs MPI_Abort. -1 (the default): only this rank knows. */
+ * the others stay silent, and nobody needs MPI_Abort. DP_REPORTER_UNKNOWN (the default): only this
+ * rank knows; DP_REPORTER_ELSEWHERE: another rank reports it (in another communicator, say). */
+enum { DP_REPORTER_UNKNOWN = -1, DP_REPORTER_ELSEWHERE = -2 };
 void dp_error_set_reporter(int reporter);
 int dp_error_reporter(void);
 

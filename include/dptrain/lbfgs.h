@@ -38,8 +38,8 @@ int dp_lbfgs_create(dp_lbfgs *o, size_t n, int m);
 void dp_lbfgs_free(dp_lbfgs *o);
 
 /* One iteration from w with loss *f and gradient g (evaluated there): on return w, *f and g are at
- * the new point. Returns 1 when a stopping tolerance is met (w unchanged or the step negligible),
- * 0 to go on, or a negative DP_E code from the objective. */
-int dp_lbfgs_step(dp_lbfgs *o, float *w, float *g, double *f, dp_objective obj, void *ctx);
+ * the new point, and *converged says whether a stopping tolerance is met (w unchanged or the step
+ * negligible). 0, or a negative DP_E code from the objective. */
+int dp_lbfgs_step(dp_lbfgs *o, float *w, float *g, double *f, dp_objective obj, void *ctx, int *converged);
 
 #endif

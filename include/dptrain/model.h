@@ -11,6 +11,7 @@
 #include "dptrain/config.h"
 #include "dptrain/layers.h"
 #include "dptrain/loss.h"
+#include "dptrain/state.h"
 
 /* Slots right BEFORE the gradients (m->extra), reduced with them by the same allreduce: the
  * shard's scaled loss sum, its count of correct predictions, a count of ranks whose part of the
@@ -36,17 +37,25 @@ typedef struct {
   float *stats;       /* (n_stats) */
   float *norm_scratch;/* every normed layer's ẑ and 1/σ */
   double *norm_work;  /* every normed layer's sums */
+  int64_t n_layers_i64; /* n_layers as the training state stores it */
   int err;            /* the first error of a forward or backward pass (a failed reduce); 0 none */
   void (*on_layer_grad)(void *ctx, int layer); /* called as each layer's backward pass ends */
   void *on_layer_ctx;
 } dp_model;
 
-/* Builds the model the config describes for inputs of in_dim features, passes of at most max_batch
+/* Builds the stack of n_layers layers for inputs of in_dim features, passes of at most max_batch
  * rows. Parameters are zero until dp_model_init. */
-int dp_model_create(dp_model *m, const dp_config *cfg, int in_dim, int max_batch);
+int dp_model_create(dp_model *m, const dp_layer_cfg *layers, int n_layers, dp_loss_kind loss, int in_dim,
+                    int max_batch);
 void dp_model_free(dp_model *m);
-/* Initial weights per each layer's rule, from seed; biases zero. */
-void dp_model_init(dp_model *m, const dp_config *cfg, uint64_t seed);
+/* Initial weights per each layer's rule (layers as given to dp_model_create), from seed; biases zero. */
+void dp_model_init(dp_model *m, const dp_layer_cfg *layers, uint64_t seed);
+/* Parameters of a dense layer: weight (out, in), then a bias, or a norm's gain and shift. The one
+ * formula for it. */
+size_t dp_dense_params(int in, int out, int normed);
+/* Registers the model in the training state: every layer's parameters (/model/layer<i>/weight,
+ * bias or gain and shift), batch norm's running statistics, and the layer count. */
+int dp_model_register(dp_model *m, dp_state *st);
 
 /* Output (B, out_dim) for x (B, in_dim); B <= max_batch. A model with synchronised batch norm
  * makes one reduce per such layer (also when B == 0), and m->err records a failure. */

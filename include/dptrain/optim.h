@@ -5,7 +5,8 @@
  * is made all the same), 0 otherwise: the check rides in the update loop instead of costing a pass
  * over the gradient of its own.
  *
- * dp_optim wraps them with the state block, allocated once in the parameter layout. */
+ * dp_optim wraps them, and L-BFGS, behind one interface: create, register the state, update. Its
+ * state block is allocated once in the parameter layout. */
 #ifndef DPTRAIN_OPTIM_H
 #define DPTRAIN_OPTIM_H
 
@@ -13,6 +14,8 @@
 #include <stdint.h>
 
 #include "dptrain/config.h"
+#include "dptrain/lbfgs.h"
+#include "dptrain/state.h"
 
 /* Heavy ball: p = βp + g; w -= γp. With β = 0 this is plain (mini-batch) gradient descent. */
 int dp_sgd_momentum(size_t n, float lr, float beta, const float *g, float *w, float *p);
@@ -41,24 +44,54 @@ typedef struct {
   float alpha, eps;           /* rmsprop (eps also adam) */
   float beta1, beta2;         /* adam */
   int bias_correction, eps_inside;
+  int history;                /* lbfgs */
+  double tolerance_grad, tolerance_change;
 } dp_optim_hparams;
 
-/* The hyper-parameters the config gives. */
-void dp_optim_hparams_from_config(dp_optim_hparams *h, const dp_config *cfg);
+/* The hyper-parameters of an [optimizer] section. */
+void dp_optim_hparams_from_cfg(dp_optim_hparams *h, const dp_optim_cfg *c);
 
 typedef struct {
   dp_optim_hparams h;
   size_t n;       /* floats per state slot (the padded parameter length) */
   int n_slots;    /* state slots of n floats */
   float *state;   /* (n_slots, n) */
-  int64_t t;      /* steps taken */
+  int64_t t;      /* first-order steps taken (Adam's bias correction) */
+  dp_lbfgs lbfgs; /* lbfgs: the history, and the loss and gradient at the current point */
+  double f;       /* lbfgs: the loss at the current point */
+  int converged;  /* lbfgs: a stopping tolerance was met */
+  char name[16], slots[64]; /* as registered: the name and the comma-separated slot names */
 } dp_optim;
 
-/* Allocates the state the optimizer the config names needs (zeroed) for n parameters. */
-int dp_optim_create(dp_optim *o, const dp_config *cfg, size_t n);
+/* What an update works on: the parameters w and, on entry, the gradient g and loss at w (n floats,
+ * the model's blocks). A line-search optimizer evaluates more points through eval and leaves w, g
+ * and *loss at the point it accepts. */
+typedef struct {
+  float *w, *g;
+  double *loss;
+  float lr;
+  dp_objective eval; /* loss and gradient at w, into g: collective */
+  void *ctx;
+  int nonfinite;     /* out: g held a NaN or Inf (first-order: w and the state are then damaged) */
+} dp_optim_problem;
+
+/* Allocates what optimizer h->kind needs (zeroed) for n parameters; frees it all on failure. */
+int dp_optim_create(dp_optim *o, const dp_optim_hparams *h, size_t n);
 void dp_optim_free(dp_optim *o);
-/* One update of w (n) with gradient g (n) and step size lr; 1 when g was not finite (w and the
- * state are then damaged: restore them or stop), else 0. */
+/* Registers the optimizer's state: its name and slot names (compared on load), its step count, each
+ * slot as /optimizer/<slot>/<tensor> for every model tensor already in st (params is the block they
+ * view), and L-BFGS's history with the gradient g at the current point. */
+int dp_optim_register(dp_optim *o, dp_state *st, float *params, float *g);
+/* Whether the optimizer searches along a line itself (L-BFGS): it needs the full batch, carries the
+ * loss and gradient from one update to the next, and cannot skip or clip a step. */
+int dp_optim_line_search(const dp_optim *o);
+int dp_optim_kind_line_search(dp_optim_kind k);
+/* Whether the next update needs the loss and gradient at w evaluated first (always, except for a
+ * line search that already holds them). */
+int dp_optim_needs_gradient(const dp_optim *o);
+/* One update: 0, or a negative DP_E code from the objective. */
+int dp_optim_update(dp_optim *o, dp_optim_problem *p);
+/* A first-order update of w (n) with gradient g (n) and step size lr: 1 when g was not finite, else 0. */
 int dp_optim_step(dp_optim *o, float *w, const float *g, float lr);
 /* State slot i (n floats), e.g. for checkpoints; NULL past the last. */
 float *dp_optim_slot(dp_optim *o, int i);

@@ -24,7 +24,7 @@ typedef struct {
 } dp_schedule;
 
 /* For a run of total_steps steps with global batch `batch`. */
-void dp_schedule_init(dp_schedule *s, const dp_config *cfg, int64_t total_steps, int64_t batch);
+void dp_schedule_init(dp_schedule *s, const dp_schedule_cfg *c, double lr, int64_t total_steps, int64_t batch);
 /* The step size for step k (0-based). */
 double dp_schedule_lr(const dp_schedule *s, int64_t k);
 

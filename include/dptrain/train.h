@@ -17,9 +17,10 @@
 #include "dptrain/data.h"
 #include "dptrain/gradsync.h"
 #include "dptrain/model.h"
-#include "dptrain/lbfgs.h"
 #include "dptrain/optim.h"
 #include "dptrain/schedule.h"
+#include "dptrain/state.h"
+#include "dptrain/timeline.h"
 
 /* Where one step's time went on this rank, in seconds. */
 typedef struct {
@@ -36,17 +37,10 @@ typedef struct {
   dp_gradsync sync;        /* the gradient allreduce, in buckets overlapped with the backward pass */
   dp_optim optim;
   dp_schedule sched;
-  dp_lbfgs lbfgs;          /* optimizer lbfgs only */
-  double lbfgs_f;          /* the loss at the current point */
-  int converged;           /* lbfgs met a tolerance: the run stops */
-  int want_grad_norm;      /* set before a step to have its gradient norm computed (else NaN) */
-  int stop_local;          /* set before a step: this rank was asked to stop (a signal) */
-  int save_local;          /* set before a step: this rank wants a checkpoint (time-based) */
-  int stop_requested;      /* after a step: some rank was asked to stop; all ranks agree */
-  int save_requested;      /* after a step: some rank wants a checkpoint; all ranks agree */
+  dp_state state;          /* everything a resume needs, registered by each part above */
+  double lr_factor;        /* multiplies the schedule's γ: halved by on_nonfinite = restore */
   dp_step_time time;       /* the current step's, so far */
   dp_timeline *tl;         /* spans of the first steps; NULL when not recording */
-  double lr_factor;        /* multiplies the schedule's γ: halved by on_nonfinite = restore */
 
   int64_t n_train;         /* training rows */
   int64_t batch;           /* global mini-batch (n_train for "full") */
@@ -57,6 +51,9 @@ typedef struct {
   int64_t epoch;           /* current epoch, 0-based */
   int64_t pos;             /* steps done in the current epoch */
   int64_t perm_epoch;      /* the epoch perm was drawn for; -1 = none yet */
+  int64_t samples_seen;    /* training rows processed (for readers of checkpoints) */
+  int64_t world_size, seed; /* as checkpoints record them */
+  char *config_text;       /* the effective configuration, stored in checkpoints */
 
   int64_t *perm;           /* (n_train) this epoch's order of the rows */
   int64_t *rows;           /* (max_batch) row indices for evaluation passes */
@@ -65,28 +62,44 @@ typedef struct {
   float *targets;          /* (max_batch, K) */
 } dp_trainer;
 
+/* What the caller asks of a step: flags that every rank learns through the step's own allreduce. */
+typedef struct {
+  int local_status;        /* 0 or a DP_E code from outside the step (rank 0 could not write metrics):
+                              every rank stops at this step, with no extra collective */
+  int stop;                /* this rank was asked to stop (a signal) */
+  int save;                /* this rank wants a checkpoint (time-based) */
+  int want_grad_norm;      /* compute the gradient norm (else NaN without clipping or a line search) */
+} dp_step_request;
+
 typedef struct {
   double loss;             /* mean loss over the global batch */
-  double acc;              /* fraction of the global batch classified right (classification) */
+  double acc;              /* fraction of the global batch classified right (NaN for a line search) */
   double lr;               /* the step size used */
   double grad_norm;        /* ‖averaged gradient‖₂ before clipping; NaN unless clip_norm is set,
-                              want_grad_norm was, or the optimizer is lbfgs */
+                              want_grad_norm was, or the optimizer searches a line */
   int64_t batch;           /* rows in this global batch */
   dp_step_time time;       /* this rank's */
   int skipped;             /* on_nonfinite = skip_step: the loss or gradient was not finite, no update */
+  int stop, save;          /* some rank asked to stop / for a checkpoint: every rank agrees */
+  int converged;           /* the optimizer met a stopping tolerance: the run ends */
 } dp_step_result;
 
 /* Builds the model for the data set's shape, checks that data and model fit each other, allocates
- * every buffer, initialises the parameters on rank 0 and broadcasts them. Collective. */
+ * every buffer, registers the training state, initialises the parameters on rank 0 and broadcasts
+ * them. Collective. */
 int dp_trainer_create(dp_trainer *t, const dp_config *cfg, dp_comm *comm, dp_dataset *train);
 void dp_trainer_free(dp_trainer *t);
 
 /* One global mini-batch step. Collective. A non-finite loss or averaged gradient (seen alike by
  * every rank in the reduced values) is DP_ENONFINITE, or a skipped update with on_nonfinite =
- * skip_step. local_status (0 or a DP_E code) carries a failure from
- * outside the step — say rank 0 could not write metrics — into the step's allreduce, so every rank
- * stops at the same step without an extra collective. */
-int dp_trainer_step(dp_trainer *t, int local_status, dp_step_result *r);
+ * skip_step. */
+int dp_trainer_step(dp_trainer *t, const dp_step_request *req, dp_step_result *r);
+
+/* After the state was loaded (resume, restore): continue from the position it holds. */
+void dp_trainer_resumed(dp_trainer *t);
+
+/* Where the step records its spans (NULL: nowhere). */
+void dp_trainer_set_timeline(dp_trainer *t, dp_timeline *tl);
 
 /* Training rows processed in the steps done so far (an epoch's last batch may be short). */
 int64_t dp_trainer_samples_seen(const dp_trainer *t);
@@ -101,20 +114,5 @@ int dp_trainer_evaluate(dp_trainer *t, dp_dataset *ds, double *loss, double *acc
 
 /* Checks that a data set's x and y fit the model (width, label range or target width). Collective. */
 int dp_check_data_fits(const dp_config *cfg, dp_comm *comm, dp_dataset *ds, int64_t in_dim, int out_dim);
-
-/* `dptrain train`: opens the data, trains for the configured epochs/steps with evaluation and
- * checkpoints, writes out_dir/metrics.jsonl and out_dir/config.ini, prints progress to `out` on
- * rank 0 (NULL: quiet; verbose adds the gradient norm and the step's time split). resume_from: NULL, a checkpoint path, or "auto" (the newest in the
- * checkpoint directory, if any). On SIGTERM, SIGUSR1 or SIGINT it checkpoints at the next step
- * boundary and returns 0. Collective. */
-int dp_train_run(const dp_config *cfg, dp_comm *comm, const char *resume_from, FILE *out, int verbose);
-
-/* Installs the SIGTERM/SIGUSR1/SIGINT handlers that make dp_train_run checkpoint and stop at the
- * next step boundary. main calls it first, so that a signal during start-up is not lost. */
-void dp_catch_stop_signals(void);
-
-/* `dptrain eval`: the model of checkpoint ckpt (its stored config) on the /test split of data (NULL:
- * the config's data file); prints loss and accuracy on rank 0. Collective. */
-int dp_eval_run(const char *ckpt, const char *data, dp_comm *comm, FILE *out);
 
 #endif

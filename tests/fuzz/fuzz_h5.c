@@ -21,6 +21,7 @@
 #include "dptrain/data.h"
 #include "dptrain/error.h"
 #include "dptrain/model.h"
+#include "dptrain/optim.h"
 #include "fuzz_common.h"
 
 #define FZ_MAX_VALUES (1 << 20)
@@ -30,10 +31,21 @@
   "[optimizer]\nname = adam\nlr = 0.01\n"
 
 static dp_model model;
+static dp_optim optim;
+static dp_state state; /* the model and an Adam optimizer, as a trainer registers them */
 static dp_config cfg, stored;
 static FILE *devnull;
 static char *text;
 #define TEXT_MAX (1 << 16)
+
+static int make_state(void) {
+  dp_optim_hparams h;
+  dp_optim_hparams_from_cfg(&h, &cfg.optimizer);
+  dp_state_init(&state);
+  DP_TRY(dp_optim_create(&optim, &h, model.n_floats));
+  DP_TRY(dp_model_register(&model, &state));
+  return dp_optim_register(&optim, &state, model.params, model.grads);
+}
 
 static void setup(void) {
   if (devnull)
@@ -42,7 +54,7 @@ static void setup(void) {
   devnull = fopen("/dev/null", "w");
   text = malloc(TEXT_MAX);
   if (!devnull || !text || dp_config_parse_string(&cfg, FZ_MODEL, "fuzz-model.ini", NULL, 0) != 0 ||
-      dp_model_create(&model, &cfg, FZ_IN_DIM, 8) != 0) {
+      dp_model_create(&model, cfg.layer, cfg.n_layers, cfg.model.loss, FZ_IN_DIM, 8) != 0 || make_state() != 0) {
     fprintf(stderr, "fuzz_h5: setup failed: %s\n", dp_errmsg(DP_EINVAL));
     exit(1);
   }
@@ -50,7 +62,8 @@ static void setup(void) {
 
 static void read_split(const char *path, const char *group) {
   dp_dataset ds;
-  int rc = dp_dataset_open(&ds, path, group, !strcmp(group, "test"));
+  int found;
+  int rc = dp_dataset_open(&ds, path, group, strcmp(group, "test") ? NULL : &found);
   fz_log(group, rc);
   if (rc == 0 && ds.n >= 1 && ds.d >= 1 && ds.k >= 1 && (double)ds.n * (double)(ds.d + ds.k) <= FZ_MAX_VALUES) {
     int64_t n = ds.n;
@@ -94,7 +107,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   fz_log("config_text", rc);
   if (rc == 0)
     fz_log("stored config parses", dp_config_parse_string(&stored, text, path, NULL, 0));
-  fz_log("load_weights", dp_ckpt_load_weights(&model, path));
+  fz_log("read model", dp_ckpt_read(&state, path, DP_ST_MODEL));
+  fz_log("read state", dp_ckpt_read(&state, path, 0));
 
   dp_error_clear();
   fz_rm("in0");
