@@ -131,15 +131,19 @@ static const char usage_config[] =
     "               values and ranges (docs/config.md is this output)\n"
     "  --check      parse and validate CONFIG.ini with the overrides, without training\n";
 
+static int finish(int rc, const dp_comm *c);
+
+/* A usage error takes the path of every other error (dp_fail, then finish), and adds the usage. */
 static int usage_error(const char *usage, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int usage_error(const char *usage, const char *fmt, ...) {
+  char msg[DP_FILE_PATH_MAX + 256];
   va_list ap;
   va_start(ap, fmt);
-  fprintf(stderr, "dptrain: error: ");
-  vfprintf(stderr, fmt, ap);
-  fprintf(stderr, "\n%s", usage);
+  vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  return 2;
+  int code = finish(dp_fail(DP_EUSAGE, "%s", msg), NULL);
+  fputs(usage, stderr);
+  return code;
 }
 
 /* Command-line numbers are the whole argument, never the "12" of "12abc" or the 0 of "": 0, or

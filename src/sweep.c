@@ -134,6 +134,12 @@ int dp_sweep_run(const dp_config *cfg, dp_comm *world, const dp_sweep_opts *o, d
   int rc = dp_comm_init(&group, sub);
   MPI_Comm_free(&sub);
   DP_TRY(rc);
+  /* The group's collectives are the ones a stuck rank would hang: its own watchdog watches them. */
+  rc = dp_comm_agree(&group, dp_comm_set_timeout(&group, cfg->train.collective_timeout), NULL);
+  if (rc < 0) {
+    dp_comm_free(&group);
+    return dp_comm_agree(world, rc, NULL);
+  }
   if (out)
     fprintf(out, "sweep: %d step sizes, %lld steps each, %d group%s of %d rank%s\n", o->n, (long long)o->steps,
             n_groups, n_groups > 1 ? "s" : "", rpr, rpr > 1 ? "s" : "");
