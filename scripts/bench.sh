@@ -21,7 +21,12 @@ out=${BENCH_DIR:-bench}
 mkdir -p "$out"
 data=data/fashion_mnist.h5
 [ -f "$data" ] || { echo "bench: $data missing (make data)" >&2; exit 1; }
-mpi=(mpirun --bind-to core)
+# MPIRUN_FLAGS (make passes it on): extra mpirun options; a --bind-to among them replaces the default.
+read -ra extra <<< "${MPIRUN_FLAGS:-}"
+case " ${MPIRUN_FLAGS:-} " in
+  *" --bind-to "*) mpi=(mpirun "${extra[@]}") ;;
+  *) mpi=(mpirun --bind-to core "${extra[@]}") ;;
+esac
 [ "$(id -u)" = 0 ] && mpi+=(--allow-run-as-root)
 
 run() { # name, np, args...
@@ -73,7 +78,7 @@ fi
 # evaluated every fifth of an epoch (47 steps of 256) rather than per epoch, so the time is measured
 # to within 0.3 s; evaluation time is not training time, and evaluating changes nothing in training.
 echo "bench: fashion_mlp at np 2" >&2
-"${mpi[@]}" -np 2 "$bin" train configs/fashion_mlp.ini --quiet --set train.out_dir="$out/fashion_mlp" \
+"${mpi[@]}" -np 2 "$bin" train configs/fashion_mlp.ini --quiet --overwrite --set train.out_dir="$out/fashion_mlp" \
   --set train.eval_every=47 ||
   { echo "bench: training failed" >&2; exit 1; }
 

@@ -77,7 +77,7 @@ def main():
            round(t, 2) if t is not None else None, 5.0, "s", t is not None and t <= 5.0,
            f"first >= 88% at step {step} ({acc})" if t is not None else "never reached 88%")
     share = small["optim_s_max"] / small["step_s"]
-    target(rows, "opt", "optimizer step / training step (issue 2/8: well under 5%), 1 rank, batch 128",
+    target(rows, "opt", "optimizer step / training step (goal: well under 5%), 1 rank, batch 128",
            round(share, 4), 0.05, "", share < 0.05,
            f"{1e3 * small['optim_s_max']:.3f} ms of {1e3 * small['step_s']:.3f} ms; streaming its bytes "
            f"(read weights, momentum, gradient; write two) alone takes {1e3 * small['stream5_s']:.3f} ms, "

@@ -279,8 +279,9 @@ case $line in
   "dptrain: $want "*) ok "(b) start-up line: $want" ;;
   *) bad "(b) start-up line '$line', want '$want'" ;;
 esac
-# One rank per host: node detection must give each rank all its node's cores.
-run "$tmp/c21.txt" 60 "${cluster_mpirun[@]}" --hostfile "$tmp/hosts2x1" -np 2 "$bin" train "$tmp/train.ini" \
+# One rank per host: node detection must give each rank all its node's cores (unbound: Open MPI
+# binds 2 ranks to a core each by default, and a rank's threads follow its affinity mask).
+run "$tmp/c21.txt" 60 "${cluster_mpirun[@]}" --bind-to none --hostfile "$tmp/hosts2x1" -np 2 "$bin" train "$tmp/train.ini" \
   --set train.out_dir="$tmp/c21" --set train.max_steps=3 || bad "2 hosts x 1 rank: $(tail -3 "$tmp/c21.txt" | tr '\n' ' ')"
 line=$(startup "$tmp/c21.txt")
 echo "#   2 hosts x 1 rank: $line"

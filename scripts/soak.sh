@@ -8,7 +8,8 @@ cycles=${2:-20}
 bin=$build/dptrain
 tmp=$(mktemp -d /tmp/dptrain-soak-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-mpi=(mpirun -np 2 --oversubscribe)
+read -ra extra <<< "${MPIRUN_FLAGS:-}" # extra mpirun options, from make
+mpi=(mpirun -np 2 --oversubscribe "${extra[@]}")
 [ "$(id -u)" = 0 ] && mpi+=(--allow-run-as-root)
 
 "$build/tests/make_synth" "$tmp/syn.h5" 600 100 20 5 7 > /dev/null || exit 1

@@ -249,6 +249,9 @@ static int bench_case(const dp_bench_opts *o, dp_comm *comm, dp_dataset *ds, dou
   if (!cfg)
     return dp_fail(DP_ENOMEM, "bench: out of memory");
   int rc = dp_comm_agree(comm, make_config(o, cfg), NULL);
+  dp_blas_threads bt;
+  if (rc == 0)
+    rc = dp_comm_agree(comm, dp_blas_set_threads(comm, o->threads, &bt), NULL);
   dp_trainer t;
   if (rc == 0)
     rc = dp_trainer_create(&t, cfg, comm, ds);
@@ -256,7 +259,7 @@ static int bench_case(const dp_bench_opts *o, dp_comm *comm, dp_dataset *ds, dou
     free(cfg);
     return rc;
   }
-  int threads = dp_blas_set_threads(o->threads, comm->node_size);
+  int threads = bt.threads;
   timing tm = {0};
   rc = time_steps(&t, o->seconds, &tm);
   double v[3] = {tm.compute / tm.steps, tm.comm / tm.steps, tm.optim / tm.steps}, mx[3] = {v[0], v[1], v[2]};
@@ -294,7 +297,8 @@ static int bench_case(const dp_bench_opts *o, dp_comm *comm, dp_dataset *ds, dou
 int dp_bench_run(const dp_bench_opts *o, dp_comm *comm, FILE *out) {
   if (comm->rank != 0)
     out = NULL;
-  dp_blas_set_threads(o->threads, comm->node_size);
+  dp_blas_threads bt;
+  DP_TRY(dp_comm_agree(comm, dp_blas_set_threads(comm, o->threads, &bt), NULL));
   gemm_seconds(0, 0, 64, 64, 64, 0.0); /* BLAS's buffers belong to the baseline */
   double baseline = rss_bytes("VmRSS");
   dp_dataset ds;

@@ -14,7 +14,7 @@ typedef struct {
   const char *hidden;    /* hidden layer widths, "512,256" */
   long batch;            /* the GLOBAL batch */
   double seconds;        /* time each measurement for about this long */
-  int threads;           /* BLAS threads per rank; 0 = cores / ranks on the node */
+  int threads;           /* BLAS threads per rank; 0 = as dp_blas_set_threads decides */
   int sgemm;             /* also time the step's GEMM shapes alone (1 = yes) */
   int allreduce;         /* also time allreduces of 2^10 .. 2^24 bytes (needs > 1 rank) */
   const char *ckpt_dir;  /* also time a checkpoint write here against a plain write; NULL = no */
