@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include "dptrain/data.h"
@@ -14,9 +15,9 @@
 
 /* ---- writing ---- */
 
-/* What convert wrote when it stored contiguous datasets: no checksums, no compression; chunks of about
- * 1 MiB, which data.c reads row by row without a chunk cache, and h5py as any other file. */
-static const h5u_layout data_layout = {0, 0, 0};
+/* Chunks with Fletcher32 checksums (as checkpoints have), so a damaged row or label is refused when
+ * read rather than trained on; no compression. */
+static const h5u_layout data_layout = {0, 1, 0};
 
 /* The float attribute `scale` of <group>/x (absent when 1). */
 static int write_scale(hid_t f, const char *x, float scale) {
@@ -36,6 +37,13 @@ static int write_scale(hid_t f, const char *x, float scale) {
   return st < 0 ? dp_fail(DP_EHDF5, "HDF5 %s failed on the attribute scale of %s", call, x) : 0;
 }
 
+/* A checksummed chunk is read and verified whole, so a shuffled row read from the file costs its chunk:
+ * 64 KiB chunks keep that near the cost of the row itself while the checksums stay cheap to store. */
+static int64_t chunk_rows(size_t row_bytes) {
+  int64_t r = (int64_t)((64u << 10) / (row_bytes ? row_bytes : 1));
+  return r > 0 ? r : 1;
+}
+
 /* /<group>/x, its scale, and /<group>/y. */
 static int write_split(hid_t f, const char *group, const dp_split_view *v) {
   char x[80], y[80];
@@ -46,13 +54,21 @@ static int write_split(hid_t f, const char *group, const dp_split_view *v) {
   if (H5Gclose(g) < 0)
     return dp_fail(DP_EHDF5, "HDF5 H5Gclose failed on /%s", group);
   int64_t dims[2] = {v->n, v->d};
-  DP_TRY(v->x_u8 ? h5u_write(f, x, H5T_STD_U8LE, H5T_NATIVE_UINT8, v->x, 2, dims, &data_layout)
-                 : h5u_write(f, x, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, v->x, 2, dims, &data_layout));
+  h5u_layout lx = data_layout, ly = data_layout;
+  lx.chunk_rows = chunk_rows(dp_row_bytes(v->d, v->x_u8));
+  ly.chunk_rows = chunk_rows(4 * (size_t)(v->labels ? 1 : v->k));
+  DP_TRY(v->x_u8 ? h5u_write(f, x, H5T_STD_U8LE, H5T_NATIVE_UINT8, v->x, 2, dims, &lx)
+                 : h5u_write(f, x, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, v->x, 2, dims, &lx));
+  /* The whole split's hash: a reader that loads all of it can tell a damaged chunk index too. */
+  DP_TRY(h5u_write_hash(f, x, v->x, (size_t)v->n * dp_row_bytes(v->d, v->x_u8)));
   DP_TRY(write_scale(f, x, v->scale));
-  if (v->labels)
-    return h5u_write(f, y, H5T_STD_I32LE, H5T_NATIVE_INT32, v->labels, 1, dims, &data_layout);
+  if (v->labels) {
+    DP_TRY(h5u_write(f, y, H5T_STD_I32LE, H5T_NATIVE_INT32, v->labels, 1, dims, &ly));
+    return h5u_write_hash(f, y, v->labels, (size_t)v->n * sizeof *v->labels);
+  }
   dims[1] = v->k;
-  return h5u_write(f, y, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, v->targets, 2, dims, &data_layout);
+  DP_TRY(h5u_write(f, y, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, v->targets, 2, dims, &ly));
+  return h5u_write_hash(f, y, v->targets, (size_t)(v->n * v->k) * sizeof *v->targets);
 }
 
 typedef struct {
@@ -63,15 +79,16 @@ typedef struct {
  * puts it in front. */
 static int fill_data(const char *tmp, void *arg) {
   const data_views *v = arg;
-  hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  if (f < 0)
-    return dp_fail(DP_EIO, "cannot create it (directory missing or not writable?)");
-  int rc = write_split(f, "train", v->train);
+  double bytes = 0;
+  for (const dp_split_view *s = v->train; s; s = s == v->train ? v->test : NULL)
+    bytes += (double)s->n * ((double)dp_row_bytes(s->d, s->x_u8) + 4.0 * (double)(s->labels ? 1 : s->k));
+  h5u_memfile m; /* built in memory: HDF5 cannot recover from a write that fails on a full disk */
+  DP_TRY(h5u_mem_create(&m, tmp, H5P_DEFAULT, bytes * 1.01 + (1 << 16)));
+  int rc = write_split(m.f, "train", v->train);
   if (rc == 0 && v->test)
-    rc = write_split(f, "test", v->test);
-  if (H5Fclose(f) < 0 && rc == 0)
-    rc = dp_fail(DP_EHDF5, "HDF5 H5Fclose failed (disk full?)");
-  return rc;
+    rc = write_split(m.f, "test", v->test);
+  int wrc = h5u_mem_close(&m, tmp, rc == 0);
+  return rc < 0 ? rc : wrc;
 }
 
 int dp_data_write(const char *path, const dp_split_view *train, const dp_split_view *test) {
@@ -123,6 +140,9 @@ static int gz_read_all(gzFile gz, const char *path, void *buf, size_t bytes, con
 
 static int idx_read(const char *path, int want_dims, idx_array *a) {
   memset(a, 0, sizeof *a);
+  struct stat st; /* a FIFO would block gzopen until a writer came */
+  if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+    return dp_fail(DP_EDATA, "%s: an IDX file must be a regular file, this is not (a FIFO, directory or device)", path);
   gzFile gz = gzopen(path, "rb"); /* reads plain files too */
   if (!gz)
     return dp_fail(DP_EDATA, "%s: cannot open: %s", path, strerror(errno));
@@ -219,13 +239,13 @@ static int csv_push(csv_table *t, const char *path, int64_t line, float *vals, i
                     int regression) {
   int64_t lc = label_col < 0 ? nv + label_col : label_col;
   if (lc < 0 || lc >= nv)
-    return dp_fail(DP_EDATA, "%s:%lld: label column %d does not exist (the row has %lld columns)", path,
-                   (long long)line, label_col, (long long)nv);
+    return dp_fail(DP_EDATA, "%s:%lld: label column %d does not exist (the row has %lld column%s)", path,
+                   (long long)line, label_col, (long long)nv, dp_plural(nv));
   if (t->d == 0)
     t->d = nv - 1;
   if (nv - 1 != t->d || t->d == 0)
-    return dp_fail(DP_EDATA, "%s:%lld: expected %lld columns like the first row, found %lld", path, (long long)line,
-                   (long long)t->d + 1, (long long)nv);
+    return dp_fail(DP_EDATA, "%s:%lld: expected %lld column%s like the first row, found %lld", path, (long long)line,
+                   (long long)t->d + 1, dp_plural(t->d + 1), (long long)nv);
   if (!regression && (vals[lc] != floorf(vals[lc]) || vals[lc] < 0 || vals[lc] > 1e6f))
     return dp_fail(DP_EDATA, "%s:%lld: label '%g' is not a class number 0, 1, 2, ...", path, (long long)line,
                    (double)vals[lc]);
@@ -249,15 +269,76 @@ static int csv_push(csv_table *t, const char *path, int64_t line, float *vals, i
   return 0;
 }
 
-/* Splits one line into numbers; returns the count or a negative error. */
-static int64_t csv_fields(char *s, float **vals, int64_t *cap, const char *path, int64_t line) {
+/* The shapes CSV files come in: ',' ';' or tab between fields (';' files write decimal commas),
+ * "quoted" fields, blanks around values, CRLF, blank lines, a header line, no final newline. */
+static int csv_blank(char c, char sep) { return c != sep && (c == ' ' || c == '\t' || c == '\r' || c == '\n'); }
+
+/* The separator of a file, from its first line: ';' or a tab when the line has one outside quotes. */
+static char csv_sep(const char *line) {
+  int quoted = 0, semi = 0, tab = 0;
+  for (const char *c = line; *c; c++) {
+    quoted ^= *c == '"';
+    semi += !quoted && *c == ';';
+    tab += !quoted && *c == '\t';
+  }
+  return semi ? ';' : tab ? '\t' : ',';
+}
+
+/* The next field of *s, trimmed and unquoted, NUL-terminated in place; *s moves past its separator
+ * (NULL after the last field). NULL on text after a closing quote. */
+static char *csv_field(char **s, char sep) {
+  char *p = *s, *start, *end;
+  while (csv_blank(*p, sep))
+    p++;
+  if (*p == '"') {
+    start = ++p;
+    while (*p && *p != '"')
+      p++;
+    end = p;
+    if (*p == '"')
+      p++;
+    while (csv_blank(*p, sep))
+      p++;
+    if (*p && *p != sep)
+      return NULL;
+  } else {
+    start = p;
+    while (*p && *p != sep)
+      p++;
+    end = p;
+  }
+  while (end > start && csv_blank(end[-1], sep))
+    end--;
+  *s = *p == sep ? p + 1 : NULL;
+  *end = 0;
+  return start;
+}
+
+/* A field as a number: the whole field, finite; a ';' file's decimal comma is a point. */
+static int csv_number(char *f, char sep, float *v) {
+  for (char *c = f; sep == ';' && *c; c++)
+    if (*c == ',')
+      *c = '.';
+  char *end;
+  *v = strtof(f, &end);
+  return end != f && *end == 0 && isfinite(*v);
+}
+
+/* Splits one line into numbers; returns the count or a negative error naming line and column. */
+static int64_t csv_fields(char *s, char sep, float **vals, int64_t *cap, const char *path, int64_t line) {
   int64_t n = 0;
-  for (;;) {
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (end == s || !isfinite(v))
-      return dp_fail(DP_EDATA, "%s:%lld: field %lld is not a finite number", path, (long long)line, (long long)n + 1);
+  while (s) {
+    char *f = csv_field(&s, sep);
+    if (!f)
+      return dp_fail(DP_EDATA, "%s:%lld: field %lld: text after a closing quote", path, (long long)line,
+                     (long long)n + 1);
+    float v;
+    if (!f[0])
+      return dp_fail(DP_EDATA, "%s:%lld: field %lld (column %lld) is empty: a missing value (expected a number)", path,
+                     (long long)line, (long long)n + 1, (long long)n + 1);
+    if (!csv_number(f, sep, &v))
+      return dp_fail(DP_EDATA, "%s:%lld: field %lld: '%.40s' is not a finite number", path, (long long)line,
+                     (long long)n + 1, f);
     if (n == *cap) {
       float *nv = realloc(*vals, (size_t)(*cap = *cap ? 2 * *cap : 256) * sizeof *nv);
       if (!nv)
@@ -265,31 +346,40 @@ static int64_t csv_fields(char *s, float **vals, int64_t *cap, const char *path,
       *vals = nv;
     }
     (*vals)[n++] = v;
-    while (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n')
-      end++;
-    if (*end == 0)
-      return n;
-    if (*end != ',')
-      return dp_fail(DP_EDATA, "%s:%lld: unexpected '%c' after field %lld (expected ',')", path, (long long)line, *end,
-                     (long long)n);
-    s = end + 1;
   }
+  return n;
+}
+
+/* A first line without a single number is a header, --header or not. */
+static int csv_is_header(const char *line, char sep) {
+  char *copy = strdup(line), *s = copy, *f = copy;
+  int numbers = 0;
+  float v;
+  while (f && s && (f = csv_field(&s, sep)))
+    numbers += csv_number(f, sep, &v);
+  free(copy);
+  return f && numbers == 0; /* a malformed line is reported as data */
 }
 
 static int csv_read(const char *path, const dp_csv_options *o, csv_table *t) {
   FILE *f = fopen(path, "r");
   if (!f)
     return dp_fail(DP_EDATA, "%s: cannot open: %s", path, strerror(errno));
-  char *line = NULL;
+  char *line = NULL, sep = 0;
   size_t len = 0;
   float *vals = NULL;
   int64_t cap = 0, lineno = 0;
   int rc = 0;
   while (rc == 0 && getline(&line, &len, f) >= 0) {
     lineno++;
+    int first = !sep;
     if ((lineno == 1 && o->header) || line[strspn(line, " \t\r\n")] == 0)
       continue;
-    int64_t nv = csv_fields(line, &vals, &cap, path, lineno);
+    if (first)
+      sep = csv_sep(line);
+    if (first && csv_is_header(line, sep))
+      continue;
+    int64_t nv = csv_fields(line, sep, &vals, &cap, path, lineno);
     rc = nv < 0 ? (int)nv : csv_push(t, path, lineno, vals, nv, o->label_col, o->regression);
   }
   if (rc == 0 && ferror(f))

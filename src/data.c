@@ -5,10 +5,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "dptrain/data.h"
 #include "dptrain/error.h"
+#include "faults.h"
+#include "fsutil.h"
+#include "h5util.h"
 
 #define CHUNK_ROWS 4096
 
@@ -22,6 +26,16 @@ static void quiet_hdf5(void) {
 }
 
 size_t dp_row_bytes(int64_t d, int x_u8) { return (size_t)d * (x_u8 ? 1 : sizeof(float)); }
+
+double dp_dataset_mem_bytes(const dp_dataset *ds, int64_t rows) {
+  double y = ds->has_labels ? sizeof(int32_t) : sizeof(float) * (double)ds->k;
+  return (double)rows * ((double)dp_row_bytes(ds->d, ds->x_u8) + y);
+}
+
+double dp_node_memory(void) {
+  double pages = (double)sysconf(_SC_PHYS_PAGES), size = (double)sysconf(_SC_PAGESIZE);
+  return dp_fault_node_memory(pages > 0 && size > 0 ? pages * size : 0);
+}
 
 void dp_dataset_init(dp_dataset *ds) {
   memset(ds, 0, sizeof *ds);
@@ -79,18 +93,35 @@ static int type_of(dp_dataset *ds, hid_t d, const char *name, H5T_class_t *cls, 
   return 0;
 }
 
+/* Bytes of one chunk of a chunked dataset (0 when not chunked). */
+static size_t chunk_bytes(hid_t d, hid_t dcpl) {
+  hsize_t c[2] = {1, 1};
+  hid_t t = H5Dget_type(d);
+  int r = H5Pget_chunk(dcpl, 2, c);
+  size_t n = t < 0 || r < 1 ? 0 : H5Tget_size(t) * (size_t)c[0] * (r > 1 ? (size_t)c[1] : 1);
+  if (t >= 0)
+    H5Tclose(t);
+  return n;
+}
+
 /* Shuffled rows are single-row reads. With the default chunk cache each one would first read its
- * whole chunk (about 1 MiB in files `dptrain convert` writes); without a cache, HDF5 reads unfiltered
- * chunks straight from the file, row by row, as it did contiguous data. Filtered (compressed or
- * checksummed) chunks must be read whole anyway, so they keep the cache. */
+ * whole chunk (about 1 MiB in files older `dptrain convert`s wrote); without a cache, HDF5 reads
+ * unfiltered chunks straight from the file, row by row, as it did contiguous data. Filtered
+ * (compressed or checksummed) chunks must be read whole anyway: a cache of 64 of them (at most
+ * 16 MiB, at least 4 chunks) keeps the rows of recently read chunks; the default 1 MiB cache would
+ * hold none of 1 MiB chunks and read one per row. */
 static hid_t open_rows(hid_t file, const char *name) {
   hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
   hid_t dcpl = d < 0 ? -1 : H5Dget_create_plist(d);
-  int direct = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_nfilters(dcpl) == 0;
+  int chunked = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED;
+  int direct = chunked && H5Pget_nfilters(dcpl) == 0;
+  size_t chunk = chunked ? chunk_bytes(d, dcpl) : 0, cache = 64 * chunk;
+  if (cache > (16u << 20))
+    cache = 4 * chunk > (16u << 20) ? 4 * chunk : (16u << 20);
   if (dcpl >= 0)
     H5Pclose(dcpl);
-  hid_t dapl = direct ? H5Pcreate(H5P_DATASET_ACCESS) : -1;
-  if (dapl < 0 || H5Pset_chunk_cache(dapl, H5D_CHUNK_CACHE_NSLOTS_DEFAULT, 0, H5D_CHUNK_CACHE_W0_DEFAULT) < 0) {
+  hid_t dapl = chunked ? H5Pcreate(H5P_DATASET_ACCESS) : -1;
+  if (dapl < 0 || H5Pset_chunk_cache(dapl, 10007, direct ? 0 : cache, H5D_CHUNK_CACHE_W0_DEFAULT) < 0) {
     if (dapl >= 0)
       H5Pclose(dapl);
     return d; /* with the default cache: slower for shuffled rows, still right */
@@ -173,16 +204,48 @@ static int open_y(dp_dataset *ds, const char *name) {
   return 0;
 }
 
+static int64_t mtime_ns(const struct stat *st) {
+  return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
+static void remember_identity(dp_dataset *ds, const struct stat *st) {
+  ds->id_dev = (uint64_t)st->st_dev;
+  ds->id_ino = (uint64_t)st->st_ino;
+  ds->id_size = (int64_t)st->st_size;
+  ds->id_mtime_ns = mtime_ns(st);
+}
+
+/* Whether the path still names the file as it was opened; a stat is cheap next to a read. */
+static int check_unchanged(const dp_dataset *ds) {
+  struct stat st;
+  const char *what = NULL;
+  char sizes[96] = "";
+  if (stat(ds->path, &st) != 0)
+    what = "was removed or renamed";
+  else if ((uint64_t)st.st_dev != ds->id_dev || (uint64_t)st.st_ino != ds->id_ino)
+    what = "was replaced by another file";
+  else if ((int64_t)st.st_size != ds->id_size) {
+    what = "changed size";
+    snprintf(sizes, sizeof sizes, " (%lld bytes at open, now %lld)", (long long)ds->id_size, (long long)st.st_size);
+  } else if (mtime_ns(&st) != ds->id_mtime_ns)
+    what = "was rewritten";
+  if (!what)
+    return 0;
+  return dp_fail(DP_EDATA, "%s: the data file %s during the run%s: rows read now would not be the ones checked at "
+                 "start; restart (or resume) once it is complete", ds->path, what, sizes);
+}
+
 static int open_file(dp_dataset *ds, const char *path) {
   quiet_hdf5();
-  if (access(path, R_OK) != 0)
-    return dp_fail(DP_EDATA, "%s: cannot open data file: %s", path, strerror(errno));
+  struct stat st;
+  DP_TRY(dp_check_regular(path, "data file", DP_EDATA, &st));
   if (H5Fis_hdf5(path) <= 0)
     return dp_fail(DP_EDATA, "%s: not an HDF5 file (convert data with `dptrain convert`)", path);
   ds->h5_file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
   if (ds->h5_file < 0)
     return dp_fail(DP_EDATA, "%s: HDF5 cannot open the file (damaged or truncated?)", path);
-  return 0;
+  remember_identity(ds, &st);
+  return check_unchanged(ds); /* replaced between the stat and the open */
 }
 
 /* The group's x and y, once the file is open; *found as in dp_dataset_open. */
@@ -250,10 +313,31 @@ static int read_rows(dp_dataset *ds, int64_t lo, int64_t n, hid_t x_type, void *
     st = labels ? read_slab(ds->h5_y, lo, n, 1, H5T_NATIVE_INT32, labels)
                 : read_slab(ds->h5_y, lo, n, ds->k, H5T_NATIVE_FLOAT, targets);
   }
+  if (st < 0 && check_unchanged(ds) < 0)
+    return DP_EDATA; /* the real cause of the failed read */
   if (st < 0)
-    return dp_fail(DP_EIO, "%s: /%s/%s: reading rows %lld..%lld failed (file damaged or truncated?)", ds->path,
-                   ds->group, which, (long long)lo, (long long)(lo + n - 1));
+    return dp_fail(DP_EIO, "%s: /%s/%s: reading rows %lld..%lld failed (checksum mismatch or damaged data)",
+                   ds->path, ds->group, which, (long long)lo, (long long)(lo + n - 1));
   return 0;
+}
+
+/* A whole split read into memory is compared with the hash `dptrain convert` stored beside it (when
+ * there is one), which catches what Fletcher32 cannot: a damaged chunk index, a zeroed chunk. */
+static int check_hash(const dp_dataset *ds, hid_t d, const char *which, const void *buf, size_t bytes) {
+  int exists = 0;
+  int64_t want = 0;
+  if (h5u_attr_exists(d, H5U_HASH_ATTR, &exists) < 0 || (exists && h5u_get_i64(d, H5U_HASH_ATTR, &want) < 0))
+    return dp_fail(DP_EDATA, "%s: /%s/%s: its hash attribute is damaged", ds->path, ds->group, which);
+  if (exists && (uint64_t)want != h5u_hash64(buf, bytes))
+    return dp_fail(DP_EDATA, "%s: /%s/%s: the rows read do not match the stored hash (damaged file: a chunk or the "
+                   "chunk index)", ds->path, ds->group, which);
+  return 0;
+}
+
+static int check_hashes(const dp_dataset *ds, const void *x, const int32_t *labels, const float *targets) {
+  DP_TRY(check_hash(ds, ds->h5_x, "x", x, (size_t)ds->n * dp_row_bytes(ds->d, ds->x_u8)));
+  return labels ? check_hash(ds, ds->h5_y, "y", labels, (size_t)ds->n * sizeof *labels)
+                : check_hash(ds, ds->h5_y, "y", targets, (size_t)(ds->n * ds->k) * sizeof *targets);
 }
 
 int dp_dataset_load(dp_dataset *ds, int64_t lo, int64_t hi) {
@@ -276,6 +360,8 @@ int dp_dataset_load(dp_dataset *ds, int64_t lo, int64_t hi) {
     char *xp = (char *)x + (size_t)c * row;
     rc = read_rows(ds, lo + c, m, xt, xp, labels ? labels + c : NULL, targets ? targets + c * ds->k : NULL);
   }
+  if (rc == 0 && lo == 0 && hi == ds->n)
+    rc = check_hashes(ds, x, labels, targets);
   if (rc < 0) {
     free(x);
     free(labels);
@@ -326,6 +412,7 @@ static void prefetch_row(const dp_dataset *ds, int64_t row) {
 
 int dp_dataset_gather(dp_dataset *ds, const int64_t *rows, int n, float *x, int32_t *labels, float *targets) {
   int64_t d = ds->d, k = ds->k;
+  int checked = 0;
   for (int i = 0; i < n && i < 4; i++)
     prefetch_row(ds, rows[i]);
   for (int i = 0; i < n;) {
@@ -340,6 +427,8 @@ int dp_dataset_gather(dp_dataset *ds, const int64_t *rows, int n, float *x, int3
     int run = 1; /* consecutive rows outside memory: one read */
     while (i + run < n && rows[i + run] == r + run && !(r + run >= ds->mem_lo && r + run < ds->mem_hi))
       run++;
+    if (!checked++)
+      DP_TRY(check_unchanged(ds));
     DP_TRY(read_rows(ds, r, run, H5T_NATIVE_FLOAT, x + i * d, labels ? labels + i : NULL,
                      targets ? targets + i * k : NULL));
     const float scale = ds->scale, shift = ds->shift; /* in locals, as in copy_from_memory */
@@ -376,25 +465,37 @@ int dp_dataset_label_range(dp_dataset *ds, int64_t lo, int64_t hi, int32_t *min,
   return rc;
 }
 
-int dp_dataset_check_finite(dp_dataset *ds, int64_t lo, int64_t hi) {
-  if (ds->x_u8)
-    return 0;
-  float *buf = malloc((size_t)CHUNK_ROWS * (size_t)ds->d * sizeof *buf);
+/* Rows per pass of a check: CHUNK_ROWS, or fewer for wide rows, so a check holds at most 16 MiB. */
+static int64_t check_rows(int64_t cols) {
+  int64_t r = ((int64_t)1 << 22) / (cols > 0 ? cols : 1);
+  return r < 1 ? 1 : r > CHUNK_ROWS ? CHUNK_ROWS : r;
+}
+
+/* NaN or Inf in x (y: 0) or in the float targets (y: 1) over rows [lo, hi), in passes of check_rows. */
+static int check_finite_in(dp_dataset *ds, int y, int64_t lo, int64_t hi) {
+  int64_t cols = y ? ds->k : ds->d, step = check_rows(cols);
+  float *buf = malloc((size_t)step * (size_t)cols * sizeof *buf);
   if (!buf)
-    return dp_fail(DP_ENOMEM, "%s: no memory to check values", ds->path);
+    return dp_fail(DP_ENOMEM, "%s: no memory to check values (%.1f MB)", ds->path, (double)step * cols * 4 / 1e6);
   int rc = 0;
-  for (int64_t c = lo; c < hi && rc == 0; c += CHUNK_ROWS) {
-    int64_t m = hi - c < CHUNK_ROWS ? hi - c : CHUNK_ROWS;
-    const float *x = buf;
+  for (int64_t c = lo; c < hi && rc == 0; c += step) {
+    int64_t m = hi - c < step ? hi - c : step;
+    const float *v = buf;
     if (c >= ds->mem_lo && c + m <= ds->mem_hi)
-      x = (const float *)ds->mem_x + (c - ds->mem_lo) * ds->d;
+      v = (y ? ds->mem_targets : (const float *)ds->mem_x) + (c - ds->mem_lo) * cols;
     else
-      rc = read_rows(ds, c, m, H5T_NATIVE_FLOAT, buf, NULL, NULL);
-    for (int64_t i = 0; rc == 0 && i < m * ds->d; i++)
-      if (!isfinite(x[i]))
-        rc = dp_fail(DP_EDATA, "%s: /%s/x: row %lld, column %lld is %s (expected finite values)", ds->path,
-                     ds->group, (long long)(c + i / ds->d), (long long)(i % ds->d), isnan(x[i]) ? "NaN" : "Inf");
+      rc = read_rows(ds, c, m, H5T_NATIVE_FLOAT, y ? NULL : buf, NULL, y ? buf : NULL);
+    for (int64_t i = 0; rc == 0 && i < m * cols; i++)
+      if (!isfinite(v[i]))
+        rc = dp_fail(DP_EDATA, "%s: /%s/%s: row %lld, column %lld is %s (expected finite values%s)", ds->path,
+                     ds->group, y ? "y" : "x", (long long)(c + i / cols), (long long)(i % cols),
+                     isnan(v[i]) ? "NaN" : "Inf", y && !isnan(v[i]) ? " within float32's range" : "");
   }
   free(buf);
   return rc;
+}
+
+int dp_dataset_check_finite(dp_dataset *ds, int64_t lo, int64_t hi) {
+  int rc = ds->x_u8 ? 0 : check_finite_in(ds, 0, lo, hi);
+  return rc < 0 || ds->has_labels ? rc : check_finite_in(ds, 1, lo, hi);
 }

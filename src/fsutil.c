@@ -6,6 +6,7 @@
 #include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "dptrain/config.h"
@@ -72,4 +73,21 @@ static int fill_stdio(const char *tmp, void *arg) {
 int dp_write_durable_stdio(const char *path, const char *what, int (*fill)(FILE *f, void *ctx), void *ctx) {
   stdio_fill s = {fill, ctx};
   return dp_write_durable(path, what, fill_stdio, &s);
+}
+
+/* stat, not open: opening a FIFO blocks until a writer comes, and a device or directory is no data. */
+int dp_check_regular(const char *path, const char *what, int err, struct stat *st) {
+  struct stat local;
+  if (!st)
+    st = &local;
+  if (stat(path, st) != 0)
+    return dp_fail(err, "%s: cannot open %s: %s", path, what, strerror(errno));
+  if (!S_ISREG(st->st_mode))
+    return dp_fail(err, "%s: %s must be a regular file, this is a %s", path, what,
+                   S_ISFIFO(st->st_mode) ? "FIFO" : S_ISDIR(st->st_mode) ? "directory"
+                   : S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode) ? "device" : S_ISSOCK(st->st_mode) ? "socket"
+                   : "special file");
+  if (access(path, R_OK) != 0)
+    return dp_fail(err, "%s: cannot open %s: %s", path, what, strerror(errno));
+  return 0;
 }

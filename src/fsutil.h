@@ -17,4 +17,10 @@ int dp_write_durable(const char *path, const char *what, int (*fill)(const char 
 /* The same, with fill writing to an open stdio stream. */
 int dp_write_durable_stdio(const char *path, const char *what, int (*fill)(FILE *f, void *ctx), void *ctx);
 
+struct stat;
+/* Refuses, before anything opens it, a path that is not a readable regular file (a FIFO would block
+ * the open forever): err with "<path>: <what> must be a regular file, this is a FIFO". st (may be
+ * NULL) receives the file's stat. */
+int dp_check_regular(const char *path, const char *what, int err, struct stat *st);
+
 #endif

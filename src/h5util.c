@@ -1,7 +1,11 @@
 /* HDF5 helpers: datasets in one writer, scalar attributes, and messages that name the failed call. */
 #include "h5util.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dptrain/error.h"
 
@@ -15,6 +19,135 @@ int h5u_fail_in(const char *file) {
   char msg[600];
   snprintf(msg, sizeof msg, "%s", dp_errmsg(DP_EHDF5));
   return dp_fail(DP_EHDF5, "%s: %s", file, msg);
+}
+
+uint64_t h5u_hash64(const void *p, size_t n) {
+  const unsigned char *b = p;
+  uint64_t h = 0x9e3779b97f4a7c15ULL ^ (uint64_t)n;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    memcpy(&w, b + i, 8);
+    h = (h ^ w) * 0xff51afd7ed558ccdULL;
+    h ^= h >> 29;
+  }
+  for (; i < n; i++)
+    h = (h ^ b[i]) * 0x100000001b3ULL;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ULL;
+  return h ^ (h >> 33);
+}
+
+int h5u_write_hash(hid_t loc, const char *name, const void *data, size_t bytes) {
+  hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
+  if (d < 0)
+    return h5_fail("H5Dopen2", name);
+  int rc = h5u_attr_i64(d, H5U_HASH_ATTR, (int64_t)h5u_hash64(data, bytes));
+  H5Dclose(d);
+  return rc;
+}
+
+/* The core driver's allocations go through these, so that the buffer it frees at close is kept. */
+static void *img_malloc(size_t size, H5FD_file_image_op_t op, void *udata) {
+  (void)op;
+  h5u_memfile *m = udata;
+  char *p = malloc(size ? size : 1);
+  if (p) {
+    m->buf = p;
+    m->size = size;
+  }
+  return p;
+}
+
+static void *img_memcpy(void *dest, const void *src, size_t size, H5FD_file_image_op_t op, void *udata) {
+  (void)op;
+  (void)udata;
+  return memcpy(dest, src, size);
+}
+
+static void *img_realloc(void *ptr, size_t size, H5FD_file_image_op_t op, void *udata) {
+  (void)op;
+  h5u_memfile *m = udata;
+  char *p = realloc(ptr, size ? size : 1);
+  if (p) {
+    m->buf = p;
+    m->size = size;
+  }
+  return p;
+}
+
+static herr_t img_free(void *ptr, H5FD_file_image_op_t op, void *udata) {
+  h5u_memfile *m = udata;
+  if (op == H5FD_FILE_IMAGE_OP_FILE_CLOSE && ptr && ptr == (void *)m->buf)
+    m->kept = 1;
+  else
+    free(ptr);
+  return 0;
+}
+
+static void *img_udata_copy(void *udata) { return udata; }
+static herr_t img_udata_free(void *udata) {
+  (void)udata;
+  return 0;
+}
+
+int h5u_mem_create(h5u_memfile *m, const char *path, hid_t fapl, double size_hint) {
+  memset(m, 0, sizeof *m);
+  hid_t p = fapl == H5P_DEFAULT ? H5Pcreate(H5P_FILE_ACCESS) : H5Pcopy(fapl);
+  double step = size_hint < (1 << 20) ? (1 << 20) : size_hint > (double)(1u << 30) ? (double)(1u << 30) : size_hint;
+  H5FD_file_image_callbacks_t cb = {img_malloc, img_memcpy, img_realloc, img_free, img_udata_copy, img_udata_free, m};
+  int bad = p < 0 || H5Pset_fapl_core(p, (size_t)step, 0) < 0 || H5Pset_file_image_callbacks(p, &cb) < 0;
+  m->f = bad ? -1 : H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, p);
+  if (p >= 0)
+    H5Pclose(p);
+  return m->f < 0 ? h5_fail("H5Fcreate", path) : 0;
+}
+
+static int write_all(const char *path, const char *buf, size_t n) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0)
+    return DP_EIO;
+  for (size_t off = 0; off < n;) {
+    ssize_t w = write(fd, buf + off, n - off);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0) {
+      int e = w < 0 ? errno : ENOSPC;
+      close(fd);
+      errno = e;
+      return DP_EIO;
+    }
+    off += (size_t)w;
+  }
+  return close(fd) == 0 ? 0 : DP_EIO;
+}
+
+/* The file's end address from its superblock (the image is allocated in steps beyond it; H5Fget_eoa
+ * refuses the core driver): 8-byte addresses, versions 0 and 1 at bytes 40 and 44, 2 and 3 at 28. */
+static size_t image_end(const unsigned char *b, size_t n) {
+  if (n < 56 || memcmp(b, "\211HDF\r\n\032\n", 8))
+    return n;
+  int v = b[8];
+  size_t at = v == 0 ? 40 : v == 1 ? 44 : 28, width = v <= 1 ? b[13] : b[9];
+  if (width != 8)
+    return n;
+  uint64_t end = 0;
+  for (int i = 7; i >= 0; i--)
+    end = end << 8 | b[at + (size_t)i];
+  return end > 0 && end <= n ? (size_t)end : n;
+}
+
+int h5u_mem_close(h5u_memfile *m, const char *path, int save) {
+  int rc = H5Fclose(m->f) < 0 || !m->kept ? h5_fail("H5Fclose", path) : 0;
+  if (rc == 0 && save)
+    rc = write_all(path, m->buf, image_end((const unsigned char *)m->buf, m->size));
+  int e = errno;
+  if (m->kept)
+    free(m->buf);
+  memset(m, 0, sizeof *m);
+  m->f = -1;
+  errno = e;
+  return rc;
 }
 
 int h5u_group(hid_t loc, const char *path, hid_t *g) {

@@ -29,6 +29,31 @@ int h5u_write_f32(hid_t loc, const char *name, const float *data, int rank, cons
 int h5u_write_f64(hid_t loc, const char *name, const double *data, int64_t n);
 int h5u_write_text(hid_t loc, const char *name, const char *text);
 
+/* A new HDF5 file built in memory (the core driver, no backing store) and written to disk in one piece
+ * by h5u_mem_close. HDF5 1.10 cannot recover from a write or close that fails on the disk (a full
+ * one): the file it could not close crashes its clean-up at exit. Here HDF5 never touches the disk,
+ * so a full disk is a plain write() error. The image is the buffer HDF5 hands back at close, once
+ * its superblock is final (H5Fget_file_image's copy of an open file fails its own checksum). */
+typedef struct {
+  hid_t f;     /* the file, open between create and close */
+  char *buf;   /* the image, owned here once HDF5 lets go of it */
+  size_t size;
+  int kept;    /* HDF5 has closed the file and left buf to us */
+} h5u_memfile;
+/* fapl (may be H5P_DEFAULT) gives the other file access properties; size_hint is the expected file
+ * size (the image grows in steps of it). */
+int h5u_mem_create(h5u_memfile *m, const char *path, hid_t fapl, double size_hint);
+/* Closes m->f and, when save, writes the image to path (created or truncated): 0, DP_EIO (errno tells
+ * why) or DP_EHDF5. m is released in every case. */
+int h5u_mem_close(h5u_memfile *m, const char *path, int save);
+
+/* A 64-bit hash of n bytes: what the attribute H5U_HASH_ATTR holds for a whole dataset's elements (as
+ * int64), so that a read can tell a damaged chunk index or a zeroed chunk, which Fletcher32 cannot. */
+#define H5U_HASH_ATTR "hash64"
+uint64_t h5u_hash64(const void *p, size_t n);
+/* Stores the hash of data (bytes) as dataset name's H5U_HASH_ATTR. */
+int h5u_write_hash(hid_t loc, const char *name, const void *data, size_t bytes);
+
 /* The failure just recorded, prefixed with the file it happened in; returns DP_EHDF5. */
 int h5u_fail_in(const char *file);
 

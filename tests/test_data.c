@@ -137,9 +137,12 @@ static void check_idx_split(const char *path, const char *group, int n, int off)
   hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), dx = H5Dopen2(f, name, H5P_DEFAULT);
   uint8_t raw[NI * PIX];
   assert_true(H5Dread(dx, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw) >= 0);
-  hid_t dcpl = H5Dget_create_plist(dx); /* h5u_write's chunks, and no filters, as convert always wrote */
+  hid_t dcpl = H5Dget_create_plist(dx); /* h5u_write's chunks, each with its Fletcher32 checksum */
   assert_int_equal(H5Pget_layout(dcpl), H5D_CHUNKED);
-  assert_int_equal(H5Pget_nfilters(dcpl), 0);
+  assert_int_equal(H5Pget_nfilters(dcpl), 1);
+  unsigned flags;
+  size_t nvals = 0;
+  assert_int_equal(H5Pget_filter2(dcpl, 0, &flags, &nvals, NULL, 0, NULL, NULL), H5Z_FILTER_FLETCHER32);
   H5Pclose(dcpl);
   assert_int_equal(dp_row_bytes(ds.d, ds.x_u8), PIX);
   for (int i = 0; i < n * PIX; i++)
@@ -263,6 +266,49 @@ static void test_csv(void **state) {
   expect_err(dp_convert_csv(&o), DP_EDATA, P("ragged.csv"), NULL);
   assert_false(exists(P("csv.h5")));
   assert_false(exists(P("csv.h5.tmp")));
+}
+
+/* The shapes of CSV files users have: each gives the same 2 rows (features 1.5, 2 and 3, 4; labels
+ * 0 and 1), and a missing value names its line and field. */
+static void test_csv_shapes(void **state) {
+  (void)state;
+  const char *shapes[] = {
+      "1.5,2,0\n3,4,1\n",                       /* plain */
+      "1.5,2,0\r\n3,4,1\r\n",                   /* CRLF */
+      "1.5,2,0\n3,4,1",                          /* no final newline */
+      "\n1.5,2,0\n\n  \n3,4,1\n\n",               /* blank lines */
+      "\"1.5\",\"2\",\"0\"\n\"3\", 4 ,\"1\"\n",      /* quoted fields, spaces */
+      "x1,x2,label\n1.5,2,0\n3,4,1\n",           /* a header without --header */
+      "\"x 1\";\"x;2\";y\r\n1,5;2;0\r\n3;4;1\r\n", /* semicolons, decimal commas, quoted header */
+      "1.5\t2\t0\n3\t 4\t1\n",                   /* tabs */
+      " 1.5 , 2 , 0 \n 3 ,4, 1\n",               /* spaces around values */
+  };
+  for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+    write_text(P("shape.csv"), shapes[i]);
+    dp_csv_options o = csv_opts(P("shape.csv"), NULL, -1, 0, 0);
+    int rc = dp_convert_csv(&o);
+    if (rc != 0)
+      fail_msg("shape %zu: %s", i, dp_errmsg(rc));
+    dp_dataset ds;
+    assert_int_equal(dp_dataset_open(&ds, o.out, "train", NULL), 0);
+    assert_int_equal(ds.n, 2);
+    assert_int_equal(ds.d, 2);
+    int64_t rows[2] = {0, 1};
+    float x[4];
+    int32_t y[2];
+    assert_int_equal(dp_dataset_gather(&ds, rows, 2, x, y, NULL), 0);
+    if (!(x[0] == 1.5f && x[1] == 2 && x[2] == 3 && x[3] == 4 && y[0] == 0 && y[1] == 1))
+      fail_msg("shape %zu: x %g %g %g %g, y %d %d", i, x[0], x[1], x[2], x[3], y[0], y[1]);
+    dp_dataset_close(&ds);
+  }
+  write_text(P("gap.csv"), "1,2,0\n3,,1\n");
+  dp_csv_options o = csv_opts(P("gap.csv"), NULL, -1, 0, 0);
+  expect_err(dp_convert_csv(&o), DP_EDATA, P("gap.csv:2"), "field 2 (column 2) is empty: a missing value", NULL);
+  write_text(P("gap.csv"), "1;2;0\n3;4;\n");
+  expect_err(dp_convert_csv(&o), DP_EDATA, P("gap.csv:2"), "field 3 (column 3) is empty", NULL);
+  write_text(P("gap.csv"), "\"1\"x,2,0\n");
+  expect_err(dp_convert_csv(&o), DP_EDATA, P("gap.csv:1"), "field 1: text after a closing quote", NULL);
+  remove(P("csv.h5"));
 }
 
 enum { N = 10, D = 3, K = 2 };
@@ -556,7 +602,7 @@ static void test_write_replaces(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_idx_round_trip),         cmocka_unit_test(test_idx_errors),
-      cmocka_unit_test(test_csv),                    cmocka_unit_test(test_write_gather),
+      cmocka_unit_test(test_csv),  cmocka_unit_test(test_csv_shapes),                    cmocka_unit_test(test_write_gather),
       cmocka_unit_test(test_label_range_and_finite), cmocka_unit_test(test_bad_files),
       cmocka_unit_test(test_standardize),            cmocka_unit_test(test_row_bytes),
       cmocka_unit_test(test_chunked_gather),         cmocka_unit_test(test_write_replaces),

@@ -31,12 +31,21 @@ typedef struct {
   float *mem_targets;     /* (mem_hi - mem_lo, k) */
 
   int64_t h5_file, h5_x, h5_y; /* hid_t handles (int64_t in HDF5 >= 1.10), < 0 when closed */
+  /* The file as opened (device, inode, size, mtime in ns): a read from the file first checks that the
+   * path still names it, unchanged, so a file replaced or rewritten under a run is never trained on. */
+  uint64_t id_dev, id_ino;
+  int64_t id_size, id_mtime_ns;
 } dp_dataset;
 
 /* Marks every handle closed and every buffer empty, so dp_dataset_close is always safe. */
 void dp_dataset_init(dp_dataset *ds);
 /* Bytes of one stored row of x: d features of uint8 (x_u8) or float32. */
 size_t dp_row_bytes(int64_t d, int x_u8);
+
+/* Bytes that holding `rows` rows in memory takes: x in its stored dtype, and the labels or targets. */
+double dp_dataset_mem_bytes(const dp_dataset *ds, int64_t rows);
+/* This node's physical memory in bytes (0 when unknown), which all its ranks share. */
+double dp_node_memory(void);
 
 /* Opens <path>:/<group>/{x,y} and validates shapes and types; reads no rows. Errors name the file and
  * the dataset ("data/f.h5: /train/y: expected 60000 rows like /train/x, found 59999"). found NULL:
@@ -49,11 +58,12 @@ void dp_dataset_standardize(dp_dataset *ds, double mean, double std);
 int dp_dataset_load(dp_dataset *ds, int64_t lo, int64_t hi);
 /* Copies rows[0..n) into x (n, d) as float (scaled and shifted), and labels (n) or targets (n, k).
  * Rows held in memory are copied; others are read from the file (runs of consecutive rows in one
- * read). */
+ * read), after checking that the file is still the one opened (DP_EDATA naming it otherwise). */
 int dp_dataset_gather(dp_dataset *ds, const int64_t *rows, int n, float *x, int32_t *labels, float *targets);
 /* The smallest and largest label over rows [lo, hi) (reads the file in chunks). */
 int dp_dataset_label_range(dp_dataset *ds, int64_t lo, int64_t hi, int32_t *min, int32_t *max);
-/* Validates that x over rows [lo, hi) holds no NaN or Inf (float32 files only; uint8 cannot). */
+/* Validates that x (float32; uint8 cannot) and float targets over rows [lo, hi) hold no NaN or Inf
+ * (a stored float64 beyond float32's range reads as Inf), in passes of at most 16 MiB. */
 int dp_dataset_check_finite(dp_dataset *ds, int64_t lo, int64_t hi);
 void dp_dataset_close(dp_dataset *ds);
 
@@ -70,7 +80,8 @@ typedef struct {
 
 /* Writes a data file with /train and optionally /test (test may be NULL), durably (dp_write_durable:
  * path.tmp, fsync, rename), so a failed conversion never leaves a half-written file under the final
- * name. Datasets are chunked (about 1 MiB), without filters. */
+ * name. Datasets are chunked (about 1 MiB) with Fletcher32 checksums, which every read verifies; the
+ * file is built in memory and written in one piece (h5u_mem_create), so a full disk is a plain error. */
 int dp_data_write(const char *path, const dp_split_view *train, const dp_split_view *test);
 
 /* `dptrain convert idx IMAGES LABELS [TEST_IMAGES TEST_LABELS] -o OUT`: gzip'd or plain IDX files

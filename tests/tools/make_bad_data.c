@@ -22,6 +22,9 @@
  *   y_neg        labels -1..4
  *   test_dim     a good /train, but /test/x has 19 columns
  *   test_short   a good /train, but /test/y has 10 rows and /test/x 20
+ *   yt_nan       /train/y is (100, 1) float32 regression targets with a NaN at row 12
+ *   yt_huge      /train/y is (100, 1) float64 targets with 1e300 (beyond float32) at row 3
+ *   yt_test_inf  good float32 /train/y targets; /test/y (20, 1) has -Inf at row 7
  * Prints one line and exits 1 on failure. */
 #include <hdf5.h>
 #include <math.h>
@@ -227,6 +230,31 @@ int main(int argc, char **argv) {
   f = create("test_short");
   put_xy(f, "train", N, D, N);
   put_xy(f, "test", 20, D, 10);
+  done(f);
+
+  hsize_t dt[2] = {N, 1}, dtt[2] = {20, 1};
+  f = create("yt_nan");
+  targets[12] = NAN;
+  put(f, "/train/x", H5T_STD_U8LE, H5T_NATIVE_UINT8, 2, dx, xu8);
+  put(f, "/train/y", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dt, targets);
+  targets[12] = 12 % K;
+  done(f);
+
+  f = create("yt_huge");
+  double td[N];
+  for (int i = 0; i < N; i++)
+    td[i] = i == 3 ? 1e300 : targets[i];
+  put(f, "/train/x", H5T_STD_U8LE, H5T_NATIVE_UINT8, 2, dx, xu8);
+  put(f, "/train/y", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dt, td);
+  done(f);
+
+  f = create("yt_test_inf");
+  put(f, "/train/x", H5T_STD_U8LE, H5T_NATIVE_UINT8, 2, dx, xu8);
+  put(f, "/train/y", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dt, targets);
+  targets[7] = -INFINITY;
+  put(f, "/test/x", H5T_STD_U8LE, H5T_NATIVE_UINT8, 2, (hsize_t[2]){20, D}, xu8);
+  put(f, "/test/y", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dtt, targets);
+  targets[7] = 7 % K;
   done(f);
 
   return failed;
