@@ -3,6 +3,11 @@ PREFIX ?= /usr/local
 BUILD  ?= build
 NP     ?= 2
 CONFIG ?= configs/fashion_mlp.ini
+# Extra options for every mpirun that make starts (run, valgrind, and through the environment the
+# benchmark, soak and test scripts): `make run NP=3 MPIRUN_FLAGS=--oversubscribe` for more ranks
+# than cores, `MPIRUN_FLAGS="--mca btl_tcp_if_include ib0"` for a network.
+MPIRUN_FLAGS ?=
+export MPIRUN_FLAGS
 
 PKGS := ompi openblas hdf5-openmpi inih zlib
 # Evaluated once, on first use, so targets that only install packages never call pkg-config.
@@ -86,12 +91,19 @@ data: all
 	@scripts/prepare-data.sh $(BUILD)/dptrain
 
 # The live progress bar when this is a terminal (mpirun hides that from the ranks); run.png from
-# scripts/plot.py when matplotlib is available.
+# scripts/plot.py when matplotlib is available. Ctrl-C: mpirun gives the ranks 2 x 5 s to checkpoint.
 run: deps
 	@$(MAKE) --no-print-directory data
 	@if [ -t 1 ]; then export DPTRAIN_PROGRESS=bar; else export DPTRAIN_PROGRESS=lines; fi; \
-	  echo "mpirun -np $(NP) --bind-to core $(BUILD)/dptrain train $(CONFIG)"; \
-	  mpirun -np $(NP) --bind-to core -x DPTRAIN_PROGRESS $(BUILD)/dptrain train $(CONFIG)
+	  flags="$(MPIRUN_FLAGS)"; cores=$$(nproc); \
+	  case " $$flags " in \
+	    *" --oversubscribe "*|*" --bind-to "*) ;; \
+	    *) if [ "$(NP)" -gt "$$cores" ]; then flags="--oversubscribe $$flags"; \
+	         echo "(NP=$(NP) ranks on $$cores cores: --oversubscribe, ranks not bound to cores)"; \
+	       else flags="--bind-to core $$flags"; fi ;; \
+	  esac; \
+	  echo "mpirun -np $(NP) $$flags $(BUILD)/dptrain train $(CONFIG) --overwrite"; \
+	  mpirun -np $(NP) $$flags --mca odls_base_sigkill_timeout 5 -x DPTRAIN_PROGRESS $(BUILD)/dptrain train $(CONFIG) --overwrite
 	@dir=$$(sed -n 's/^[[:space:]]*out_dir[[:space:]]*=[[:space:]]*\([^;[:space:]]*\).*/\1/p' $(CONFIG) | head -1); \
 	  if /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then \
 	    scripts/plot.py "$${dir:-runs/default}" -o run.png; \
@@ -102,10 +114,20 @@ bench: deps
 	@$(MAKE) --no-print-directory data
 	@scripts/bench.sh $(BUILD)
 
+# Relative paths in a config resolve against the current directory, so the installed configs name
+# the installed data file by its absolute path and work from any directory; the data is copied from
+# data/ or converted there (a missing dataset package is only a warning: the configs then say so).
+SHARE = $(abspath $(PREFIX))/share/dptrain
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/dptrain/configs
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SHARE)/configs $(DESTDIR)$(SHARE)/data
 	install -m 755 $(BUILD)/dptrain $(DESTDIR)$(PREFIX)/bin/dptrain
-	install -m 644 configs/*.ini $(DESTDIR)$(PREFIX)/share/dptrain/configs/
+	@for f in configs/*.ini; do \
+	  sed 's|^\(path[[:space:]]*=[[:space:]]*\)data/|\1$(SHARE)/data/|' $$f > $(DESTDIR)$(SHARE)/$$f.tmp && \
+	  chmod 644 $(DESTDIR)$(SHARE)/$$f.tmp && mv $(DESTDIR)$(SHARE)/$$f.tmp $(DESTDIR)$(SHARE)/$$f || exit 1; \
+	done; echo "installed configs/*.ini into $(DESTDIR)$(SHARE)/configs (data path $(SHARE)/data/)"
+	@if [ -f data/fashion_mnist.h5 ]; then install -m 644 data/fashion_mnist.h5 $(DESTDIR)$(SHARE)/data/; \
+	  else DATA_DIR=$(DESTDIR)$(SHARE)/data scripts/prepare-data.sh $(BUILD)/dptrain > /dev/null || \
+	    echo "make install: warning: no data/fashion_mnist.h5 to install (make data, then make install again)"; fi
 
 clean:
 	rm -rf $(BUILD)
@@ -162,7 +184,7 @@ valgrind: tests
 	  printf '[data]\npath = %s\n[layer]\nunits = 16\n[layer]\nunits = 4\nactivation = identity\n[optimizer]\nname = adam\n[train]\nbatch_size = 32\nepochs = 1\nmax_steps = 6\nlog_every = 2\nout_dir = %s\n[checkpoint]\nevery_steps = 3\n' \
 	    $(VALGRIND_DIR)/syn.h5 $(VALGRIND_DIR)/run > $(VALGRIND_DIR)/tiny.ini
 	@start=$$(date +%s); \
-	  DPTRAIN_NO_KERNEL_FIX=1 OPENBLAS_NUM_THREADS=1 timeout 600 mpirun -np 2 --oversubscribe \
+	  DPTRAIN_NO_KERNEL_FIX=1 OPENBLAS_NUM_THREADS=1 timeout 600 mpirun -np 2 --oversubscribe $(MPIRUN_FLAGS) \
 	    valgrind -q --error-exitcode=1 --suppressions=$(OMPI_VG_SUPP) --suppressions=$(SAN_DIR)/valgrind.supp \
 	    --log-file=$(VALGRIND_DIR)/vg.%q{OMPI_COMM_WORLD_RANK}.log \
 	    $(BUILD)/dptrain train $(VALGRIND_DIR)/tiny.ini --quiet; rc=$$?; \

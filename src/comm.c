@@ -36,6 +36,11 @@ struct dp_watch {
   const char *what;
   long long step;
   double timeout;
+  /* A known slow phase (dp_comm_slow_phase): its deadline (0: none) replaces timeout until the
+   * first collective that completes after the phase ended, where every rank is past it. */
+  const char *phase;
+  double phase_timeout;
+  int phase_ending;
   int rank;
   int stop;
   pthread_t thread;
@@ -59,12 +64,14 @@ static void *watchdog(void *arg) {
       until.tv_nsec -= 1000000000;
     }
     pthread_cond_timedwait(&w->wake, &w->mu, &until);
-    if (!w->stop && w->since > 0 && mono() - w->since > w->timeout) {
+    double limit = w->phase ? w->phase_timeout : w->timeout;
+    if (!w->stop && w->since > 0 && limit > 0 && mono() - w->since > limit) {
       /* The job cannot go on: this rank exits, and the launcher ends the others (no hang). */
       fprintf(stderr,
-              "dptrain: error: rank %d: step %lld: %s did not complete within %g s ([train] collective_timeout): "
+              "dptrain: error: rank %d: step %lld: %s did not complete within %g s (%s%s): "
               "another rank is stuck or dead; ending the job\n",
-              w->rank, w->step, w->what, w->timeout);
+              w->rank, w->step, w->what, limit, w->phase ? "the deadline for " : "[train] collective_timeout",
+              w->phase ? w->phase : "");
       fflush(stderr);
       _exit(1);
     }
@@ -142,7 +149,29 @@ static void watch_set(dp_comm *c, const char *what, double since) {
   pthread_mutex_lock(&w->mu);
   if (what)
     w->what = what;
+  if (since == 0 && w->phase_ending)
+    w->phase = NULL, w->phase_ending = 0;
   w->since = since;
+  pthread_mutex_unlock(&w->mu);
+}
+
+void dp_comm_slow_phase(dp_comm *c, const char *what, double seconds) {
+  struct dp_watch *w = c->watch;
+  if (!w)
+    return;
+  pthread_mutex_lock(&w->mu);
+  w->phase = what;
+  w->phase_timeout = seconds;
+  w->phase_ending = 0;
+  pthread_mutex_unlock(&w->mu);
+}
+
+void dp_comm_slow_phase_end(dp_comm *c) {
+  struct dp_watch *w = c->watch;
+  if (!w)
+    return;
+  pthread_mutex_lock(&w->mu);
+  w->phase_ending = w->phase != NULL;
   pthread_mutex_unlock(&w->mu);
 }
 
@@ -261,6 +290,24 @@ static int wait_all(MPI_Request *req, int n) {
 int dp_comm_wait_all(dp_comm *c, MPI_Request *req, int n) {
   (void)c;
   WATCHED("the gradient allreduce", wait_all(req, n));
+  return 0;
+}
+
+/* The node communicator is made again here rather than kept: this runs once, at start-up. */
+static int node_allgather(dp_comm *c, const void *mine, void *all, size_t bytes) {
+  if (bytes > (size_t)INT_MAX)
+    return dp_fail(DP_EMPI, "node allgather of %zu bytes: more than MPI's int count", bytes);
+  MPI_Comm node;
+  MPI_TRY(MPI_Comm_split_type(c->comm, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node));
+  int rc = MPI_Allgather(mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, node);
+  MPI_Comm_free(&node);
+  if (rc != MPI_SUCCESS)
+    return mpi_fail(rc, "MPI_Allgather", __FILE__, __LINE__);
+  return 0;
+}
+
+int dp_comm_node_allgather(dp_comm *c, const void *mine, void *all, size_t bytes) {
+  WATCHED("an allgather on the node", node_allgather(c, mine, all, bytes));
   return 0;
 }
 

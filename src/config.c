@@ -2,6 +2,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <ini.h>
 #include <limits.h>
 #include <math.h>
@@ -13,6 +14,7 @@
 
 #include "dptrain/error.h"
 #include "dptrain/norm.h"
+#include "dptrain/paths.h"
 
 /* ---- the key table: the single source of truth for parsing, defaults, --list and the docs ---- */
 
@@ -30,19 +32,28 @@ static const char *const sched_names[] = {DP_SCHED_KIND_MAP(NAME_OF) NULL};
 static const char *const scale_names[] = {DP_LR_SCALE_MAP(NAME_OF) NULL};
 static const char *const norm_names[] = {DP_NORM_KIND_MAP(NAME_OF) NULL};
 static const char *const nonfinite_names[] = {DP_ON_NONFINITE_MAP(NAME_OF) NULL};
+static const char *const divergence_names[] = {DP_ON_DIVERGENCE_MAP(NAME_OF) NULL};
 #undef NAME_OF
 
 #define C(f) offsetof(dp_config, f)
 #define L(f) offsetof(dp_layer_cfg, f)
 #define BIG 9.0e15 /* int64 values are parsed exactly; this only bounds the range check */
-#define STR(sec, k, def, off, sz, desc) {sec, k, DP_KEY_STRING, def, desc, off, NULL, 0, 0, sz, NULL}
-#define NUM(sec, k, t, def, off, lo, hi, desc) {sec, k, t, def, desc, off, NULL, lo, hi, 0, NULL}
-#define ENUM(sec, k, def, off, names, desc) {sec, k, DP_KEY_ENUM, def, desc, off, names, 0, 0, 0, NULL}
-#define BOOL(sec, k, def, off, desc) {sec, k, DP_KEY_BOOL, def, desc, off, NULL, 0, 1, 0, NULL}
+#define STR_R(r, sec, k, def, off, sz, desc) {sec, k, DP_KEY_STRING, def, desc, off, NULL, 0, 0, sz, NULL, r}
+#define NUM_R(r, sec, k, t, def, off, lo, hi, desc) {sec, k, t, def, desc, off, NULL, lo, hi, 0, NULL, r}
+#define ENUM_R(r, sec, k, def, off, names, desc) {sec, k, DP_KEY_ENUM, def, desc, off, names, 0, 0, 0, NULL, r}
+#define BOOL_R(r, sec, k, def, off, desc) {sec, k, DP_KEY_BOOL, def, desc, off, NULL, 0, 1, 0, NULL, r}
+#define STR(...) STR_R(DP_RESUME_MATCH, __VA_ARGS__)
+#define NUM(...) NUM_R(DP_RESUME_MATCH, __VA_ARGS__)
+#define ENUM(...) ENUM_R(DP_RESUME_MATCH, __VA_ARGS__)
+#define BOOL(...) BOOL_R(DP_RESUME_MATCH, __VA_ARGS__)
+/* A row's dp_resume_rule: SAFE(NUM, ...) may change on resume, FRESH(STR, ...) is read only at a
+ * fresh start; an unmarked row must match the checkpoint (a new key is refused until classified). */
+#define SAFE(row, ...) row##_R(DP_RESUME_SAFE, __VA_ARGS__)
+#define FRESH(row, ...) row##_R(DP_RESUME_FRESH, __VA_ARGS__)
 
 static const dp_key keys[] = {
     STR("data", "path", NULL, C(data.path), DP_PATH_MAX, "HDF5 data file with /train/x, /train/y (and optionally /test)"),
-    ENUM("data", "in_memory", "auto", C(data.in_memory), in_memory_names,
+    SAFE(ENUM, "data", "in_memory", "auto", C(data.in_memory), in_memory_names,
          "hold the training set in memory (auto: when it takes at most half of a rank's memory share)"),
     NUM("data", "mean", DP_KEY_DOUBLE, "0", C(data.mean), -1e30, 1e30,
         "subtracted from every input (after the file's scale): `dptrain convert` prints the training set's"),
@@ -51,7 +62,7 @@ static const dp_key keys[] = {
 
     ENUM("model", "loss", "softmax_cross_entropy", C(model.loss), loss_names,
          "softmax_cross_entropy (integer labels) or mse (float targets)"),
-    STR("model", "init_from", "", C(model.init_from), DP_PATH_MAX,
+    FRESH(STR, "model", "init_from", "", C(model.init_from), DP_PATH_MAX,
         "start from the /model weights of this checkpoint (or any file with that layout); empty = none"),
 
     NUM("layer", "units", DP_KEY_INT, NULL, L(units), 1, 1 << 24, "outputs of this fully-connected layer"),
@@ -83,8 +94,9 @@ static const dp_key keys[] = {
     NUM("optimizer", "alpha", DP_KEY_DOUBLE, "0.99", C(optimizer.alpha), 0, 0.999999,
         "rmsprop: decay of the squared-gradient average v = alpha v + (1 - alpha) g^2"),
     {"optimizer", "beta", DP_KEY_DOUBLE, "0.99", "rmsprop: another name for alpha", C(optimizer.alpha), NULL, 0,
-     0.999999, 0, "alpha"},
-    NUM("optimizer", "eps", DP_KEY_DOUBLE, "1e-8", C(optimizer.eps), 0, 1, "rmsprop, adam: epsilon in the denominator"),
+     0.999999, 0, "alpha", DP_RESUME_MATCH},
+    NUM("optimizer", "eps", DP_KEY_DOUBLE, "1e-8", C(optimizer.eps), 1e-30, 1,
+        "rmsprop, adam: epsilon in the denominator (0 would divide 0 by 0 for a weight whose gradient is 0)"),
     NUM("optimizer", "beta1", DP_KEY_DOUBLE, "0.9", C(optimizer.beta1), 0, 0.999999, "adam: decay of the first moment"),
     NUM("optimizer", "beta2", DP_KEY_DOUBLE, "0.999", C(optimizer.beta2), 0, 0.999999,
         "adam: decay of the second moment"),
@@ -93,10 +105,10 @@ static const dp_key keys[] = {
     ENUM("optimizer", "eps_placement", "outside", C(optimizer.eps_placement), eps_names,
          "adam: m/(sqrt(v) + eps) (outside) or m/sqrt(v + eps) (inside)"),
     NUM("optimizer", "history", DP_KEY_INT, "10", C(optimizer.history), 1, 1000, "lbfgs: curvature pairs kept"),
-    NUM("optimizer", "max_iter", DP_KEY_INT64, "100", C(optimizer.max_iter), 1, BIG, "lbfgs: iterations"),
-    NUM("optimizer", "tolerance_grad", DP_KEY_DOUBLE, "1e-7", C(optimizer.tolerance_grad), 0, 1e6,
+    SAFE(NUM, "optimizer", "max_iter", DP_KEY_INT64, "100", C(optimizer.max_iter), 1, BIG, "lbfgs: iterations"),
+    SAFE(NUM, "optimizer", "tolerance_grad", DP_KEY_DOUBLE, "1e-7", C(optimizer.tolerance_grad), 0, 1e6,
         "lbfgs: stop when max |gradient| is at most this"),
-    NUM("optimizer", "tolerance_change", DP_KEY_DOUBLE, "1e-9", C(optimizer.tolerance_change), 0, 1e6,
+    SAFE(NUM, "optimizer", "tolerance_change", DP_KEY_DOUBLE, "1e-9", C(optimizer.tolerance_change), 0, 1e6,
         "lbfgs: stop when the step or the loss change is below this"),
     NUM("optimizer", "clip_norm", DP_KEY_DOUBLE, "0", C(optimizer.clip_norm), 0, 1e30,
         "clip the averaged gradient to this global L2 norm; 0 = off"),
@@ -107,7 +119,7 @@ static const dp_key keys[] = {
         "step: multiply by gamma every step_size steps"),
     NUM("schedule", "gamma", DP_KEY_DOUBLE, "0.1", C(schedule.gamma), 0, 1, "step, multistep, exponential: factor"),
     {"schedule", "milestones", DP_KEY_LIST, "", "multistep: ascending steps at which to multiply by gamma",
-     C(schedule.milestones), NULL, 1, BIG, DP_MAX_MILESTONES, NULL},
+     C(schedule.milestones), NULL, 1, BIG, DP_MAX_MILESTONES, NULL, DP_RESUME_MATCH},
     NUM("schedule", "min_lr", DP_KEY_DOUBLE, "0", C(schedule.min_lr), 0, 1e6, "cosine: the final step size"),
     NUM("schedule", "warmup_steps", DP_KEY_INT64, "0", C(schedule.warmup_steps), 0, BIG,
         "linear warm-up from 0 over this many steps"),
@@ -118,46 +130,58 @@ static const dp_key keys[] = {
 
     NUM("train", "batch_size", DP_KEY_INT64, "128", C(train.batch_size), 1, BIG,
         "GLOBAL mini-batch, split across ranks; full = the whole training set"),
-    NUM("train", "epochs", DP_KEY_INT, "10", C(train.epochs), 0, INT_MAX, "passes over the training set"),
-    NUM("train", "max_steps", DP_KEY_INT64, "0", C(train.max_steps), 0, BIG, "stop after this many steps; 0 = no limit"),
+    SAFE(NUM, "train", "epochs", DP_KEY_INT, "10", C(train.epochs), 0, INT_MAX, "passes over the training set"),
+    SAFE(NUM, "train", "max_steps", DP_KEY_INT64, "0", C(train.max_steps), 0, BIG, "stop after this many steps; 0 = no limit"),
     NUM("train", "seed", DP_KEY_UINT64, "1", C(train.seed), 0, 0, "seed of the initial weights and the shuffles"),
     BOOL("train", "shuffle", "true", C(train.shuffle), "draw a new order of the rows every epoch"),
     BOOL("train", "drop_last", "false", C(train.drop_last), "drop an epoch's last batch when it is short"),
-    NUM("train", "log_every", DP_KEY_INT, "50", C(train.log_every), 1, INT_MAX, "steps between progress lines"),
-    NUM("train", "eval_every", DP_KEY_INT64, "0", C(train.eval_every), 0, BIG,
+    SAFE(NUM, "train", "log_every", DP_KEY_INT, "50", C(train.log_every), 1, INT_MAX, "steps between progress lines"),
+    SAFE(NUM, "train", "eval_every", DP_KEY_INT64, "0", C(train.eval_every), 0, BIG,
         "evaluate the test set every this many steps (and at the end); 0 = after each epoch"),
-    STR("train", "out_dir", "runs/default", C(train.out_dir), DP_PATH_MAX, "where metrics.jsonl and config.ini go"),
-    NUM("train", "threads", DP_KEY_INT, "0", C(train.threads), 0, 1024,
-        "OpenBLAS threads per rank; 0 = cores on the node / ranks on the node"),
-    NUM("train", "bucket_mb", DP_KEY_DOUBLE, "1", C(train.bucket_mb), 0, 1e6,
+    SAFE(STR, "train", "out_dir", "runs/default", C(train.out_dir), DP_PATH_MAX, "where metrics.jsonl and config.ini go"),
+    SAFE(NUM, "train", "threads", DP_KEY_INT, "0", C(train.threads), 0, 1024,
+        "OpenBLAS threads per rank, over any variable; 0 = OPENBLAS_NUM_THREADS or OMP_NUM_THREADS when set, "
+        "else the rank's share of the cores in its affinity mask"),
+    SAFE(NUM, "train", "bucket_mb", DP_KEY_DOUBLE, "1", C(train.bucket_mb), 0, 1e6,
         "gradient allreduce buckets (MB), started during the backward pass; 0 = one allreduce after it"),
-    STR("train", "timeline", "", C(train.timeline), DP_PATH_MAX,
+    SAFE(STR, "train", "timeline", "", C(train.timeline), DP_PATH_MAX,
         "write a Chrome trace (chrome://tracing, Perfetto) of the first timeline_steps steps here; empty = none"),
-    NUM("train", "timeline_steps", DP_KEY_INT, "20", C(train.timeline_steps), 1, 100000,
+    SAFE(NUM, "train", "timeline_steps", DP_KEY_INT, "20", C(train.timeline_steps), 1, 100000,
         "steps the timeline covers"),
-    ENUM("train", "on_nonfinite", "abort", C(train.on_nonfinite), nonfinite_names,
+    SAFE(ENUM, "train", "on_nonfinite", "abort", C(train.on_nonfinite), nonfinite_names,
          "a NaN/Inf loss or gradient: abort (exit 3), skip_step (no update), or restore (reload the last "
          "checkpoint with half the step size)"),
-    NUM("train", "max_restores", DP_KEY_INT, "3", C(train.max_restores), 0, 1000,
+    SAFE(NUM, "train", "max_restores", DP_KEY_INT, "3", C(train.max_restores), 0, 1000,
         "on_nonfinite = restore: give up (exit 3) after this many restores"),
-    NUM("train", "collective_timeout", DP_KEY_DOUBLE, "0", C(train.collective_timeout), 0, 1e7,
-        "abort the job when a collective has not completed after this many seconds (a stuck rank); 0 = off"),
+    SAFE(NUM, "train", "max_skips", DP_KEY_INT64, "100", C(train.max_skips), 0, BIG,
+        "on_nonfinite = skip_step: give up (exit 3, no checkpoint) after this many skipped updates in all; "
+        "0 = no limit"),
+    SAFE(NUM, "train", "max_consecutive_skips", DP_KEY_INT, "10", C(train.max_consecutive_skips), 0, 1000000,
+        "on_nonfinite = skip_step: give up (exit 3, no checkpoint) after this many skipped updates in a row; "
+        "0 = no limit"),
+    SAFE(ENUM, "train", "on_divergence", "warn", C(train.on_divergence), divergence_names,
+         "a finite loss whose log-interval mean exceeds [sweep] diverge_factor x the first step's loss: warn "
+         "(once), or abort (exit 3)"),
+    SAFE(NUM, "train", "collective_timeout", DP_KEY_DOUBLE, "0", C(train.collective_timeout), 0, 1e7,
+        "abort the job when a collective has not completed after this many seconds (a stuck rank; checkpoint "
+        "writes, evaluation and start-up are not counted); 0 = off"),
 
-    NUM("checkpoint", "every_steps", DP_KEY_INT64, "0", C(checkpoint.every_steps), 0, BIG,
+    SAFE(NUM, "checkpoint", "every_steps", DP_KEY_INT64, "0", C(checkpoint.every_steps), 0, BIG,
         "save every this many steps; 0 = off"),
-    NUM("checkpoint", "every_seconds", DP_KEY_DOUBLE, "0", C(checkpoint.every_seconds), 0, 1e9,
+    SAFE(NUM, "checkpoint", "every_seconds", DP_KEY_DOUBLE, "0", C(checkpoint.every_seconds), 0, 1e9,
         "save when this many seconds passed since the last save (rank 0's clock); 0 = off"),
-    BOOL("checkpoint", "at_epoch_end", "false", C(checkpoint.at_epoch_end), "save at the end of every epoch"),
-    BOOL("checkpoint", "at_end", "true", C(checkpoint.at_end), "save the finished run's final state"),
-    NUM("checkpoint", "keep_last", DP_KEY_INT, "3", C(checkpoint.keep_last), 0, 1 << 20,
+    SAFE(BOOL, "checkpoint", "at_epoch_end", "false", C(checkpoint.at_epoch_end), "save at the end of every epoch"),
+    SAFE(BOOL, "checkpoint", "at_end", "true", C(checkpoint.at_end), "save the finished run's final state"),
+    SAFE(NUM, "checkpoint", "keep_last", DP_KEY_INT, "3", C(checkpoint.keep_last), 0, 1 << 20,
         "keep this many newest checkpoints (older ones are removed once a new one is complete); 0 = all"),
-    STR("checkpoint", "dir", "", C(checkpoint.dir), DP_PATH_MAX, "where ckpt-<step>.h5 go; empty = out_dir/checkpoints"),
+    SAFE(STR, "checkpoint", "dir", "", C(checkpoint.dir), DP_PATH_MAX, "where ckpt-<step>.h5 go; empty = out_dir/checkpoints"),
 
-    STR("sweep", "lr", "1e-4:1:9", C(sweep.lr), 256, "step sizes: LO:HI:N (log-spaced) or a,b,c"),
-    NUM("sweep", "steps", DP_KEY_INT64, "300", C(sweep.steps), 1, BIG, "steps of each run"),
-    NUM("sweep", "ranks_per_run", DP_KEY_INT, "1", C(sweep.ranks_per_run), 1, 1 << 20, "ranks that train one step size"),
-    NUM("sweep", "diverge_factor", DP_KEY_DOUBLE, "4", C(sweep.diverge_factor), 1, 1e30,
-        "a run diverged when its loss exceeds this x its first loss (or is NaN/Inf)"),
+    SAFE(STR, "sweep", "lr", "1e-4:1:9", C(sweep.lr), 256, "step sizes: LO:HI:N (log-spaced) or a,b,c"),
+    SAFE(NUM, "sweep", "steps", DP_KEY_INT64, "300", C(sweep.steps), 1, BIG, "steps of each run"),
+    SAFE(NUM, "sweep", "ranks_per_run", DP_KEY_INT, "1", C(sweep.ranks_per_run), 1, 1 << 20, "ranks that train one step size"),
+    SAFE(NUM, "sweep", "diverge_factor", DP_KEY_DOUBLE, "4", C(sweep.diverge_factor), 1, 1e30,
+        "a run diverged when its loss exceeds this x its first loss (or is NaN/Inf); training too: "
+        "[train] on_divergence"),
 };
 
 enum { N_KEYS = sizeof keys / sizeof keys[0] };
@@ -220,13 +244,17 @@ static int parse_u64(const char *what, const char *v, uint64_t *out) {
   return 0;
 }
 
-/* NaN passes every comparison, hence isfinite; ERANGE also refuses values below the normal range. */
+/* NaN passes every comparison, hence isfinite; ERANGE also refuses values below the normal range.
+ * The kernels compute in float: a value that float cannot hold but as 0 (or a denormal) would not
+ * mean what was written, and 0 often means "the default". */
 static int parse_double(const char *what, const char *v, double lo, double hi, double *out) {
   char *end;
   errno = 0;
   double x = strtod(v, &end);
   if (end == v || *end || errno == ERANGE || !isfinite(x) || x < lo || x > hi)
     return expected(what, v, "a number in [%g, %g]", lo, hi);
+  if (x != 0 && fabs(x) < FLT_MIN)
+    return expected(what, v, "0 or a number of magnitude at least %g (smaller ones are 0 in float32)", FLT_MIN);
   *out = x;
   return 0;
 }
@@ -250,7 +278,9 @@ static int parse_list(const dp_key *k, const char *v, void *dst, const char *wha
   int64_t *arr = dst;
   int *count = (int *)(arr + k->size), n = 0;
   char buf[512];
-  snprintf(buf, sizeof buf, "%s", v);
+  if (strlen(v) >= sizeof buf)
+    return expected(what, v, "a list shorter than %zu characters", sizeof buf);
+  memcpy(buf, v, strlen(v) + 1);
   for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
     trim(tok);
     int64_t x;
@@ -296,6 +326,14 @@ static int parse_enum(const dp_key *k, const char *v, int *dst, const char *what
   return 0;
 }
 
+/* Whether `key = v` reads back as v: the file format has no quoting. */
+static int writable(const char *v) {
+  for (const char *c = v; *c; c++)
+    if ((unsigned char)*c < 32 || (*c == ';' && c > v && isspace((unsigned char)c[-1])))
+      return 0;
+  return 1;
+}
+
 /* Parses value v for key k into base + k->offset; what names the key for the message. */
 static int parse_value(const dp_key *k, const char *v, void *base, const char *what) {
   void *dst = (char *)base + k->offset;
@@ -307,6 +345,9 @@ static int parse_value(const dp_key *k, const char *v, void *base, const char *w
   case DP_KEY_STRING:
     if (strlen(v) >= k->size || (!v[0] && !(k->def && !k->def[0]))) /* empty only where it is the default */
       return expected(what, v, "a non-empty string shorter than %zu characters", k->size);
+    if (!writable(v))
+      return expected(what, v, "no control characters and no ';' after a blank (config.ini, where every run "
+                               "stores its configuration, could not hold it: there ' ;' starts a comment)");
     memcpy(dst, v, strlen(v) + 1);
     return 0;
   case DP_KEY_BOOL:
@@ -415,6 +456,11 @@ static void unknown_key_text(const char *section, const char *key, char *buf, si
 
 /* ---- parsing ---- */
 
+/* inih reads lines of at most 198 characters (Debian's INI_MAX_LINE 200), but a path may be
+ * DP_PATH_MAX long, and config.ini must hold any value it was given: longer lines are read here. */
+#define LONG_LINE_MAX (DP_PATH_MAX + 256)
+#define LONG_VALUE "\x01" /* what inih gets as such a line's value: files cannot hold control characters */
+
 typedef struct {
   dp_config *c;
   const char *name; /* the file, for messages */
@@ -424,6 +470,9 @@ typedef struct {
   int line;
   char section[64];
   int instance;     /* counts section headers: duplicate keys are per instance */
+  int section_line[16]; /* where each section of `sections` began; only [layer] may repeat */
+  char long_line[LONG_LINE_MAX + 2]; /* a line longer than inih's buffer; its value goes round inih */
+  const char *long_value;
   int seen_line[N_KEYS], seen_instance[N_KEYS];
   int err;
 } parser;
@@ -472,7 +521,13 @@ static void enter_section(parser *p, const char *line) {
     else
       parse_error(p, p->line, "unknown section [%s] (sections: data, model, layer, optimizer, schedule, train, checkpoint, sweep)",
                   p->section);
-  } else if (!strcasecmp(p->section, "layer")) {
+  } else if (strcmp(p->section, "layer") && p->section_line[lookup_choice(sections, p->section)]) {
+    /* A second [train] would silently override the first one's keys. */
+    parse_error(p, p->line, "duplicate section [%s] (first on line %d): put all its keys in one; only [layer] repeats",
+                p->section, p->section_line[lookup_choice(sections, p->section)]);
+  } else if (strcmp(p->section, "layer")) {
+    p->section_line[lookup_choice(sections, p->section)] = p->line;
+  } else {
     if (p->c->n_layers == DP_MAX_LAYERS)
       parse_error(p, p->line, "too many [layer] sections (at most %d)", DP_MAX_LAYERS);
     else
@@ -513,6 +568,38 @@ static int is_syntax_error(const char *s) {
   return strpbrk(s, "=:") == NULL;
 }
 
+/* The rest of a line longer than inih's buffer: inih gets "key = LONG_VALUE", the handler the value,
+ * cut at an inline comment (a ';' after a blank) and trimmed as inih would. */
+static char *long_line(parser *p, char *buf, int num) {
+  size_t n = strlen(buf);
+  memcpy(p->long_line, buf, n + 1);
+  int ch = EOF;
+  while (n < LONG_LINE_MAX && (ch = next_char(p)) != EOF && ch != '\n')
+    p->long_line[n++] = (char)(ch ? ch : 1); /* 1: refused below as a control character, as NUL is */
+  p->long_line[n] = 0;
+  if (n == LONG_LINE_MAX && ch != EOF && next_char(p) != '\n') {
+    parse_error(p, p->line, "line longer than %d characters", LONG_LINE_MAX);
+    return NULL;
+  }
+  char *l = p->long_line, *sep = strpbrk(l, "=:");
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)l[i] < 32 && !isspace((unsigned char)l[i]))
+      return parse_error(p, p->line, "not a text line (control character 0x%02x)", (unsigned char)l[i]), NULL;
+  while (*l == ' ' || *l == '\t')
+    l++;
+  if (!sep || *l == '[' || *l == ';' || *l == '#' || sep - l > num - 8) {
+    parse_error(p, p->line, "line longer than %d characters that is no 'key = value'", num - 2);
+    return NULL;
+  }
+  char *value = sep + 1;
+  for (char *c = value; *c; c++)
+    if (*c == ';' && c > value && isspace((unsigned char)c[-1]))
+      *c = 0;
+  snprintf(buf, (size_t)num, "%.*s= " LONG_VALUE "\n", (int)(sep - l), l);
+  p->long_value = value;
+  return buf;
+}
+
 /* inih's reader: one line at a time, counting lines and noticing section headers. Returning NULL
  * ends the parse, which is how an error found here stops it. */
 static char *reader(char *buf, int num, void *stream) {
@@ -522,10 +609,9 @@ static char *reader(char *buf, int num, void *stream) {
     return NULL;
   p->line++;
   size_t n = strlen(buf);
-  if (n == (size_t)num - 1 && buf[n - 1] != '\n') {
-    parse_error(p, p->line, "line longer than %d characters", num - 2);
-    return NULL;
-  }
+  p->long_value = NULL;
+  if (n == (size_t)num - 1 && buf[n - 1] != '\n')
+    return long_line(p, buf, num);
   for (size_t i = 0; i < n; i++)
     if ((unsigned char)buf[i] < 32 && !isspace((unsigned char)buf[i])) {
       parse_error(p, p->line, "not a text line (control character 0x%02x)", (unsigned char)buf[i]);
@@ -555,9 +641,9 @@ static int handler(void *user, const char *section, const char *name, const char
   (void)section; /* the reader's own record of the section also knows about repeated [layer]s */
   if (p->err)
     return 0;
-  char key[128], val[512];
+  char key[128], val[LONG_LINE_MAX + 1];
   snprintf(key, sizeof key, "%s", name);
-  snprintf(val, sizeof val, "%s", value);
+  snprintf(val, sizeof val, "%s", p->long_value && !strcmp(value, LONG_VALUE) ? p->long_value : value);
   trim(key);
   trim(val);
   if (!p->section[0]) {
@@ -620,7 +706,7 @@ static int set_layer(dp_config *c, const char *spec, char *name, void **base, ch
 
 /* The key=value of a --set, into base (the config, or the layer set_layer found). */
 static int set_key(const char *spec, const char *section, const char *name, const char *value, void *base) {
-  char key[128], val[512], what[720];
+  char key[128], val[DP_PATH_MAX + 1], what[DP_PATH_MAX + 256];
   if (strlen(name) >= sizeof key)
     return dp_fail(DP_ECONFIG, "--set %s: key too long", spec);
   memcpy(key, name, strlen(name) + 1);
@@ -636,15 +722,19 @@ static int set_key(const char *spec, const char *section, const char *name, cons
     unknown_key_text(section, key, msg, sizeof msg);
     return dp_fail(DP_ECONFIG, "--set %s: %s", spec, msg);
   }
-  snprintf(val, sizeof val, "%s", value);
+  if (strlen(value) >= sizeof val) /* no key takes a longer value: refused, never cut */
+    return dp_fail(DP_ECONFIG, "--set %.60s...: value longer than %zu characters", spec, sizeof val - 1);
+  memcpy(val, value, strlen(value) + 1);
   trim(val);
   snprintf(what, sizeof what, "--set %s", spec);
   return parse_value(&keys[i], val, base, what);
 }
 
 static int apply_set(dp_config *c, const char *spec) {
-  char buf[700], section[64];
-  snprintf(buf, sizeof buf, "%s", spec);
+  char buf[DP_PATH_MAX + 256], section[64];
+  if (strlen(spec) >= sizeof buf)
+    return dp_fail(DP_ECONFIG, "--set %.60s...: longer than %zu characters", spec, sizeof buf - 1);
+  memcpy(buf, spec, strlen(spec) + 1);
   char *eq = strchr(buf, '='), *dot = strchr(buf, '.');
   if (!eq || !dot || dot > eq)
     return dp_fail(DP_ECONFIG, "--set %s: expected section.key=value (layer keys: layer.<i>.key=value)", spec);
@@ -733,9 +823,18 @@ int dp_config_parse_string(dp_config *c, const char *text, const char *name, con
 int dp_config_load(dp_config *c, const char *path, const char *const *sets, int n_sets) {
   parser p;
   init_parser(&p, c, path);
+  struct stat pre; /* opening a FIFO would block until a writer comes: refuse it first */
+  if (stat(path, &pre) == 0 && !S_ISREG(pre.st_mode) && !S_ISDIR(pre.st_mode))
+    return dp_fail(DP_ECONFIG, "%s: cannot read: it is a %s (expected an INI file, a regular file)", path,
+                   S_ISFIFO(pre.st_mode) ? "FIFO" : "device, socket or other special file");
   p.f = fopen(path, "r");
-  if (!p.f)
-    return dp_fail(DP_ECONFIG, "%s: cannot open: %s", path, strerror(errno));
+  if (!p.f) {
+    int e = errno;
+    char rel[DP_PATH_MAX + 64];
+    dp_path_relative_note(path, rel, sizeof rel);
+    return dp_fail(DP_ECONFIG, "%s: cannot open: %s%s%s%s", path, strerror(e), rel[0] ? " (" : "", rel,
+                   rel[0] ? ")" : "");
+  }
   struct stat st;
   if (fstat(fileno(p.f), &st) == 0 && S_ISDIR(st.st_mode)) { /* fopen takes a directory; reading fails */
     fclose(p.f);
@@ -747,6 +846,15 @@ int dp_config_load(dp_config *c, const char *path, const char *const *sets, int 
 }
 
 /* ---- writing and listing ---- */
+
+void dp_format_double(char *buf, size_t len, double v) {
+  for (int digits = 15; digits < 17; digits++) { /* 17 always reads back */
+    snprintf(buf, len, "%.*g", digits, v);
+    if (strtod(buf, NULL) == v)
+      return;
+  }
+  snprintf(buf, len, "%.17g", v);
+}
 
 static void format_value(const dp_key *k, const void *base, char *buf, size_t len) {
   const void *v = (const char *)base + k->offset;
@@ -764,7 +872,7 @@ static void format_value(const dp_key *k, const void *base, char *buf, size_t le
     snprintf(buf, len, "%llu", (unsigned long long)*(const uint64_t *)v);
     return;
   case DP_KEY_DOUBLE:
-    snprintf(buf, len, "%.17g", *(const double *)v);
+    dp_format_double(buf, len, *(const double *)v);
     return;
   case DP_KEY_BOOL:
     snprintf(buf, len, "%s", *(const bool *)v ? "true" : "false");
@@ -815,17 +923,86 @@ int dp_config_write(const dp_config *c, FILE *f) {
   return 0;
 }
 
-void dp_config_list(FILE *f) {
-  fprintf(f, "%-10s %-17s %-10s %-22s %s\n", "section", "key", "type", "default", "description");
+const char *dp_resume_rule_name(dp_resume_rule r) {
+  static const char *const names[] = {"must match", "safe to change", "fresh start only"};
+  return (unsigned)r < sizeof names / sizeof names[0] ? names[r] : "?";
+}
+
+/* Adds key k (of layer, or -1) to the changes when its text differs between base a and base b. */
+static int diff_key(const dp_key *k, int layer, const void *a, const void *b, dp_config_change *out, int n, int max) {
+  char va[1100], vb[1100];
+  format_value(k, a, va, sizeof va);
+  format_value(k, b, vb, sizeof vb);
+  if (!strcmp(va, vb))
+    return n;
+  if (n < max) {
+    dp_config_change *c = &out[n];
+    c->key = k;
+    c->layer = layer;
+    if (layer >= 0)
+      snprintf(c->name, sizeof c->name, "layer.%d.%s", layer, k->key);
+    else
+      snprintf(c->name, sizeof c->name, "%s.%s", k->section, k->key);
+    snprintf(c->from, sizeof c->from, "%.*s", (int)sizeof c->from - 1, va); /* long paths are cut */
+    snprintf(c->to, sizeof c->to, "%.*s", (int)sizeof c->to - 1, vb);
+  }
+  return n + 1;
+}
+
+int dp_config_diff(const dp_config *a, const dp_config *b, dp_config_change *out, int max) {
+  int n = 0, layers = a->n_layers < b->n_layers ? a->n_layers : b->n_layers;
   for (int i = 0; i < N_KEYS; i++) {
     const dp_key *k = &keys[i];
-    char type[160];
-    if (k->type == DP_KEY_ENUM)
-      choices_text(k->choices, type, sizeof type, "|");
+    if (k->alias_of)
+      continue;
+    if (strcmp(k->section, "layer"))
+      n = diff_key(k, -1, a, b, out, n, max);
     else
-      snprintf(type, sizeof type, "%s", dp_key_type_name(k->type));
-    fprintf(f, "%-10s %-17s %-10s %-22s %s\n", k->section, k->key, type,
-            k->def ? (k->def[0] ? k->def : "(empty)") : "(required)", k->desc);
+      for (int l = 0; l < layers; l++)
+        n = diff_key(k, l, &a->layer[l], &b->layer[l], out, n, max);
+  }
+  return n;
+}
+
+/* The type column: an enum's choices, or "enum" when they are too long for the column (the row
+ * then names them after the description unless it names each already), so every row lines up. */
+enum { LIST_TYPE_W = 16 };
+
+static void list_type(const dp_key *k, char *type, size_t len, char *more, size_t more_len) {
+  more[0] = 0;
+  snprintf(type, len, "%s", dp_key_type_name(k->type));
+  if (k->type != DP_KEY_ENUM)
+    return;
+  char choices[160];
+  choices_text(k->choices, choices, sizeof choices, "|");
+  if (strlen(choices) <= LIST_TYPE_W) {
+    snprintf(type, len, "%s", choices);
+    return;
+  }
+  for (int i = 0; k->choices[i]; i++)
+    if (!strstr(k->desc, k->choices[i])) {
+      snprintf(more, more_len, "; one of %s", choices);
+      return;
+    }
+}
+
+static const char *list_default(const dp_key *k) { return k->def ? (k->def[0] ? k->def : "(empty)") : "(required)"; }
+
+void dp_config_list(FILE *f) {
+  int ws = 7, wk = 3, wd = 7; /* "section", "key", "default" */
+  for (int i = 0; i < N_KEYS; i++) {
+    int ns = (int)strlen(keys[i].section), nk = (int)strlen(keys[i].key), nd = (int)strlen(list_default(&keys[i]));
+    ws = ns > ws ? ns : ws;
+    wk = nk > wk ? nk : wk;
+    wd = nd > wd ? nd : wd;
+  }
+  fprintf(f, "%-*s  %-*s  %-*s  %-*s  description\n", ws, "section", wk, "key", LIST_TYPE_W, "type", wd, "default");
+  for (int i = 0; i < N_KEYS; i++) {
+    const dp_key *k = &keys[i];
+    char type[160], more[180];
+    list_type(k, type, sizeof type, more, sizeof more);
+    fprintf(f, "%-*s  %-*s  %-*s  %-*s  %s%s\n", ws, k->section, wk, k->key, LIST_TYPE_W, type, wd, list_default(k),
+            k->desc, more);
   }
 }
 
@@ -912,13 +1089,19 @@ void dp_config_markdown(FILE *f) {
         "A configuration is an INI file with the sections below (`[layer]` once per layer). Every key can be\n"
         "overridden on the command line with `--set section.key=value` (layer keys: `--set layer.<i>.key=value`,\n"
         "layers counted from 0). Booleans also accept `yes`/`no`, `on`/`off` and `1`/`0`; enum values are\n"
-        "case-insensitive. `build/dptrain config --check FILE` validates a file without training, and every run\n"
-        "writes its effective configuration, defaults included, to `out_dir/config.ini`.\n",
+        "case-insensitive. `build/dptrain config --check FILE` validates a file and the files it names (they\n"
+        "exist and fit the model) without training, and every run writes its effective configuration, defaults\n"
+        "included, to `out_dir/config.ini`. Relative paths resolve against the current directory.\n"
+        "\n"
+        "\"On resume\" says what `--resume` does when a key differs from the checkpoint's stored configuration:\n"
+        "a key that changes the model, the data or the optimizer's state **must match** (the resume stops and\n"
+        "lists every such key), one that is **safe to change** takes the new value from the resume on (one line\n"
+        "per key, old -> new), and **fresh start only** is not read by a resume at all.\n",
         f);
   for (int s = 0; sections[s]; s++) {
     fprintf(f, "\n## [%s]\n\n%s\n\n", sections[s], section_intro[s]);
-    fputs("| key | type | default | allowed values / range | description |\n"
-          "|---|---|---|---|---|\n",
+    fputs("| key | type | default | allowed values / range | description | on resume |\n"
+          "|---|---|---|---|---|---|\n",
           f);
     for (int i = 0; i < N_KEYS; i++) {
       const dp_key *k = &keys[i];
@@ -941,7 +1124,7 @@ void dp_config_markdown(FILE *f) {
       md_cell(f, range);
       fputs(" | ", f);
       md_cell(f, k->desc);
-      fputs(" |\n", f);
+      fprintf(f, " | %s |\n", dp_resume_rule_name(target->resume));
     }
   }
 }

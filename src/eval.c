@@ -31,13 +31,22 @@ static int checkpoint_config(const char *ckpt, const char *data, dp_comm *comm, 
 static int eval_on(const dp_config *cfg, const char *ckpt, dp_comm *comm, dp_dataset *test, FILE *out) {
   dp_trainer t;
   DP_TRY(dp_trainer_create(&t, cfg, comm, test));
-  int rc = dp_ckpt_load(&t.state, ckpt, DP_ST_MODEL, comm);
-  double loss, acc;
+  int64_t lo, hi; /* NaN or Inf in float inputs or targets, as training checks: each rank its share */
+  dp_split_range(test->n, comm->rank, comm->size, &lo, &hi);
+  int rc = dp_comm_agree(comm, dp_dataset_check_finite(test, lo, hi), NULL);
   if (rc == 0)
-    rc = dp_trainer_evaluate(&t, test, &loss, &acc);
-  if (rc == 0 && out)
-    fprintf(out, "%s on %s (/test, %lld rows): test_loss %.5f  test_acc %.4f\n", ckpt, cfg->data.path,
-            (long long)test->n, loss, acc);
+    rc = dp_ckpt_load(&t.state, ckpt, DP_ST_MODEL, comm);
+  dp_scores e;
+  if (rc == 0)
+    rc = dp_trainer_evaluate(&t, test, &e);
+  if (rc == 0 && out) {
+    fprintf(out, "%s on %s (/test, %lld row%s): test_loss %.5f", ckpt, cfg->data.path, (long long)test->n,
+            dp_plural(test->n), e.loss);
+    if (cfg->model.loss == DP_LOSS_MSE)
+      fprintf(out, "  test_rmse %.5g  test_mae %.5g\n", e.rmse, e.mae);
+    else
+      fprintf(out, "  test_acc %.4f\n", e.acc);
+  }
   dp_trainer_free(&t);
   return rc;
 }

@@ -219,6 +219,7 @@ static void push_pair(dp_lbfgs *o, const float *w, const float *g) {
 int dp_lbfgs_step(dp_lbfgs *o, float *w, float *g, double *f, dp_objective obj, void *ctx, int *converged) {
   size_t n = o->n;
   *converged = max_abs(g, n) <= o->tolerance_grad;
+  o->step = 0.0;
   if (*converged)
     return 0;
   direction(o, g);
@@ -243,6 +244,7 @@ int dp_lbfgs_step(dp_lbfgs *o, float *w, float *g, double *f, dp_objective obj, 
   DP_TRY(line_search(&ls, t, &acc));
   double f_old = *f;
   *f = acc.f;
+  o->step = acc.t;
   o->iter++;
   push_pair(o, w, g);
   *converged = fabs(acc.t) * max_abs(o->d, n) <= o->tolerance_change || fabs(*f - f_old) < o->tolerance_change ||

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dptrain/bench.h"
 #include "dptrain/blas.h"
@@ -19,6 +20,7 @@
 #include "dptrain/data.h"
 #include "dptrain/error.h"
 #include "dptrain/metrics.h"
+#include "dptrain/paths.h"
 #include "dptrain/run.h"
 #include "dptrain/sweep.h"
 #include "dptrain/train.h"
@@ -51,13 +53,14 @@ static const char usage_main[] =
     "  config --list       print every configuration key with its type, default and meaning\n"
     "  config --markdown   the same as a Markdown reference (docs/config.md)\n"
     "  config --check CONFIG.ini [--set ...]\n"
-    "                      validate a configuration without training\n"
+    "                      validate a configuration and the files it names, without training\n"
     "\n"
     "options: --help (also after a command), --version\n"
     "exit codes: 0 success, 1 runtime error, 2 usage or configuration error, 3 diverged\n";
 
 static const char usage_train[] =
-    "usage: dptrain train CONFIG.ini [--set section.key=value ...] [--resume PATH|auto] [--quiet|--verbose]\n"
+    "usage: dptrain train CONFIG.ini [--set section.key=value ...] [--resume PATH|auto | --overwrite]\n"
+    "                     [--quiet|--verbose]\n"
     "\n"
     "Trains the model that CONFIG.ini describes on its [data] path. Under `mpirun -np N` the global\n"
     "mini-batch ([train] batch_size) is split across the N ranks and the gradients are summed by an\n"
@@ -66,6 +69,8 @@ static const char usage_train[] =
     "  --set section.key=value   override a key (repeatable); layer keys as layer.<i>.key, i from 0\n"
     "  --resume PATH             continue from a checkpoint (ckpt-<step>.h5), at any number of ranks\n"
     "  --resume auto             continue from the newest checkpoint in [checkpoint] dir, or start fresh\n"
+    "  --overwrite               start fresh even where another run's checkpoints are: they are moved\n"
+    "                            aside into previous-<time>/ (without it such a start is refused)\n"
     "  --quiet                   no progress output (metrics.jsonl is still written)\n"
     "  --verbose                 progress lines also show the gradient norm and the step's time split\n"
     "\n"
@@ -74,7 +79,9 @@ static const char usage_train[] =
     "\n"
     "Checkpoints ([checkpoint] every_steps, every_seconds, at_epoch_end, at_end, keep_last) go to\n"
     "out_dir/checkpoints. On SIGTERM, SIGUSR1 or SIGINT the run saves a checkpoint at the next step\n"
-    "and exits 0.\n"
+    "and exits 0 (mpirun, when it is the one signalled, returns 1 all the same: Open MPI's rule).\n"
+    "A fresh run refuses a directory that holds another run's checkpoints (see --overwrite), and\n"
+    "a resume refuses a config whose model, data or optimizer differ from the checkpoint's.\n"
     "\n"
     "Writes [train] out_dir/metrics.jsonl and out_dir/config.ini (the effective configuration).\n"
     "`dptrain config --list` lists every key.\n";
@@ -97,8 +104,10 @@ static const char usage_convert[] =
     "\n"
     "idx: IDX files, gzip'd or plain (MNIST, Fashion-MNIST); images become /train/x uint8 with\n"
     "     scale 1/255, labels /train/y; the optional pair becomes /test.\n"
-    "csv: one sample per line, comma-separated numbers; --label-col picks the label column (0-based,\n"
-    "     negative counts from the end; default -1, the last); --header skips the first line;\n"
+    "csv: one sample per line, numbers separated by ',', ';' (decimal commas allowed) or tabs, as the\n"
+    "     first line shows; \"quoted\" fields, CRLF and blank lines are fine, an empty field is an error;\n"
+    "     --label-col picks the label column (0-based, negative counts from the end; default -1, the\n"
+    "     last); --header skips the first line (a first line without numbers is skipped anyway);\n"
     "     --regression stores the label column as a float target instead of a class;\n"
     "     --scale sets the x scale attribute (default 1).\n";
 
@@ -118,8 +127,8 @@ static const char usage_ckpt[] =
     "       dptrain eval CKPT.h5 [--data FILE.h5]\n"
     "\n"
     "inspect: the checkpoint's format, step, epoch, world size, optimizer, layers and stored config.\n"
-    "eval: loss and accuracy of its model on the /test split of FILE (default: the stored config's\n"
-    "      [data] path); runs under mpirun at any number of ranks.\n";
+    "eval: loss and accuracy (mse: RMSE and MAE) of its model on the /test split of FILE (default: the\n"
+    "      stored config's [data] path); runs under mpirun at any number of ranks.\n";
 
 static const char usage_config[] =
     "usage: dptrain config --list\n"
@@ -129,7 +138,11 @@ static const char usage_config[] =
     "  --list       every key of the key table: section, key, type, default, description\n"
     "  --markdown   the same table as a Markdown reference, one table per section, with the allowed\n"
     "               values and ranges (docs/config.md is this output)\n"
-    "  --check      parse and validate CONFIG.ini with the overrides, without training\n";
+    "  --check      parse and validate CONFIG.ini with the overrides, and check the files it names as a\n"
+    "               run would: the data exists and fits the layers and the loss, init_from fits the\n"
+    "               model, the output directories can be made; trains and writes nothing (mpirun: any N)\n"
+    "\n"
+    "Relative paths in a config resolve against the current directory.\n";
 
 static int finish(int rc, const dp_comm *c);
 
@@ -194,6 +207,7 @@ typedef struct {
   int n_sets;
   int quiet, verbose;
   const char *resume;
+  int overwrite;
   int sweep; /* accept the sweep options below */
   const char *lr, *ranks_per_run, *steps, *csv;
 } train_args;
@@ -243,6 +257,8 @@ static int parse_train_args(int argc, char **argv, train_args *a, int print, con
       if (i + 1 >= argc)
         return print ? usage_error(usage, "--resume needs a checkpoint path or auto") : 2;
       a->resume = argv[++i];
+    } else if (!sweep && !strcmp(s, "--overwrite")) {
+      a->overwrite = 1;
     } else if (!strcmp(s, "--quiet") || !strcmp(s, "-q")) {
       a->quiet = 1;
     } else if (!sweep && (!strcmp(s, "--verbose") || !strcmp(s, "-v"))) {
@@ -257,6 +273,8 @@ static int parse_train_args(int argc, char **argv, train_args *a, int print, con
   }
   if (!a->config)
     return print ? usage_error(usage, "missing CONFIG.ini") : 2;
+  if (a->overwrite && a->resume)
+    return print ? usage_error(usage, "--overwrite starts a fresh run, --resume continues one: give one of them") : 2;
   return 0;
 }
 
@@ -301,7 +319,8 @@ static dp_progress_mode progress_mode(void) {
 }
 
 static int run_train(const train_args *a, const dp_config *cfg, dp_comm *comm) {
-  dp_run_opts o = {.out = a->quiet ? NULL : stdout, .verbose = a->verbose, .progress = progress_mode()};
+  dp_run_opts o = {
+      .out = a->quiet ? NULL : stdout, .verbose = a->verbose, .progress = progress_mode(), .overwrite = a->overwrite};
   return dp_train_run(cfg, comm, a->resume, &o);
 }
 
@@ -335,12 +354,13 @@ static int run_sweep(const train_args *a, const dp_config *cfg, dp_comm *comm) {
   dp_sweep_opts o;
   char csv[DP_PATH_MAX + 16];
   DP_TRY(dp_comm_agree(comm, sweep_options(a, cfg, &o, csv, sizeof csv), NULL));
+  DP_TRY(dp_paths_check_sweep(cfg, comm, o.csv)); /* before the sweep, not after it */
   FILE *out = comm->rank == 0 && !a->quiet ? stdout : NULL;
   dp_sweep_result res[DP_SWEEP_MAX];
   DP_TRY(dp_sweep_run(cfg, comm, &o, res, out));
   int rc = 0;
   if (comm->rank == 0) {
-    rc = a->csv ? 0 : dp_mkdirs(cfg->train.out_dir);
+    rc = dp_mkdirs_for(o.csv);
     if (rc == 0)
       rc = dp_sweep_report(res, o.n, o.csv, out);
   }
@@ -413,6 +433,19 @@ static int cmd_bench(int argc, char **argv) {
   return code;
 }
 
+/* A failure about a relative path that is not there says against which directory it was looked
+ * up (the run's own paths get this from dp_paths_check). */
+static int missing_where(int rc, const char *path) {
+  char rel[DP_PATH_MAX + 64], msg[DP_FILE_PATH_MAX + 256];
+  if (rc >= 0 || !path || access(path, F_OK) == 0)
+    return rc;
+  dp_path_relative_note(path, rel, sizeof rel);
+  if (!rel[0])
+    return rc;
+  snprintf(msg, sizeof msg, "%s", dp_errmsg(rc)); /* dp_fail rewrites that buffer */
+  return dp_fail(rc, "%s (%s)", msg, rel);
+}
+
 static int cmd_inspect(int argc, char **argv) {
   if (argc == 1 && is_help(argv[0])) {
     fputs(usage_ckpt, stdout);
@@ -420,7 +453,7 @@ static int cmd_inspect(int argc, char **argv) {
   }
   if (argc != 1 || argv[0][0] == '-')
     return usage_error(usage_ckpt, "inspect needs exactly one checkpoint file");
-  return finish(dp_ckpt_inspect(argv[0], stdout), NULL);
+  return finish(missing_where(dp_ckpt_inspect(argv[0], stdout), argv[0]), NULL);
 }
 
 static int cmd_eval(int argc, char **argv) {
@@ -445,11 +478,17 @@ static int cmd_eval(int argc, char **argv) {
   dp_comm comm;
   int rc = dp_comm_init(&comm, MPI_COMM_WORLD);
   if (rc == 0)
-    rc = dp_eval_run(ckpt, data, &comm, stdout);
+    rc = missing_where(dp_eval_run(ckpt, data, &comm, stdout), access(ckpt, F_OK) == 0 ? data : ckpt);
   int code = finish(rc, &comm);
   dp_comm_free(&comm);
   MPI_Finalize();
   return code;
+}
+
+/* The files too, as a run would check them before its first step: a config is only "ok" if it can train. */
+static int run_check(const train_args *a, const dp_config *cfg, dp_comm *comm) {
+  (void)a;
+  return dp_config_check_files(cfg, comm, comm->rank == 0 ? stdout : NULL);
 }
 
 static int cmd_config(int argc, char **argv) {
@@ -470,15 +509,7 @@ static int cmd_config(int argc, char **argv) {
   }
   if (strcmp(argv[0], "--check"))
     return usage_error(usage_config, "unknown option '%s'", argv[0]);
-  train_args a = {0};
-  int code = parse_train_args(argc - 1, argv + 1, &a, 1, usage_config);
-  if (code != 0)
-    return code < 0 ? 0 : code;
-  dp_config cfg;
-  int rc = dp_config_load(&cfg, a.config, a.sets, a.n_sets);
-  if (rc == 0)
-    printf("%s: ok (%d layers)\n", a.config, cfg.n_layers);
-  return finish(rc, NULL);
+  return with_config(argc - 1, argv + 1, 0, usage_config, run_check);
 }
 
 static int convert_idx(int argc, char **argv) {

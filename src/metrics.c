@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 
 #include "dptrain/config.h"
@@ -134,49 +135,123 @@ static void hms(char *buf, size_t len, double s) {
     snprintf(buf, len, "%ld:%02ld", t / 60, t % 60);
 }
 
+/* The terminal's width. A bar wider than it wraps, and "\r\033[K" then clears only the last of its
+ * rows, leaving stale lines; COLUMNS where the ioctl knows none (a launcher's pseudo-terminal). */
+static int term_cols(FILE *out) {
+  struct winsize ws;
+  if (ioctl(fileno(out), TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+    return ws.ws_col;
+  const char *c = getenv("COLUMNS");
+  int n = c ? atoi(c) : 0;
+  return n > 0 ? n : 80;
+}
+
+/* A part of the bar after the step count; a narrow terminal drops those of higher `drop` first. */
+typedef struct {
+  char text[48];
+  int drop;
+} bar_part;
+
+enum { BAR_PARTS = 5, BAR_MAX = 24, BAR_MIN = 10 };
+
+static int compose_bar(char *line, size_t len, const dp_progress *p, const bar_part *part, int keep, int width) {
+  char bar[BAR_MAX + 1];
+  int fill = (int)(width * p->pos / (p->steps_per_epoch > 0 ? p->steps_per_epoch : 1));
+  for (int i = 0; i < width; i++)
+    bar[i] = i < fill ? '#' : '.';
+  bar[width] = 0;
+  int n = snprintf(line, len, "epoch %lld%s%s%s %lld/%lld", (long long)p->epoch + 1, width ? " [" : "", bar,
+                   width ? "]" : "", (long long)p->pos, (long long)p->steps_per_epoch);
+  for (int i = 0; i < BAR_PARTS && n < (int)len; i++)
+    if (part[i].drop < keep)
+      n += snprintf(line + n, len - (size_t)n, "%s", part[i].text);
+  return n < (int)len ? n : (int)len - 1;
+}
+
 void dp_metrics_progress(dp_metrics *m, const dp_progress *p) {
   int last = p->pos == p->steps_per_epoch;
   double t = now_s();
   if (!m->tty || !m->out || (!last && t - m->last_draw < 0.1))
     return;
   m->last_draw = t;
-  enum { WIDTH = 24 };
-  char bar[WIDTH + 1], eta_e[32], eta_r[32];
-  int fill = (int)(WIDTH * p->pos / (p->steps_per_epoch > 0 ? p->steps_per_epoch : 1));
-  for (int i = 0; i < WIDTH; i++)
-    bar[i] = i < fill ? '#' : '.';
-  bar[WIDTH] = 0;
+  char eta_e[32], eta_r[32], line[512];
   hms(eta_e, sizeof eta_e, p->eta_epoch_s);
   hms(eta_r, sizeof eta_r, p->eta_run_s);
-  fprintf(m->out, "\r\033[Kepoch %lld [%s] %lld/%lld  loss %.4f  lr %.3g  %.0f samples/s  ETA %s (run %s)",
-          (long long)p->epoch + 1, bar, (long long)p->pos, (long long)p->steps_per_epoch, p->loss, p->lr,
-          p->samples_per_s, eta_e, eta_r);
+  bar_part part[BAR_PARTS] = {{.drop = 0}, {.drop = 2}, {.drop = 3}, {.drop = 1}, {.drop = 4}};
+  snprintf(part[0].text, sizeof part[0].text, "  %s %.4f", last ? "epoch loss" : "loss", p->loss);
+  snprintf(part[1].text, sizeof part[1].text, "  lr %.3g", p->lr);
+  snprintf(part[2].text, sizeof part[2].text, "  %.0f samples/s", p->samples_per_s);
+  if (m->line_search) /* its iterations evaluate the whole set several times: no rate of samples */
+    part[2].text[0] = 0;
+  snprintf(part[3].text, sizeof part[3].text, "  ETA %s", eta_e);
+  snprintf(part[4].text, sizeof part[4].text, " (run %s)", eta_r);
+  int cols = term_cols(m->out) - 1; /* writing the last column wraps on some terminals */
+  int keep = BAR_PARTS, width = 0;
+  for (; keep > 1; keep--) { /* the widest bar that fits with the most parts, else the loss alone */
+    width = cols - 3 - compose_bar(line, sizeof line, p, part, keep, 0); /* 3: " []" */
+    if (width >= BAR_MIN)
+      break;
+  }
+  width = keep > 1 ? width : cols - 3 - compose_bar(line, sizeof line, p, part, keep, 0);
+  int n = compose_bar(line, sizeof line, p, part, keep, width < 0 ? 0 : width > BAR_MAX ? BAR_MAX : width);
+  fprintf(m->out, "\r\033[K%.*s", n < cols ? n : cols > 0 ? cols : 0, line);
   m->bar_open = !last;
   if (last)
     fputc('\n', m->out);
   fflush(m->out);
 }
 
+/* What a progress line says of the interval besides its loss: a full-batch line search's iteration
+ * has no accuracy nor a rate of samples (it evaluates the whole set several times), but a gradient
+ * norm, evaluations and the step it accepted; regression has RMSE and MAE. */
+static void print_interval(const dp_metrics *m, const dp_step_log *s) {
+  if (m->line_search)
+    fprintf(m->out, "  |g| %.4g  evals %lld  line step %.4g", s->grad_norm, (long long)s->evals, s->line_step);
+  if (m->regression)
+    fprintf(m->out, "  rmse %.5g  mae %.5g", s->rmse, s->mae);
+  else if (!m->line_search)
+    fprintf(m->out, "  acc %.4f", s->acc);
+  fprintf(m->out, "  lr %.4g", s->lr);
+  if (!m->line_search)
+    fprintf(m->out, "  %.0f samples/s", s->samples_per_s);
+}
+
 int dp_metrics_step(dp_metrics *m, const dp_step_log *s) {
   if (m->out && (!m->tty || m->verbose)) {
     clear_bar(m);
-    fprintf(m->out, "epoch %3lld  step %7lld (%lld/%lld)  loss %.5f  acc %.4f  lr %.4g  %.0f samples/s",
-            (long long)s->epoch + 1, (long long)s->step, (long long)s->pos, (long long)s->steps_per_epoch, s->loss,
-            s->acc, s->lr, s->samples_per_s);
+    fprintf(m->out, "epoch %3lld  step %7lld (%lld/%lld)  loss %.5f", (long long)s->epoch + 1, (long long)s->step,
+            (long long)s->pos, (long long)s->steps_per_epoch, s->loss);
+    print_interval(m, s);
+    if (m->verbose && !m->line_search) /* a line search's lines show |g| already */
+      fprintf(m->out, "  |g| %.4g", s->grad_norm);
     if (m->verbose)
-      fprintf(m->out, "  |g| %.4g  step %.2f ms (compute %.2f, comm wait %.2f, optimizer %.2f; max over ranks)",
-              s->grad_norm, s->step_ms, s->compute_ms[3], s->compute_ms[4], s->compute_ms[5]);
+      fprintf(m->out, "  step %.2f ms (compute %.2f, comm wait %.2f, optimizer %.2f; max over ranks)", s->step_ms,
+              s->compute_ms[3], s->compute_ms[4], s->compute_ms[5]);
     fputc('\n', m->out);
     fflush(m->out);
   }
   if (!m->jsonl)
     return 0;
-  fprintf(m->jsonl, "{\"step\":%lld,\"epoch\":%lld", (long long)s->step, (long long)s->epoch + 1);
+  fprintf(m->jsonl, "{\"step\":%lld,\"epoch\":%lld,\"samples\":%lld", (long long)s->step, (long long)s->epoch + 1,
+          (long long)s->samples);
+  /* Epochs done, fractional: runs of different batch sizes line up on it (scripts/plot.py). */
+  json_num(m->jsonl, "epochs_done",
+           (double)s->epoch + (s->steps_per_epoch > 0 ? (double)s->pos / (double)s->steps_per_epoch : 0.0));
   json_num(m->jsonl, "loss", s->loss);
-  json_num(m->jsonl, "train_acc", s->acc);
+  if (m->regression) {
+    json_num(m->jsonl, "rmse", s->rmse);
+    json_num(m->jsonl, "mae", s->mae);
+  } else if (!m->line_search) {
+    json_num(m->jsonl, "train_acc", s->acc);
+  }
   json_num(m->jsonl, "lr", s->lr);
   json_num(m->jsonl, "grad_norm", s->grad_norm);
-  json_num(m->jsonl, "samples_per_s", s->samples_per_s);
+  if (m->line_search) {
+    fprintf(m->jsonl, ",\"evals\":%lld", (long long)s->evals);
+    json_num(m->jsonl, "line_step", s->line_step);
+  } else {
+    json_num(m->jsonl, "samples_per_s", s->samples_per_s);
+  }
   json_num(m->jsonl, "step_ms", s->step_ms);
   static const char *const names[6] = {"compute_ms_mean", "comm_ms_mean", "optim_ms_mean",
                                        "compute_ms_max",  "comm_ms_max",  "optim_ms_max"};
@@ -185,14 +260,23 @@ int dp_metrics_step(dp_metrics *m, const dp_step_log *s) {
   return flush_line(m);
 }
 
-int dp_metrics_eval(dp_metrics *m, int64_t step, int64_t epoch, double test_loss, double test_acc, double train_s) {
-  dp_metrics_note(m, "epoch %3lld  step %7lld  test_loss %.5f  test_acc %.4f\n", (long long)epoch + 1,
-                  (long long)step, test_loss, test_acc);
+int dp_metrics_eval(dp_metrics *m, int64_t step, int64_t epoch, const dp_scores *e, double train_s) {
+  if (m->regression)
+    dp_metrics_note(m, "epoch %3lld  step %7lld  test_loss %.5f  test_rmse %.5g  test_mae %.5g\n",
+                    (long long)epoch + 1, (long long)step, e->loss, e->rmse, e->mae);
+  else
+    dp_metrics_note(m, "epoch %3lld  step %7lld  test_loss %.5f  test_acc %.4f\n", (long long)epoch + 1,
+                    (long long)step, e->loss, e->acc);
   if (!m->jsonl)
     return 0;
   fprintf(m->jsonl, "{\"step\":%lld,\"epoch\":%lld", (long long)step, (long long)epoch + 1);
-  json_num(m->jsonl, "test_loss", test_loss);
-  json_num(m->jsonl, "test_acc", test_acc);
+  json_num(m->jsonl, "test_loss", e->loss);
+  if (m->regression) {
+    json_num(m->jsonl, "test_rmse", e->rmse);
+    json_num(m->jsonl, "test_mae", e->mae);
+  } else {
+    json_num(m->jsonl, "test_acc", e->acc);
+  }
   json_num(m->jsonl, "train_s", train_s);
   return flush_line(m);
 }

@@ -232,8 +232,8 @@ static int check_layer_count(void *ctx, const dp_state *st, const char *path) {
   const dp_model *m = ctx;
   const int64_t *n = dp_state_loaded(st, "n_layers");
   if (n && *n != m->n_layers)
-    return dp_fail(DP_ECKPT, "%s: the checkpoint's model has %lld layers, the config %d", path, (long long)*n,
-                   m->n_layers);
+    return dp_fail(DP_ECKPT, "%s: the checkpoint's model has %lld layer%s, the config %d", path, (long long)*n,
+                   dp_plural(*n), m->n_layers);
   return 0;
 }
 

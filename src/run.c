@@ -11,7 +11,10 @@
 #include "dptrain/checkpoint.h"
 #include "dptrain/error.h"
 #include "dptrain/metrics.h"
+#include "dptrain/paths.h"
+#include "dptrain/resume.h"
 #include "dptrain/run.h"
+#include "dptrain/rundir.h"
 #include "dptrain/train.h"
 #include "faults.h"
 #include "fsutil.h"
@@ -20,9 +23,9 @@
 static int fits_in_memory(const dp_config *cfg, const dp_comm *comm, const dp_dataset *ds, int64_t rows) {
   if (cfg->data.in_memory != DP_INMEM_AUTO)
     return cfg->data.in_memory == DP_INMEM_TRUE;
-  double bytes = (double)rows * (double)dp_row_bytes(ds->d, ds->x_u8);
-  double share = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE) / comm->node_size;
-  return bytes <= share / 2;
+  /* Everything holding the rows takes: x, the labels or targets, and (training rows) the epoch's order. */
+  double bytes = dp_dataset_mem_bytes(ds, rows) + (rows == ds->n ? sizeof(int64_t) * (double)ds->n : 0);
+  return bytes <= dp_node_memory() / comm->node_size / 2;
 }
 
 typedef struct {
@@ -62,25 +65,34 @@ static int write_config_copy(const dp_config *cfg) {
   return dp_write_durable_stdio(path, "the configuration", write_config, (void *)cfg);
 }
 
-static void print_startup(FILE *out, const dp_trainer *t, const run_data *d, int threads, const double per_node[2]) {
+/* per_node: ranks per node, then BLAS threads per rank, each as min and max over the ranks. */
+static void print_startup(FILE *out, const dp_trainer *t, const run_data *d, const dp_blas_threads *threads,
+                          const double per_node[4]) {
   const dp_comm *c = t->comm;
   const dp_model *m = &t->model;
-  fprintf(out, "dptrain: %d rank%s on %d node%s, %d BLAS thread%s per rank (OpenBLAS %s kernel)", c->size,
-          c->size > 1 ? "s" : "", c->n_nodes, c->n_nodes > 1 ? "s" : "", threads, threads > 1 ? "s" : "",
-          dp_blas_kernel());
+  fprintf(out, "dptrain: %d rank%s on %d node%s, ", c->size, dp_plural(c->size), c->n_nodes,
+          dp_plural(c->n_nodes));
+  if (per_node[2] != per_node[3])
+    fprintf(out, "%.0f to %.0f BLAS threads per rank (rank 0: %d, %s", per_node[2], per_node[3], threads->threads,
+            threads->source);
+  else
+    fprintf(out, "%d BLAS thread%s per rank (%s", threads->threads, dp_plural(threads->threads), threads->source);
+  fprintf(out, "; OpenBLAS %s kernel)", dp_blas_kernel());
   if (c->n_nodes > 1 && per_node[0] == per_node[1])
-    fprintf(out, ", %.0f ranks per node", per_node[1]);
+    fprintf(out, ", %.0f rank%s per node", per_node[1], dp_plural((long long)per_node[1]));
   else if (c->n_nodes > 1)
     fprintf(out, ", %.0f to %.0f ranks per node", per_node[0], per_node[1]);
   fputc('\n', out);
-  fprintf(out, "model: %d inputs, %s, %zu parameters, %.3g MFLOP/sample forward (x3 to train)\n", m->in_dim,
-          dp_loss_name(m->loss), m->n_params, dp_model_flops_forward(m) / 1e6);
+  fprintf(out, "model: %d input%s, %s, %zu parameter%s, %.3g MFLOP/sample forward (x3 to train)\n", m->in_dim,
+          dp_plural(m->in_dim), dp_loss_name(m->loss), m->n_params, dp_plural((long long)m->n_params),
+          dp_model_flops_forward(m) / 1e6);
   for (int i = 0; i < m->n_layers; i++) {
     const dp_dense *l = &m->layer[i];
     int norm = l->norm.kind != DP_NORM_NONE;
-    fprintf(out, "  layer %d: dense %d -> %d, %s%s%s, weight (%d, %d), %zu parameters\n", i, l->in, l->out,
-            norm ? dp_norm_name(l->norm.kind) : "", norm ? " norm, " : "", dp_act_name(l->act), l->out, l->in,
-            dp_dense_params(l->in, l->out, norm));
+    size_t n = dp_dense_params(l->in, l->out, norm);
+    fprintf(out, "  layer %d: dense %d -> %d, %s%s%s, weight (%d, %d), %zu parameter%s\n", i, l->in, l->out,
+            norm ? dp_norm_name(l->norm.kind) : "", norm ? " norm, " : "", dp_act_name(l->act), l->out, l->in, n,
+            dp_plural((long long)n));
   }
   fprintf(out, "data: %s: train %lld x %lld (%s, %s)", d->train.path, (long long)d->train.n, (long long)d->train.d,
           d->train.x_u8 ? "uint8" : "float32", d->train.mem_hi > d->train.mem_lo ? "in memory" : "read per batch");
@@ -91,30 +103,68 @@ static void print_startup(FILE *out, const dp_trainer *t, const run_data *d, int
   fprintf(out, "\ntraining: global batch %lld, shards of %lld", (long long)t->batch, (long long)(hi - lo));
   if (t->batch % c->size)
     fprintf(out, "-%lld", (long long)(hi - lo - 1));
-  fprintf(out, " rows per rank, %lld steps/epoch, %lld steps, gradients in %d allreduce bucket%s\n",
-          (long long)t->steps_per_epoch, (long long)t->total_steps, t->sync.n, t->sync.n > 1 ? "s" : "");
+  fprintf(out, " row%s per rank, %lld step%s/epoch, %lld step%s, gradients in %d allreduce bucket%s\n",
+          dp_plural(hi - lo), (long long)t->steps_per_epoch, dp_plural(t->steps_per_epoch), (long long)t->total_steps,
+          dp_plural(t->total_steps), t->sync.n, dp_plural(t->sync.n));
 }
 
 /* Set by SIGTERM, SIGUSR1 (what SLURM sends before a time limit) or SIGINT; read at step boundaries. */
 static volatile sig_atomic_t stop_signal;
+/* Open MPI 4.1's mpirun answers SIGTERM or SIGINT by sending the ranks SIGCONT, then SIGTERM only
+ * odls_base_sigkill_timeout seconds later (1 by default) and SIGKILL as soon as one rank exits or
+ * that time again has passed: too late for a checkpoint unless the first SIGCONT is the stop. So a
+ * SIGCONT from the launcher (our parent, mpirun or orted) stops the run; anyone else's, such as a
+ * scheduler resuming a suspended job, does not. */
+static pid_t launcher_pid = -1;
 
-static void on_signal(int sig) { stop_signal = sig; }
+static void on_signal(int sig, siginfo_t *info, void *ctx) {
+  (void)ctx;
+  if (sig != SIGCONT || (info && info->si_pid == launcher_pid))
+    stop_signal = sig;
+}
+
+/* Our parent when it is Open MPI's launcher: orted on other nodes, mpirun (orterun, prterun) on its own. */
+static pid_t find_launcher(void) {
+  char path[64], name[64] = "";
+  pid_t parent = getppid();
+  snprintf(path, sizeof path, "/proc/%d/comm", (int)parent);
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return -1;
+  int got = fgets(name, sizeof name, f) != NULL;
+  fclose(f);
+  name[strcspn(name, "\n")] = '\0';
+  const char *known[] = {"mpirun", "mpiexec", "orterun", "orted", "prterun", "prted"};
+  for (size_t i = 0; got && i < sizeof known / sizeof *known; i++)
+    if (!strcmp(name, known[i]))
+      return parent;
+  return -1;
+}
 
 void dp_catch_stop_signals(void) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
+  sa.sa_sigaction = on_signal;
   sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
+  sa.sa_flags = SA_RESTART | SA_SIGINFO;
+  launcher_pid = find_launcher();
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGUSR1, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
+  if (launcher_pid > 0)
+    sigaction(SIGCONT, &sa, NULL);
 }
 
+/* The whole interval is registered, timings included, so that a resumed run logs the same values and
+ * its first line's rates cover the whole interval (the steps before the checkpoint with rank 0's
+ * timings on every rank: only rank 0 writes). wall is the steps' own time, which an evaluation, a
+ * checkpoint or a resume between them does not enter. */
 typedef struct {
-  double loss, acc, t0;
-  int64_t steps, samples;
-  double compute, comm, optim; /* this rank's seconds over the interval */
+  double loss, acc, mae;       /* acc: classification; mae: regression */
+  int64_t steps, samples, evals; /* evals: a line search's */
+  double wall;                 /* this rank's seconds in dp_trainer_step over the timed steps */
+  int64_t timed_steps, timed_samples;
+  double compute, comm, optim; /* this rank's seconds over the timed steps */
 } interval;
 
 /* Everything one run carries from step to step. */
@@ -124,25 +174,33 @@ typedef struct {
   dp_metrics mt;
   FILE *out;
   interval iv;
-  double train_s, eval_s, test_loss, test_acc;
+  double train_s, eval_s;
+  dp_scores test;         /* the last evaluation's */
   int evaluated;
   int io;                 /* rank 0's pending failure, sent along with the next step */
   int stop, save, converged; /* the last step's agreed flags */
   char ckpt_dir[DP_FILE_PATH_MAX];
+  dp_rundir_lock lock;    /* rank 0: out_dir's, and the checkpoint directory's when elsewhere */
+  int finished;           /* resumed at or past the end: nothing to train, nothing to write */
   int64_t saved_step;     /* the step of the newest checkpoint written or loaded; -1 none */
   int64_t start_step, start_samples; /* where this session started (resumed runs) */
   double last_save;       /* rank 0's clock at the last save */
   dp_timeline tl;         /* [train] timeline */
   int64_t tl_end;         /* the step after which the timeline is written */
   double last_loss, last_lr;
+  double epoch_loss;      /* the epoch's sum of batch loss x rows: the bar ends on its mean */
+  int64_t epoch_samples;
   int restores;           /* on_nonfinite = restore so far */
+  int64_t skips, skips_in_row; /* on_nonfinite = skip_step: registered, so bounded across resumes */
+  double first_loss;      /* the run's first step's loss, divergence's yardstick; 0 = none yet */
+  int warned_divergence;
 } run_state;
 
 /* The interval's time per step split, mean and max over ranks (one collective, at log steps only,
  * which every rank reaches alike): ms[0..3) means, ms[3..6) maxima of compute, comm, optimizer. */
 static int reduce_times(run_state *s, double ms[6]) {
   const interval *iv = &s->iv;
-  double k = iv->steps > 0 ? 1e3 / (double)iv->steps : 0.0;
+  double k = iv->timed_steps > 0 ? 1e3 / (double)iv->timed_steps : 0.0;
   double v[6] = {iv->compute * k, iv->comm * k, iv->optim * k, iv->compute * k, iv->comm * k, iv->optim * k};
   DP_TRY(dp_comm_allreduce_f64(s->t.comm, v, 3));
   DP_TRY(dp_comm_allreduce_max_f64(s->t.comm, v + 3, 3));
@@ -157,29 +215,67 @@ static int log_interval(run_state *s, const dp_step_result *r) {
   interval *iv = &s->iv;
   double ms[6];
   DP_TRY(reduce_times(s, ms));
+  /* A full-batch iteration's loss is exact: the logged one's, not a mean over the interval. */
+  double loss = s->mt.line_search ? r->loss : iv->loss / (double)iv->steps;
   dp_step_log l = {.step = t->step,
                    .epoch = t->epoch,
                    .steps_per_epoch = t->steps_per_epoch,
                    .pos = t->pos,
-                   .loss = iv->loss / iv->steps,
+                   .samples = dp_trainer_samples_seen(t),
+                   .loss = loss,
                    .acc = iv->acc / iv->steps,
+                   .rmse = sqrt(loss), /* mse is the per-output mean squared error */
+                   .mae = iv->mae / iv->steps,
+                   .evals = iv->evals,
+                   .line_step = r->line_step,
                    .lr = r->lr,
                    .grad_norm = r->grad_norm,
-                   .step_ms = 1e3 * (MPI_Wtime() - iv->t0) / (double)(iv->steps > 0 ? iv->steps : 1)};
+                   .step_ms = iv->timed_steps > 0 ? 1e3 * iv->wall / (double)iv->timed_steps : NAN,
+                   .samples_per_s = iv->wall > 0 ? (double)iv->timed_samples / iv->wall : NAN};
   memcpy(l.compute_ms, ms, sizeof l.compute_ms);
-  l.samples_per_s = iv->samples / (MPI_Wtime() - iv->t0);
   int rc = dp_metrics_step(&s->mt, &l);
-  *iv = (interval){.t0 = MPI_Wtime()};
+  *iv = (interval){0};
   return rc;
 }
 
+/* The sweep's rule, on the log line's mean loss (one batch's is too noisy): above diverge_factor x
+ * the first step's loss. Every rank holds the same reduced losses, so all decide alike. 1 when it
+ * diverged (the first time), with the message in why. */
+static int diverged(run_state *s, char *why, size_t len) {
+  const dp_config *cfg = s->t.cfg;
+  double mean = s->iv.loss / (double)s->iv.steps, factor = cfg->sweep.diverge_factor;
+  if (s->warned_divergence || !(s->first_loss > 0) || !isfinite(mean) || !(mean > factor * s->first_loss))
+    return 0;
+  s->warned_divergence = 1;
+  snprintf(why, len,
+           "step %lld: the loss (%.4g, the mean of the last %lld step%s) is more than [sweep] diverge_factor = %g "
+           "times its first value (%.4g): training diverged; the step size %g is probably too large: try a smaller "
+           "[optimizer] lr, or `dptrain sweep` to find where training diverges",
+           (long long)s->t.step, mean, (long long)s->iv.steps, dp_plural(s->iv.steps), factor, s->first_loss,
+           s->last_lr);
+  return 1;
+}
+
+/* After the log line that showed it: a warning, or the end of the run (on every rank). */
+static int on_divergence(run_state *s, const char *why) {
+  if (s->t.cfg->train.on_divergence == DP_DIVERGENCE_ABORT) {
+    dp_error_set_reporter(0);
+    return dp_fail(DP_EDIVERGED, "%s", why);
+  }
+  dp_metrics_note(&s->mt, "warning: %s ([train] on_divergence = abort stops such a run)\n", why);
+  return 0;
+}
+
+/* The ranks' slices of the test set may take them unequal times: a known slow phase for the watchdog. */
 static int evaluate(run_state *s) {
   double t0 = MPI_Wtime();
-  DP_TRY(dp_trainer_evaluate(&s->t, &s->d->test, &s->test_loss, &s->test_acc));
+  dp_comm_slow_phase(s->t.comm, "an evaluation", 0);
+  DP_TRY(dp_trainer_evaluate(&s->t, &s->d->test, &s->test));
+  dp_comm_slow_phase_end(s->t.comm);
   s->eval_s += MPI_Wtime() - t0;
   dp_timeline_span(s->t.tl, "evaluate", -1, t0, MPI_Wtime());
   s->evaluated = 1;
-  int rc = dp_metrics_eval(&s->mt, s->t.step, s->t.epoch, s->test_loss, s->test_acc, s->train_s);
+  int rc = dp_metrics_eval(&s->mt, s->t.step, s->t.epoch, &s->test, s->train_s);
   if (rc < 0 && s->io == 0)
     s->io = rc;
   return 0;
@@ -187,9 +283,7 @@ static int evaluate(run_state *s) {
 
 /* Rank 0 writes the checkpoint; the others go on. A failure reaches them with the next step's
  * allreduce (io), or through the agreement the caller makes when it stops here. */
-static void save(run_state *s) {
-  s->saved_step = s->t.step;
-  s->last_save = MPI_Wtime();
+static void write_checkpoint(run_state *s) {
   int rc = dp_trainer_sync_stats(&s->t); /* every rank: a collective only with local batch norm */
   if (rc < 0 && s->io == 0)
     s->io = rc;
@@ -197,12 +291,23 @@ static void save(run_state *s) {
     return;
   char path[DP_FILE_PATH_MAX];
   double t0 = MPI_Wtime();
+  dp_fault_slow_checkpoint();
   rc = dp_ckpt_save(&s->t.state, s->ckpt_dir, s->t.step, s->t.cfg->checkpoint.keep_last, path, sizeof path);
   dp_timeline_span(s->t.tl, "checkpoint", -1, t0, MPI_Wtime());
   if (rc < 0 && s->io == 0)
     s->io = rc;
   if (rc == 0)
     dp_metrics_note(&s->mt, "checkpoint: %s\n", path);
+}
+
+/* The others wait for rank 0's write in their next collective, however long it takes: no deadline
+ * there, or a collective_timeout shorter than a write would end a healthy job. */
+static void save(run_state *s) {
+  s->saved_step = s->t.step;
+  s->last_save = MPI_Wtime();
+  dp_comm_slow_phase(s->t.comm, "rank 0's checkpoint write", 0);
+  write_checkpoint(s);
+  dp_comm_slow_phase_end(s->t.comm);
 }
 
 static int checkpoint_due(const run_state *s, int epoch_end) {
@@ -222,6 +327,14 @@ static dp_step_request step_request(const run_state *s) {
                            .want_grad_norm = (t->step + 1) % t->cfg->train.log_every == 0};
 }
 
+/* The loss since the last log line; at an epoch's end the epoch's mean over its samples, not the
+ * last (maybe short) batch's or interval's. */
+static double bar_loss(const run_state *s) {
+  if (s->t.pos == s->t.steps_per_epoch && s->epoch_samples > 0)
+    return s->epoch_loss / (double)s->epoch_samples;
+  return s->iv.steps ? s->iv.loss / (double)s->iv.steps : s->last_loss;
+}
+
 /* The live bar on a terminal (rank 0): ETAs from this session's mean step time. */
 static void show_progress(run_state *s) {
   const dp_trainer *t = &s->t;
@@ -232,7 +345,7 @@ static void show_progress(run_state *s) {
                    .epoch = t->epoch,
                    .pos = t->pos,
                    .steps_per_epoch = t->steps_per_epoch,
-                   .loss = s->iv.steps ? s->iv.loss / (double)s->iv.steps : s->last_loss,
+                   .loss = bar_loss(s),
                    .lr = s->last_lr,
                    .samples_per_s = per_step > 0 ? (double)t->batch / per_step : 0.0,
                    .eta_epoch_s = per_step * (double)(t->steps_per_epoch - t->pos),
@@ -240,12 +353,10 @@ static void show_progress(run_state *s) {
   dp_metrics_progress(&s->mt, &p);
 }
 
-/* The whole state from a checkpoint; the interval's timing starts anew (collective). */
+/* The whole state from a checkpoint, its open interval's timings included (collective). */
 static int load_state(run_state *s, const char *path) {
   DP_TRY(dp_ckpt_load(&s->t.state, path, 0, s->t.comm));
   dp_trainer_resumed(&s->t);
-  s->iv.compute = s->iv.comm = s->iv.optim = 0.0;
-  s->iv.t0 = MPI_Wtime();
   return 0;
 }
 
@@ -260,7 +371,8 @@ static int restore(run_state *s, int rc) {
   char why[600];
   snprintf(why, sizeof why, "%s", dp_errmsg(rc)); /* dp_fail below rewrites that buffer */
   if (s->restores >= t->cfg->train.max_restores)
-    return dp_fail(rc, "%s (after %d restores with a halved step size: giving up)", why, s->restores);
+    return dp_fail(rc, "%s (after %d restore%s with a halved step size: giving up)", why, s->restores,
+                   dp_plural(s->restores));
   int have = 0;
   if (t->comm->rank == 0)
     dp_ckpt_latest(s->ckpt_dir, path, sizeof path, &have);
@@ -271,12 +383,33 @@ static int restore(run_state *s, int rc) {
   dp_error_clear();
   dp_error_set_reporter(-1);
   double factor = t->lr_factor;
+  dp_comm_slow_phase(t->comm, "rank 0's checkpoint read", 0);
   DP_TRY(load_state(s, path));
+  dp_comm_slow_phase_end(t->comm);
   t->lr_factor = factor * 0.5;
   s->restores++;
   dp_metrics_note(&s->mt, "step %lld: loss or gradient not finite: restored %s (step %lld), step size x%g\n",
                   (long long)failed_at, path, (long long)t->step, t->lr_factor);
   return 0;
+}
+
+/* A run that skips most of its updates is not training: past either bound it stops as diverged,
+ * before the checkpoint of this step. Every rank has the same r.skipped, so all stop here alike. */
+static int count_skip(run_state *s, int skipped, double lr) {
+  const dp_config *cfg = s->t.cfg;
+  s->skips_in_row = skipped ? s->skips_in_row + 1 : 0;
+  s->skips += skipped != 0;
+  int64_t row = cfg->train.max_consecutive_skips, all = cfg->train.max_skips;
+  if (!skipped || ((row == 0 || s->skips_in_row < row) && (all == 0 || s->skips < all)))
+    return 0;
+  dp_error_set_reporter(0);
+  return dp_fail(DP_ENONFINITE,
+                 "step %lld: %lld update%s skipped (%lld in a row) for a non-finite loss or gradient, the limit of "
+                 "[train] %s = %lld (diverged): the step size %g is probably too large; try a smaller "
+                 "[optimizer] lr, or `dptrain sweep`",
+                 (long long)s->t.step, (long long)s->skips, dp_plural(s->skips), (long long)s->skips_in_row,
+                 row > 0 && s->skips_in_row >= row ? "max_consecutive_skips" : "max_skips",
+                 (long long)(row > 0 && s->skips_in_row >= row ? row : all), lr);
 }
 
 static int one_step(run_state *s) {
@@ -292,31 +425,48 @@ static int one_step(run_state *s) {
   s->stop = r.stop, s->save = r.save, s->converged = r.converged;
   if (r.skipped)
     dp_metrics_note(&s->mt, "step %lld: loss or gradient not finite: update skipped\n", (long long)t->step);
-  s->train_s += MPI_Wtime() - t0;
+  DP_TRY(count_skip(s, r.skipped, r.lr));
+  double wall = MPI_Wtime() - t0;
+  s->train_s += wall;
   s->last_loss = r.loss, s->last_lr = r.lr;
+  s->epoch_loss += r.loss * (double)r.batch, s->epoch_samples += r.batch;
   s->iv.loss += r.loss;
-  s->iv.acc += r.acc;
+  /* A metric that does not apply is NaN: kept out of the sums, which checkpoints range-check. */
+  s->iv.acc += isfinite(r.acc) ? r.acc : 0.0;
+  s->iv.mae += isfinite(r.mae) ? r.mae : 0.0;
+  s->iv.evals += r.evals;
+  if (s->first_loss == 0.0 && isfinite(r.loss))
+    s->first_loss = r.loss;
   s->iv.steps++;
   s->iv.samples += r.batch;
+  s->iv.wall += wall;
+  s->iv.timed_steps++;
+  s->iv.timed_samples += r.batch;
   s->iv.compute += r.time.compute;
   s->iv.comm += r.time.comm;
   s->iv.optim += r.time.optim;
   s->evaluated = 0;
   const dp_config *cfg = t->cfg;
-  if (t->step % cfg->train.log_every == 0 || t->step == t->total_steps || s->converged || s->stop) {
+  /* Not at a stop signal's step: the open interval goes into the checkpoint, and the resumed run
+   * logs it where an uninterrupted run would. */
+  if (t->step % cfg->train.log_every == 0 || t->step == t->total_steps || s->converged) {
+    char why[400];
+    int div = diverged(s, why, sizeof why);
     int rc = log_interval(s, &r);
     if (rc < 0 && s->io == 0)
       s->io = rc;
+    if (div)
+      DP_TRY(on_divergence(s, why));
   }
   show_progress(s);
+  if (t->pos == t->steps_per_epoch)
+    s->epoch_loss = 0.0, s->epoch_samples = 0;
   /* Every eval_every steps, or at each epoch's end when it is 0 (with a full batch every step
    * ends an epoch: eval_every thins the evaluations out). */
   int epoch_end = t->pos == t->steps_per_epoch;
   int due = cfg->train.eval_every > 0 ? t->step % cfg->train.eval_every == 0 : epoch_end;
-  if (s->d->has_test && due) {
+  if (s->d->has_test && due)
     DP_TRY(evaluate(s));
-    s->iv.t0 = MPI_Wtime(); /* evaluation time is not training throughput */
-  }
   if (s->stop || checkpoint_due(s, epoch_end))
     save(s);
   return 0;
@@ -353,7 +503,7 @@ static int train_loop(run_state *s) {
     DP_TRY(timeline_due(s, 0));
   }
   DP_TRY(timeline_due(s, 1));
-  if (s->stop) { /* saved at this step boundary by one_step */
+  if (s->stop && t->step < t->total_steps && !s->converged) { /* saved at this step boundary by one_step */
     DP_TRY(dp_comm_agree(t->comm, s->io, NULL));
     dp_metrics_note(&s->mt, "stopped by a signal at step %lld: the checkpoint above resumes it (--resume auto)\n",
               (long long)t->step);
@@ -370,19 +520,66 @@ static void print_summary(run_state *s, double startup_s) {
   const dp_trainer *t = &s->t;
   dp_metrics_note(&s->mt, "%s", ""); /* a run stopped mid-epoch leaves its bar open */
   double samples = (double)(dp_trainer_samples_seen(t) - s->start_samples);
-  fprintf(s->out, "done: %lld steps, %.0f samples in %.2f s of training (%.0f samples/s); start-up %.2f s, "
-                  "evaluation %.2f s\n",
-          (long long)t->step, samples, s->train_s, s->train_s > 0 ? samples / s->train_s : 0.0, startup_s, s->eval_s);
-  if (s->evaluated)
-    fprintf(s->out, "final: test_loss %.5f  test_acc %.4f\n", s->test_loss, s->test_acc);
+  if (s->mt.line_search) /* each iteration evaluates the full batch several times: no rate of samples */
+    fprintf(s->out, "done: %lld iteration%s, %lld full-batch evaluation%s in %.2f s of training; start-up %.2f s, "
+                    "evaluation %.2f s\n",
+            (long long)t->step, dp_plural(t->step), (long long)t->optim.lbfgs.evals, dp_plural(t->optim.lbfgs.evals),
+            s->train_s, startup_s, s->eval_s);
+  else
+    fprintf(s->out, "done: %lld step%s, %.0f sample%s in %.2f s of training (%.0f samples/s); start-up %.2f s, "
+                    "evaluation %.2f s\n",
+            (long long)t->step, dp_plural(t->step), samples, dp_plural((long long)samples), s->train_s,
+            s->train_s > 0 ? samples / s->train_s : 0.0, startup_s,
+            s->eval_s);
+  if (s->evaluated && s->mt.regression)
+    fprintf(s->out, "final: test_loss %.5f  test_rmse %.5g  test_mae %.5g\n", s->test.loss, s->test.rmse,
+            s->test.mae);
+  else if (s->evaluated)
+    fprintf(s->out, "final: test_loss %.5f  test_acc %.4f\n", s->test.loss, s->test.acc);
   fflush(s->out);
 }
 
-/* --resume PATH, or auto: the newest complete checkpoint in the directory, or a fresh start. */
-static int resume(run_state *s, const char *how) {
+/* A resumed run at or past its end (the same run resumed again, or a shorter max_steps) says so
+ * instead of training nothing and reporting it. */
+static void check_finished(run_state *s, const char *path) {
+  const dp_trainer *t = &s->t;
+  s->finished = t->step >= t->total_steps;
+  if (s->finished && s->out)
+    fprintf(s->out, "resume: %s is at step %lld, %s this run's %lld step%s: nothing to train (raise train.epochs "
+                    "or train.max_steps%s to go on)\n",
+            path, (long long)t->step, t->step == t->total_steps ? "the end of" : "past", (long long)t->total_steps,
+            dp_plural(t->total_steps),
+            dp_optim_line_search(&t->optim) ? ", or optimizer.max_iter" : "");
+}
+
+/* The checkpoint at path, once its stored configuration is found compatible with this one. */
+static int resume_at(run_state *s, const char *path) {
+  dp_trainer *t = &s->t;
+  dp_config *stored = NULL;
+  int rc = dp_comm_agree(t->comm, t->comm->rank == 0 ? dp_resume_check(t, path, &stored) : 0, NULL);
+  if (rc == 0)
+    rc = load_state(s, path);
+  if (rc == 0) {
+    s->saved_step = s->start_step = t->step;
+    s->start_samples = dp_trainer_samples_seen(t);
+    if (s->out)
+      fprintf(s->out, "resumed from %s at step %lld (epoch %lld)\n", path, (long long)t->step,
+              (long long)t->epoch + 1);
+    if (s->out && stored)
+      dp_resume_report(stored, t, s->out);
+    check_finished(s, path);
+  }
+  free(stored);
+  return rc;
+}
+
+/* --resume PATH, or auto: the newest complete checkpoint in the directory; *fresh = 1 when auto
+ * finds none. */
+static int resume(run_state *s, const char *how, int *fresh) {
   dp_trainer *t = &s->t;
   char path[DP_FILE_PATH_MAX] = "";
   int have = 1;
+  *fresh = 0;
   if (!strcmp(how, "auto")) {
     if (t->comm->rank == 0)
       dp_ckpt_latest(s->ckpt_dir, path, sizeof path, &have);
@@ -390,17 +587,24 @@ static int resume(run_state *s, const char *how) {
     if (!have) {
       if (s->out)
         fprintf(s->out, "resume: no checkpoint in %s, starting fresh\n", s->ckpt_dir);
+      *fresh = 1;
       return 0;
     }
   } else {
     snprintf(path, sizeof path, "%s", how);
   }
-  DP_TRY(load_state(s, path));
-  s->saved_step = s->start_step = t->step;
-  s->start_samples = dp_trainer_samples_seen(t);
-  if (s->out)
-    fprintf(s->out, "resumed from %s at step %lld (epoch %lld)\n", path, (long long)t->step, (long long)t->epoch + 1);
-  return 0;
+  return resume_at(s, path);
+}
+
+/* The interval's timing sums (seconds): written since a resume's first line counts the steps before
+ * the checkpoint too; older checkpoints lack them (that line then times the steps since). */
+static int register_timings(dp_state *st, interval *iv) {
+  DP_TRY(dp_state_f64(st, &iv->wall, 0, INFINITY, DP_ST_OPTIONAL, "interval_wall"));
+  DP_TRY(dp_state_i64(st, &iv->timed_steps, 0, INT64_MAX, DP_ST_OPTIONAL, "interval_timed_steps"));
+  DP_TRY(dp_state_i64(st, &iv->timed_samples, 0, INT64_MAX, DP_ST_OPTIONAL, "interval_timed_samples"));
+  DP_TRY(dp_state_f64(st, &iv->compute, 0, INFINITY, DP_ST_OPTIONAL, "interval_compute"));
+  DP_TRY(dp_state_f64(st, &iv->comm, 0, INFINITY, DP_ST_OPTIONAL, "interval_comm"));
+  return dp_state_f64(st, &iv->optim, 0, INFINITY, DP_ST_OPTIONAL, "interval_optim");
 }
 
 /* The open logging interval is part of the state, so that a resumed run logs the same
@@ -410,6 +614,17 @@ static int register_interval(run_state *s) {
   DP_TRY(dp_state_f64(st, &s->iv.loss, -INFINITY, INFINITY, 0, "interval_loss"));
   DP_TRY(dp_state_f64(st, &s->iv.acc, -INFINITY, INFINITY, 0, "interval_acc"));
   DP_TRY(dp_state_i64(st, &s->iv.steps, 0, INT64_MAX, 0, "interval_steps"));
+  /* Written since regression reports its MAE and L-BFGS its evaluations; older checkpoints had 0. */
+  DP_TRY(dp_state_f64(st, &s->iv.mae, 0, INFINITY, DP_ST_OPTIONAL, "interval_mae"));
+  DP_TRY(dp_state_i64(st, &s->iv.evals, 0, INT64_MAX, DP_ST_OPTIONAL, "interval_evals"));
+  DP_TRY(dp_state_f64(st, &s->first_loss, 0, INFINITY, DP_ST_OPTIONAL, "first_loss"));
+  /* The bar's epoch mean after a resume mid-epoch; older checkpoints lack it (the mean since then). */
+  DP_TRY(dp_state_f64(st, &s->epoch_loss, -INFINITY, INFINITY, DP_ST_OPTIONAL, "epoch_loss"));
+  DP_TRY(dp_state_i64(st, &s->epoch_samples, 0, INT64_MAX, DP_ST_OPTIONAL, "epoch_samples"));
+  DP_TRY(register_timings(st, &s->iv));
+  /* on_nonfinite = skip_step's counts; older checkpoints had none (0). */
+  DP_TRY(dp_state_i64(st, &s->skips, 0, INT64_MAX, DP_ST_OPTIONAL, "skips"));
+  DP_TRY(dp_state_i64(st, &s->skips_in_row, 0, INT64_MAX, DP_ST_OPTIONAL, "skips_in_row"));
   return dp_state_i64(st, &s->iv.samples, 0, INT64_MAX, 0, "interval_samples");
 }
 
@@ -418,10 +633,49 @@ int dp_run_init_from(dp_trainer *t) {
   return path[0] ? dp_ckpt_load(&t->state, path, DP_ST_MODEL, t->comm) : 0;
 }
 
+/* Rank 0 locks out_dir, and the checkpoint directory when it lies outside: one run writes there. */
+static int claim_dirs(run_state *s, const dp_config *cfg) {
+  char note[2][DP_FILE_PATH_MAX + 400] = {"", ""};
+  size_t n = strlen(cfg->train.out_dir);
+  int inside = !strncmp(s->ckpt_dir, cfg->train.out_dir, n) && s->ckpt_dir[n] == '/';
+  int rc = 0;
+  if (s->t.comm->rank == 0) {
+    rc = dp_rundir_lock_dir(&s->lock, cfg->train.out_dir, note[0], sizeof note[0]);
+    if (rc == 0 && !inside)
+      rc = dp_rundir_lock_dir(&s->lock, s->ckpt_dir, note[1], sizeof note[1]);
+  }
+  DP_TRY(dp_comm_agree(s->t.comm, rc, NULL));
+  if (s->out)
+    fprintf(s->out, "%s%s", note[0], note[1]);
+  return 0;
+}
+
+/* Where the run starts: a checkpoint (--resume), or a fresh start from the initial or init_from
+ * weights in a checkpoint directory that holds no other run's checkpoints. init_from is read before
+ * --overwrite moves anything aside: it may name one of those checkpoints. A resume never reads it:
+ * the checkpoint holds the weights, and the file may be long gone. */
+static int start_point(run_state *s, const char *how, int overwrite) {
+  int fresh = 1;
+  if (how)
+    DP_TRY(resume(s, how, &fresh));
+  if (!fresh)
+    return 0;
+  DP_TRY(dp_run_init_from(&s->t));
+  const dp_config *cfg = s->t.cfg;
+  char note[3 * DP_FILE_PATH_MAX] = "";
+  int rc = s->t.comm->rank == 0 ? dp_rundir_fresh(cfg->train.out_dir, s->ckpt_dir, overwrite, note, sizeof note) : 0;
+  DP_TRY(dp_comm_agree(s->t.comm, rc, NULL));
+  if (s->out)
+    fputs(note, s->out);
+  return 0;
+}
+
 static int start_output(run_state *s, const dp_config *cfg, const dp_run_opts *o) {
   dp_comm *comm = s->t.comm;
   int rc = dp_metrics_open(&s->mt, cfg->train.out_dir, comm->rank == 0, s->out, s->saved_step, o->progress);
   s->mt.verbose = o->verbose;
+  s->mt.regression = cfg->model.loss == DP_LOSS_MSE;
+  s->mt.line_search = dp_optim_line_search(&s->t.optim);
   if (rc == 0 && comm->rank == 0)
     rc = write_config_copy(cfg);
   return dp_comm_agree(comm, rc, NULL);
@@ -429,40 +683,45 @@ static int start_output(run_state *s, const dp_config *cfg, const dp_run_opts *o
 
 static int run_with_data(const dp_config *cfg, dp_comm *comm, run_data *d, const char *resume_from, FILE *out,
                          const dp_run_opts *o, double start) {
-  int threads = dp_blas_set_threads(cfg->train.threads, comm->node_size);
+  dp_blas_threads threads;
+  DP_TRY(dp_comm_agree(comm, dp_blas_set_threads(comm, cfg->train.threads, &threads), NULL));
   run_state *s = calloc(1, sizeof *s);
   if (!s)
     return dp_fail(DP_ENOMEM, "out of memory");
   s->d = d;
   s->out = out;
   s->saved_step = -1;
+  dp_rundir_lock_init(&s->lock);
   s->last_save = MPI_Wtime();
   if (cfg->checkpoint.dir[0])
     snprintf(s->ckpt_dir, sizeof s->ckpt_dir, "%s", cfg->checkpoint.dir);
   else
     snprintf(s->ckpt_dir, sizeof s->ckpt_dir, "%.*s/checkpoints", DP_PATH_MAX - 20, cfg->train.out_dir);
-  int rc = dp_comm_set_timeout(comm, cfg->train.collective_timeout);
+  int rc = dp_comm_agree(comm, dp_comm_set_timeout(comm, cfg->train.collective_timeout), NULL);
+  /* Rank 0 alone initialises the weights, reads a resumed checkpoint, prepares the directories. */
+  dp_comm_slow_phase(comm, "start-up", 0);
   if (rc == 0)
     rc = dp_trainer_create(&s->t, cfg, comm, &d->train);
   if (rc == 0)
     rc = dp_comm_agree(comm, register_interval(s), NULL);
-  if (rc == 0)
-    rc = dp_run_init_from(&s->t);
   if (rc == 0 && d->has_test)
     rc = dp_check_data_fits(cfg, comm, &d->test, s->t.model.in_dim, s->t.model.out_dim);
-  if (rc == 0 && resume_from)
-    rc = resume(s, resume_from);
   if (rc == 0)
+    rc = claim_dirs(s, cfg);
+  if (rc == 0)
+    rc = start_point(s, resume_from, o->overwrite);
+  if (rc == 0 && !s->finished)
     rc = start_output(s, cfg, o);
-  double per_node[2] = {-(double)comm->node_size, (double)comm->node_size}; /* min and max, one collective */
+  double per_node[4] = {-(double)comm->node_size, (double)comm->node_size, -(double)threads.threads,
+                        (double)threads.threads}; /* minima and maxima, one collective */
   if (rc == 0)
-    rc = dp_comm_allreduce_max_f64(comm, per_node, 2);
-  per_node[0] = -per_node[0];
-  if (rc == 0) {
+    rc = dp_comm_allreduce_max_f64(comm, per_node, 4);
+  per_node[0] = -per_node[0], per_node[2] = -per_node[2];
+  if (rc == 0 && !s->finished) {
     if (out)
-      print_startup(out, &s->t, d, threads, per_node);
-    s->iv.t0 = MPI_Wtime();
-    double startup = s->iv.t0 - start;
+      print_startup(out, &s->t, d, &threads, per_node);
+    double startup = MPI_Wtime() - start;
+    dp_comm_slow_phase_end(comm);
     rc = train_loop(s);
     if (rc == 0 && out)
       print_summary(s, startup);
@@ -470,6 +729,7 @@ static int run_with_data(const dp_config *cfg, dp_comm *comm, run_data *d, const
   dp_metrics_close(&s->mt);
   dp_timeline_free(&s->tl);
   dp_trainer_free(&s->t);
+  dp_rundir_unlock(&s->lock);
   free(s);
   return rc;
 }
@@ -482,7 +742,9 @@ int dp_train_run(const dp_config *cfg, dp_comm *comm, const char *resume_from, c
   memset(&d, 0, sizeof d);
   dp_dataset_init(&d.train);
   dp_dataset_init(&d.test);
-  int rc = open_data(cfg, comm, &d);
+  int rc = dp_paths_check(cfg, comm, resume_from);
+  if (rc == 0)
+    rc = open_data(cfg, comm, &d);
   if (rc == 0)
     rc = run_with_data(cfg, comm, &d, resume_from, out, o, start);
   dp_dataset_close(&d.train);

@@ -94,6 +94,8 @@ static int sweep_one(const dp_config *base, dp_comm *group, dp_dataset *ds, cons
       break;
     }
   }
+  r->regression = cfg.model.loss == DP_LOSS_MSE;
+  r->final_rmse = r->regression ? sqrt(r->final_loss) : NAN;
   dp_trainer_free(&t);
   return rc;
 }
@@ -108,7 +110,7 @@ static int open_train(const dp_config *cfg, dp_comm *group, dp_dataset *ds) {
 }
 
 /* Results travel as rows of doubles summed onto rank 0: only group leaders fill their rows. */
-enum { COLS = 5 };
+enum { COLS = 7 };
 
 static int gather_results(dp_comm *world, const dp_sweep_opts *o, double *rows, dp_sweep_result *res) {
   int rc = MPI_Reduce(world->rank == 0 ? MPI_IN_PLACE : rows, rows, o->n * COLS, MPI_DOUBLE, MPI_SUM, 0, world->comm);
@@ -117,23 +119,27 @@ static int gather_results(dp_comm *world, const dp_sweep_opts *o, double *rows, 
   for (int i = 0; i < o->n && world->rank == 0; i++) {
     const double *r = rows + i * COLS;
     res[i] = (dp_sweep_result){.lr = r[0], .final_loss = r[1], .best_loss = r[2], .diverged = r[3] != 0,
-                               .steps = (int64_t)r[4]};
+                               .steps = (int64_t)r[4], .regression = r[5] != 0, .final_rmse = r[6]};
   }
   return 0;
 }
 
 int dp_sweep_run(const dp_config *cfg, dp_comm *world, const dp_sweep_opts *o, dp_sweep_result *res, FILE *out) {
   int rpr = o->ranks_per_run;
-  if (rpr < 1 || world->size % rpr)
-    return dp_fail(DP_EUSAGE, "--ranks-per-run %d must divide the %d ranks", rpr, world->size);
+  if (rpr < 1 || world->size % rpr) /* every rank sees it: agreed, so rank 0 alone reports it, no abort */
+    return dp_comm_agree(world, dp_fail(DP_EUSAGE, "--ranks-per-run %d must divide the %d ranks", rpr, world->size),
+                         NULL);
   int n_groups = world->size / rpr, color = world->rank / rpr;
+  /* On the world, before the groups split: the cores are shared among all of the node's ranks. */
+  dp_blas_threads bt;
+  DP_TRY(dp_comm_agree(world, dp_blas_set_threads(world, cfg->train.threads, &bt), NULL));
   MPI_Comm sub;
   if (MPI_Comm_split(world->comm, color, world->rank, &sub) != MPI_SUCCESS)
     return dp_fail(DP_EMPI, "sweep: MPI_Comm_split failed");
   dp_comm group;
   int rc = dp_comm_init(&group, sub);
   MPI_Comm_free(&sub);
-  DP_TRY(rc);
+  DP_TRY(dp_comm_agree(world, rc, NULL)); /* before the group's first collective */
   /* The group's collectives are the ones a stuck rank would hang: its own watchdog watches them. */
   rc = dp_comm_agree(&group, dp_comm_set_timeout(&group, cfg->train.collective_timeout), NULL);
   if (rc < 0) {
@@ -141,9 +147,8 @@ int dp_sweep_run(const dp_config *cfg, dp_comm *world, const dp_sweep_opts *o, d
     return dp_comm_agree(world, rc, NULL);
   }
   if (out)
-    fprintf(out, "sweep: %d step sizes, %lld steps each, %d group%s of %d rank%s\n", o->n, (long long)o->steps,
-            n_groups, n_groups > 1 ? "s" : "", rpr, rpr > 1 ? "s" : "");
-  dp_blas_set_threads(cfg->train.threads, world->node_size);
+    fprintf(out, "sweep: %d step size%s, %lld step%s each, %d group%s of %d rank%s\n", o->n, dp_plural(o->n),
+            (long long)o->steps, dp_plural(o->steps), n_groups, dp_plural(n_groups), rpr, dp_plural(rpr));
   dp_dataset ds;
   double *rows = calloc((size_t)o->n * COLS, sizeof(double));
   rc = rows ? open_train(cfg, &group, &ds) : dp_fail(DP_ENOMEM, "sweep: out of memory");
@@ -154,6 +159,7 @@ int dp_sweep_run(const dp_config *cfg, dp_comm *world, const dp_sweep_opts *o, d
     if (rc == 0 && group.rank == 0) {
       double *row = rows + i * COLS;
       row[0] = r.lr, row[1] = r.final_loss, row[2] = r.best_loss, row[3] = r.diverged, row[4] = (double)r.steps;
+      row[5] = r.regression, row[6] = r.final_rmse;
     }
   }
   dp_dataset_close(&ds);
@@ -173,10 +179,14 @@ typedef struct {
 
 static int write_csv(FILE *f, void *arg) {
   const csv_rows *c = arg;
-  fprintf(f, "lr,final_loss,best_loss,diverged,steps\n");
+  int reg = c->n > 0 && c->res[0].regression;
+  fprintf(f, "lr,final_loss,best_loss,diverged,steps%s\n", reg ? ",final_rmse" : "");
   for (int i = 0; i < c->n; i++) {
     const dp_sweep_result *r = &c->res[i];
-    fprintf(f, "%.6g,%.9g,%.9g,%d,%lld\n", r->lr, r->final_loss, r->best_loss, r->diverged, (long long)r->steps);
+    fprintf(f, "%.6g,%.9g,%.9g,%d,%lld", r->lr, r->final_loss, r->best_loss, r->diverged, (long long)r->steps);
+    if (reg)
+      fprintf(f, ",%.9g", r->final_rmse);
+    fputc('\n', f);
   }
   return ferror(f) ? DP_EIO : 0;
 }
@@ -189,11 +199,16 @@ int dp_sweep_report(const dp_sweep_result *res, int n, const char *csv, FILE *ou
       best = i;
   if (!out)
     return 0;
-  fprintf(out, "%12s %12s %12s %9s %7s\n", "lr", "final_loss", "best_loss", "diverged", "steps");
+  int reg = n > 0 && res[0].regression;
+  fprintf(out, "%12s %12s %12s %9s %7s%s\n", "lr", "final_loss", "best_loss", "diverged", "steps",
+          reg ? "   final_rmse" : "");
   for (int i = 0; i < n; i++) {
     const dp_sweep_result *r = &res[i];
-    fprintf(out, "%12.4g %12.5g %12.5g %9s %7lld%s\n", r->lr, r->final_loss, r->best_loss, r->diverged ? "yes" : "no",
-            (long long)r->steps, i == best ? "  <- best" : "");
+    fprintf(out, "%12.4g %12.5g %12.5g %9s %7lld", r->lr, r->final_loss, r->best_loss, r->diverged ? "yes" : "no",
+            (long long)r->steps);
+    if (reg)
+      fprintf(out, " %12.5g", r->final_rmse);
+    fprintf(out, "%s\n", i == best ? "  <- best" : "");
   }
   if (best >= 0)
     fprintf(out, "best lr: %.4g (final loss %.5g); wrote %s\n", res[best].lr, res[best].final_loss, csv);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "dptrain/error.h"
+#include "dptrain/paths.h"
 #include "fsutil.h"
 
 int dp_timeline_start(dp_timeline *tl, dp_comm *comm, int cap) {
@@ -35,6 +36,9 @@ typedef struct {
   int ranks;
 } gathered;
 
+/* Track 0 holds the computation, track 1 the gradient allreduces that may overlap it. */
+static const char *const track_names[2] = {"computation and I/O", "gradient allreduce"};
+
 /* dp_write_durable_stdio's fill. */
 static int write_json(FILE *f, void *arg) {
   const gathered *g = arg;
@@ -44,6 +48,10 @@ static int write_json(FILE *f, void *arg) {
     fprintf(f, "%s{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"args\":{\"name\":\"rank %d\"}}",
             first ? "" : ",\n", r, r);
     first = 0;
+    /* Named tracks: a viewer otherwise labels them by number ("Thread 1"), which says nothing. */
+    for (int tid = 0; tid < 2; tid++)
+      fprintf(f, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":%d,\"args\":{\"name\":\"%s\"}}", r,
+              tid, track_names[tid]);
     for (int i = 0; i < g->counts[r]; i++, k++) {
       const dp_span *s = &g->all[k];
       /* communication on its own track, so it shows next to the computation it overlaps */
@@ -61,6 +69,8 @@ static int write_json(FILE *f, void *arg) {
 
 static int save(const char *path, const dp_span *all, const int *counts, int ranks) {
   gathered g = {all, counts, ranks};
+  /* Its directory is made as out_dir is; dp_paths_check made sure at start-up that it can be. */
+  DP_TRY(dp_mkdirs_for(path));
   return dp_write_durable_stdio(path, "the timeline", write_json, &g);
 }
 

@@ -16,11 +16,6 @@ enum { DP_MICRO_MAX = 1024, DP_EVAL_ROWS = 256 };
 
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-static int fail_peer(void) {
-  dp_error_set_reporter(DP_REPORTER_ELSEWHERE); /* it printed; every rank knows */
-  return dp_fail(DP_EPEER, "another rank failed");
-}
-
 static int check_labels(const dp_config *cfg, dp_comm *comm, dp_dataset *ds, int out_dim) {
   int64_t lo, hi;
   dp_split_range(ds->n, comm->rank, comm->size, &lo, &hi);
@@ -33,8 +28,8 @@ static int check_labels(const dp_config *cfg, dp_comm *comm, dp_dataset *ds, int
   rc = 0;
   if (-r[0] < 0 || r[1] >= out_dim)
     rc = dp_fail(DP_ESHAPE,
-                 "%s: /%s/y: labels range %.0f..%.0f, but the last [layer] has %d units: expected labels in 0..%d",
-                 ds->path, ds->group, -r[0], r[1], out_dim, out_dim - 1);
+                 "%s: /%s/y: labels range %.0f..%.0f, but the last [layer] has %d unit%s: expected labels in 0..%d",
+                 ds->path, ds->group, -r[0], r[1], out_dim, dp_plural(out_dim), out_dim - 1);
   (void)cfg;
   return dp_comm_agree(comm, rc, NULL); /* all ranks know; one of them reports */
 }
@@ -42,8 +37,8 @@ static int check_labels(const dp_config *cfg, dp_comm *comm, dp_dataset *ds, int
 int dp_check_data_fits(const dp_config *cfg, dp_comm *comm, dp_dataset *ds, int64_t in_dim, int out_dim) {
   int rc = 0;
   if (ds->d != in_dim)
-    rc = dp_fail(DP_ESHAPE, "%s: /%s/x has %lld features per row, the model takes %lld", ds->path, ds->group,
-                 (long long)ds->d, (long long)in_dim);
+    rc = dp_fail(DP_ESHAPE, "%s: /%s/x has %lld feature%s per row, the model takes %lld", ds->path, ds->group,
+                 (long long)ds->d, dp_plural(ds->d), (long long)in_dim);
   else if (cfg->model.loss == DP_LOSS_SOFTMAX_CE && !ds->has_labels)
     rc = dp_fail(DP_ESHAPE, "%s: /%s/y: loss softmax_cross_entropy needs integer class labels (N), found float targets",
                  ds->path, ds->group);
@@ -51,8 +46,8 @@ int dp_check_data_fits(const dp_config *cfg, dp_comm *comm, dp_dataset *ds, int6
     rc = dp_fail(DP_ESHAPE, "%s: /%s/y: loss mse needs float32 targets (N, K), found integer labels", ds->path,
                  ds->group);
   else if (cfg->model.loss == DP_LOSS_MSE && ds->k != out_dim)
-    rc = dp_fail(DP_ESHAPE, "%s: /%s/y has %lld targets per row, but the last [layer] has %d units", ds->path,
-                 ds->group, (long long)ds->k, out_dim);
+    rc = dp_fail(DP_ESHAPE, "%s: /%s/y has %lld target%s per row, but the last [layer] has %d unit%s", ds->path,
+                 ds->group, (long long)ds->k, dp_plural(ds->k), out_dim, dp_plural(out_dim));
   /* Every rank sees the same shapes, so they all fail alike; agree anyway before the collective. */
   DP_TRY(dp_comm_agree(comm, rc, NULL));
   return ds->has_labels ? check_labels(cfg, comm, ds, out_dim) : 0;
@@ -76,8 +71,9 @@ static int plan_steps(dp_trainer *t) {
   return 0;
 }
 
-/* Refuses, before allocating anything, a model that cannot fit in this node's memory (units =
- * 16000000 would otherwise be found out by malloc, or worse by the kernel's OOM killer). */
+/* Refuses, before allocating anything, a model that cannot fit in this node's memory with every
+ * rank of the node holding its copy (units = 16000000 would otherwise be found out by malloc, or
+ * worse by the kernel's OOM killer a minute later). Collective. */
 static int check_model_size(const dp_trainer *t, int64_t max_batch) {
   const dp_config *cfg = t->cfg;
   double weights = 0, acts = 0, in = (double)t->train->d;
@@ -91,13 +87,21 @@ static int check_model_size(const dp_trainer *t, int64_t max_batch) {
     in = cfg->layer[i].units;
   }
   double bytes = 4.0 * (weights * 4 + acts); /* params, grads, up to two optimizer slots */
-  double mem = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
-  if (mem > 0 && bytes > mem)
-    return dp_fail(DP_ECONFIG,
-                   "%s: the model needs %.3g GB (parameters, gradients, optimizer state, activations), more than "
-                   "this node's %.3g GB of memory: [layer %d] units = %d is the largest layer",
-                   cfg->file, bytes / 1e9, mem / 1e9, big, cfg->layer[big].units);
-  return 0;
+  /* Every rank on the node holds as much, besides the epoch's order and the rows it keeps in memory. */
+  const dp_dataset *ds = t->train;
+  double data = 8.0 * (double)ds->n + dp_dataset_mem_bytes(ds, ds->mem_hi - ds->mem_lo);
+  /* ... and one rank builds each checkpoint in memory: parameters and optimizer slots once more. */
+  double image = 4.0 * weights * 3;
+  double mem = dp_node_memory(), ranks = t->comm->node_size, need = (bytes + data) * ranks + image;
+  int rc = 0;
+  if (mem > 0 && need > mem)
+    rc = dp_fail(DP_ECONFIG,
+                   "%s: each rank needs %.3g GB (the model's parameters, gradients, optimizer state and activations "
+                   "%.3g GB, data %.3g GB): %.3g GB for the %.0f rank%s on this node, more than its %.3g GB of "
+                   "memory; [layer %d] units = %d is the largest layer%s",
+                   cfg->file, (bytes + data) / 1e9, bytes / 1e9, data / 1e9, need / 1e9, ranks, ranks > 1 ? "s" : "",
+                   mem / 1e9, big, cfg->layer[big].units, ranks > 1 ? " (or start fewer ranks per node)" : "");
+  return dp_comm_agree(t->comm, rc, NULL); /* nodes differ: the ranks of a smaller one must not go alone */
 }
 
 static int alloc_buffers(dp_trainer *t) {
@@ -246,12 +250,24 @@ static void empty_pass(dp_trainer *t, float scale) {
   dp_model_backward(m, t->x, t->labels, t->targets, 0, scale, 0, NULL);
 }
 
+/* Σ|y - t| over B rows of K outputs: regression's MAE, which the loss does not give. */
+static double abs_error_sum(const dp_model *m, const float *y, const float *targets, int B) {
+  if (m->loss != DP_LOSS_MSE)
+    return 0.0;
+  double s = 0.0;
+  for (size_t i = 0; i < (size_t)B * (size_t)m->out_dim; i++)
+    s += fabs((double)y[i] - (double)targets[i]);
+  return s;
+}
+
 /* Forward and backward over rows[0..n) in passes of at most max_batch rows (one pass when a layer
  * normalises over the batch). A rank that fails still makes the passes' collectives. */
-static int shard_gradients(dp_trainer *t, const int64_t *rows, int64_t n, float scale, double *loss, int *correct) {
+static int shard_gradients(dp_trainer *t, const int64_t *rows, int64_t n, float scale, double *loss, int *correct,
+                           double *abserr) {
   dp_model *m = &t->model;
   *loss = 0.0;
   *correct = 0;
+  *abserr = 0.0;
   if (n == 0) { /* an empty shard still sends zero gradients */
     empty_pass(t, scale);
     return m->err;
@@ -269,7 +285,7 @@ static int shard_gradients(dp_trainer *t, const int64_t *rows, int64_t n, float 
     int hits = 0;
     t->sync.armed = c + nb == n; /* the last pass: buckets start as its layers finish */
     double t1 = MPI_Wtime();
-    dp_model_forward(m, t->x, nb);
+    *abserr += abs_error_sum(m, dp_model_forward(m, t->x, nb), t->targets, nb);
     double t2 = MPI_Wtime();
     *loss += dp_model_backward(m, t->x, t->labels, t->targets, nb, scale, c > 0, &hits);
     dp_timeline_span(t->tl, "data", -1, t0, t1);
@@ -287,18 +303,19 @@ static int batch_gradient(dp_trainer *t, int64_t g0, int64_t g1, const dp_step_r
   int64_t Bg = g1 - g0, lo, hi;
   dp_split_range(Bg, t->comm->rank, t->comm->size, &lo, &hi);
   float scale = 1.0f / (float)Bg;
-  double sum = 0.0;
+  double sum = 0.0, abserr = 0.0;
   int correct = 0, rc = local_status;
   double t0 = MPI_Wtime();
   dp_gradsync_begin(&t->sync);
   if (rc == 0)
-    rc = shard_gradients(t, t->perm + g0 + lo, hi - lo, scale, &sum, &correct);
+    rc = shard_gradients(t, t->perm + g0 + lo, hi - lo, scale, &sum, &correct, &abserr);
   else
     empty_pass(t, scale);
   double t1 = MPI_Wtime();
   float *extra = t->model.extra;
   extra[DP_EXTRA_LOSS] = (float)(sum * scale);
   extra[DP_EXTRA_CORRECT] = (float)correct;
+  extra[DP_EXTRA_ABSERR] = (float)(abserr * scale / t->model.out_dim);
   extra[DP_EXTRA_FAILED] = rc < 0 ? 1.0f : 0.0f;
   extra[DP_EXTRA_STOP] = req->stop ? 1.0f : 0.0f;
   extra[DP_EXTRA_SAVE] = req->save ? 1.0f : 0.0f;
@@ -307,14 +324,14 @@ static int batch_gradient(dp_trainer *t, int64_t g0, int64_t g1, const dp_step_r
   t->time.comm += MPI_Wtime() - t1; /* waiting for the slowest rank shows up here */
   r->stop = extra[DP_EXTRA_STOP] > 0.0f;
   r->save = extra[DP_EXTRA_SAVE] > 0.0f;
-  if (rc < 0) {
-    dp_error_set_reporter(t->comm->rank);
-    return rc;
-  }
+  /* Every rank saw the flag: one more collective, on this path only, so that when several ranks
+   * failed (a data file changed under all of them) one reports and all exit with its code. */
   if (extra[DP_EXTRA_FAILED] > 0.0f)
-    return fail_peer();
+    return dp_comm_agree(t->comm, rc, NULL);
   r->loss = extra[DP_EXTRA_LOSS];
-  r->acc = extra[DP_EXTRA_CORRECT] / (double)Bg;
+  int regression = t->model.loss == DP_LOSS_MSE;
+  r->acc = regression ? NAN : extra[DP_EXTRA_CORRECT] / (double)Bg;
+  r->mae = regression ? extra[DP_EXTRA_ABSERR] : NAN;
   return 0;
 }
 
@@ -421,10 +438,13 @@ static int nonfinite(dp_trainer *t, dp_step_result *r, const char *what, int can
  * gradient norm are at the point it accepts. */
 static int line_search_update(dp_trainer *t, const dp_step_request *req, dp_step_result *r) {
   step_ctx c = {t, req, r};
+  int64_t evals = t->optim.lbfgs.evals;
   dp_optim_problem p = {t->model.params, t->model.grads, &r->loss, (float)r->lr, full_batch_objective, &c, 0};
   DP_TRY(dp_optim_update(&t->optim, &p));
   r->converged = t->optim.converged;
-  r->acc = NAN;
+  r->acc = r->mae = NAN; /* the last evaluation's, not necessarily at the accepted point */
+  r->evals = t->optim.lbfgs.evals - evals;
+  r->line_step = t->optim.lbfgs.step;
   r->grad_norm = grad_norm(&t->model);
   char what[160];
   if (find_nonfinite(t, r->loss, what, sizeof what) >= 0)
@@ -463,7 +483,7 @@ int dp_trainer_step(dp_trainer *t, const dp_step_request *req, dp_step_result *r
   dp_comm_set_step(t->comm, t->step + 1);
   int64_t g0 = t->pos * t->batch, g1 = g0 + t->batch < t->n_train ? g0 + t->batch : t->n_train;
   *r = (dp_step_result){.lr = dp_schedule_lr(&t->sched, t->step) * t->lr_factor, .batch = g1 - g0,
-                        .grad_norm = NAN};
+                        .grad_norm = NAN, .mae = NAN, .line_step = NAN};
   t->time = (dp_step_time){0};
   /* A line search carries the loss and gradient at its point; a local failure still goes through
    * an evaluation's allreduce, so that every rank stops here. */
@@ -491,7 +511,7 @@ void dp_trainer_resumed(dp_trainer *t) {
 
 void dp_trainer_set_timeline(dp_trainer *t, dp_timeline *tl) { t->tl = t->sync.tl = tl; }
 
-static int evaluate_shard(dp_trainer *t, dp_dataset *ds, double *loss, double *acc);
+static int evaluate_shard(dp_trainer *t, dp_dataset *ds, dp_scores *e);
 
 /* Running statistics of unsynchronised batch norm differ per rank: evaluation and checkpoints use
  * their mean, so that every rank evaluates the same model. */
@@ -508,20 +528,20 @@ int dp_trainer_sync_stats(dp_trainer *t) {
   return 0;
 }
 
-int dp_trainer_evaluate(dp_trainer *t, dp_dataset *ds, double *loss, double *acc) {
+int dp_trainer_evaluate(dp_trainer *t, dp_dataset *ds, dp_scores *e) {
   dp_model *m = &t->model;
   DP_TRY(dp_trainer_sync_stats(t));
   dp_model_set_eval(m, 1);
-  int rc = evaluate_shard(t, ds, loss, acc);
+  int rc = evaluate_shard(t, ds, e);
   dp_model_set_eval(m, 0);
   return rc;
 }
 
-static int evaluate_shard(dp_trainer *t, dp_dataset *ds, double *loss, double *acc) {
+static int evaluate_shard(dp_trainer *t, dp_dataset *ds, dp_scores *e) {
   dp_model *m = &t->model;
   int64_t lo, hi;
   dp_split_range(ds->n, t->comm->rank, t->comm->size, &lo, &hi);
-  double sums[2] = {0.0, 0.0};
+  double sums[3] = {0.0, 0.0, 0.0}; /* loss, hits, Σ|y - t| */
   int rc = 0;
   for (int64_t c = lo; c < hi && rc == 0; c += m->max_batch) {
     int nb = (int)(hi - c < m->max_batch ? hi - c : m->max_batch);
@@ -531,15 +551,19 @@ static int evaluate_shard(dp_trainer *t, dp_dataset *ds, double *loss, double *a
                            ds->has_labels ? NULL : t->targets);
     if (rc == 0) {
       int hits = 0;
-      dp_model_forward(m, t->x, nb);
+      sums[2] += abs_error_sum(m, dp_model_forward(m, t->x, nb), t->targets, nb);
       sums[0] += dp_model_loss(m, t->labels, t->targets, nb, &hits);
       sums[1] += hits;
     }
   }
   DP_TRY(dp_comm_agree(t->comm, rc, NULL));
-  DP_TRY(dp_comm_allreduce_f64(t->comm, sums, 2));
-  *loss = sums[0] / (double)ds->n;
-  *acc = sums[1] / (double)ds->n;
+  DP_TRY(dp_comm_allreduce_f64(t->comm, sums, 3));
+  double n = (double)ds->n;
+  int regression = m->loss == DP_LOSS_MSE;
+  *e = (dp_scores){.loss = sums[0] / n,
+                   .acc = regression ? NAN : sums[1] / n,
+                   .rmse = regression ? sqrt(sums[0] / n) : NAN, /* the loss is the per-element MSE */
+                   .mae = regression ? sums[2] / (n * m->out_dim) : NAN};
   return 0;
 }
 

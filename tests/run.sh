@@ -30,7 +30,7 @@ done
 
 # np > cores needs --oversubscribe; 2-core machines are the norm here.
 for np in 1 2 3; do
-  run "test_parallel -np $np" mpirun -np "$np" --oversubscribe "$build/tests/test_parallel"
+  run "test_parallel -np $np" mpirun -np "$np" --oversubscribe ${MPIRUN_FLAGS:-} "$build/tests/test_parallel"
 done
 
 for s in tests/cli/test_*.sh; do # not lib.sh, which they source

@@ -331,6 +331,7 @@ static void test_enum_values(void **state) {
       {"schedule", "name", "constant|step|multistep|exponential|cosine"},
       {"schedule", "lr_scale", "none|linear"},
       {"train", "on_nonfinite", "abort|skip_step|restore"},
+      {"train", "on_divergence", "warn|abort"},
   };
   size_t n, enums = 0;
   const dp_key *k = dp_config_keys(&n);
@@ -356,13 +357,15 @@ static void test_enum_values(void **state) {
   assert_int_equal(DP_SCHED_COSINE, 4);
   assert_int_equal(DP_LR_SCALE_LINEAR, 1);
   assert_int_equal(DP_NONFINITE_RESTORE, 2);
+  assert_int_equal(DP_DIVERGENCE_ABORT, 1);
 }
 
 /* Whether [section] key's description lists its choices by hand (so it must list every one). */
 static int desc_lists_choices(const dp_key *k) {
   static const char *const listed[] = {"model.loss",        "layer.activation",        "layer.init_dist",
                                        "layer.norm",        "optimizer.name",          "optimizer.momentum_form",
-                                       "schedule.name",     "optimizer.eps_placement", "train.on_nonfinite"};
+                                       "schedule.name",     "optimizer.eps_placement", "train.on_nonfinite",
+                                       "train.on_divergence"};
   char name[64];
   snprintf(name, sizeof name, "%s.%s", k->section, k->key);
   for (size_t i = 0; i < sizeof listed / sizeof listed[0]; i++)
@@ -418,9 +421,66 @@ static void test_bad_structure(void **state) {
   expect_error("\x7f" "ELF\x02\x01\x01", "bin.ini", NULL, 0, "bin.ini:1:", "control character", NULL);
   expect_error(HEAD "[train]\nepochs 3\n", "bad.ini", NULL, 0, "bad.ini:6:", "syntax error", "key = value", NULL);
   expect_error(HEAD "[train\n", "bad.ini", NULL, 0, "bad.ini:5:", "syntax error", NULL);
-  char longline[400];
-  snprintf(longline, sizeof longline, HEAD "[data]\nin_memory = %0300d\n", 1);
+  /* Lines past inih's 198 characters are read (a long path must fit), up to DP_PATH_MAX + 256. */
+  char longline[3100];
+  snprintf(longline, sizeof longline, HEAD "[train]\nepochs = %03000d\n", 1);
   expect_error(longline, "long.ini", NULL, 0, "long.ini:6:", "line longer than", NULL);
+}
+
+/* A value that does not mean what was written is an error: a second [train] (which would override
+ * the first), a number float holds only as 0, eps = 0 (0/0 for a zero gradient), a --set value or
+ * list longer than its buffer (never cut). */
+static void test_values_as_written(void **state) {
+  (void)state;
+  expect_error(HEAD "[train]\nepochs = 3\n[optimizer]\nlr = 0.1\n[train]\nseed = 2\n", "dup.ini", NULL, 0,
+               "dup.ini:9:", "duplicate section [train] (first on line 5)", NULL);
+  expect_error(HEAD "[optimizer]\nlr = 1e-39\n", "u.ini", NULL, 0, "u.ini:6:", "[optimizer] lr",
+               "smaller ones are 0 in float32", NULL);
+  expect_error(HEAD "[optimizer]\nlr = 1e-400\n", "u.ini", NULL, 0, "u.ini:6:", "[optimizer] lr", NULL);
+  expect_error(HEAD "[optimizer]\nname = adam\neps = 0\n", "e.ini", NULL, 0, "e.ini:7:", "[optimizer] eps",
+               "[1e-30, 1]", NULL);
+  const char *rms[] = {"optimizer.name=rmsprop", "optimizer.eps=0"};
+  expect_error(HEAD, "e.ini", rms, 2, "--set optimizer.eps=0", NULL);
+  static char big[2 * DP_PATH_MAX], list[700];
+  snprintf(big, sizeof big, "data.path=/%0*d", DP_PATH_MAX + 10, 0);
+  const char *sets[] = {big};
+  expect_error(HEAD, "s.ini", sets, 1, "value longer than 1024 characters", NULL);
+  int n = snprintf(list, sizeof list, "schedule.milestones=1");
+  for (int i = 2; n < 600; i++)
+    n += snprintf(list + n, sizeof list - (size_t)n, ",%d", i);
+  sets[0] = list;
+  expect_error(HEAD, "s.ini", sets, 1, "a list shorter than 512 characters", NULL);
+  /* [layer] repeats on purpose */
+  assert_int_equal(dp_config_parse_string(&cfg, HEAD "[layer]\nunits = 3\n[layer]\nunits = 2\n", "ok.ini", NULL, 0), 0);
+  assert_int_equal(cfg.n_layers, 3);
+}
+
+/* config.ini must read back as written whatever the value: long paths (any length a path may
+ * have), ';', '#', '=' and spaces inside; what the format cannot hold is refused when parsed. */
+static void test_round_trip_any_value(void **state) {
+  (void)state;
+  static char path[DP_PATH_MAX], set[DP_PATH_MAX + 32], text[DP_PATH_MAX + 256];
+  snprintf(path, sizeof path, "/data/%0900d/a;b #c=d: e.h5", 7);
+  snprintf(set, sizeof set, "data.path=%s", path);
+  const char *sets[] = {set, "train.out_dir=/runs/x;y#1"};
+  assert_int_equal(dp_config_parse_string(&cfg, HEAD, "rt.ini", sets, 2), 0);
+  assert_string_equal(cfg.data.path, path);
+  char *a = written(&cfg);
+  assert_int_equal(dp_config_parse_string(&cfg2, a, "written.ini", NULL, 0), 0);
+  assert_string_equal(cfg2.data.path, path);
+  assert_string_equal(cfg2.train.out_dir, "/runs/x;y#1");
+  char *b = written(&cfg2);
+  assert_string_equal(a, b);
+  free(a);
+  free(b);
+  /* a long line in a file, with an inline comment after it */
+  snprintf(text, sizeof text, "[data]\npath = %s   ; the data\n[layer]\nunits = 3\n", path);
+  assert_int_equal(dp_config_parse_string(&cfg, text, "long.ini", NULL, 0), 0);
+  assert_string_equal(cfg.data.path, path);
+  const char *comment[] = {"data.path=/a ;b"}, *tab[] = {"train.out_dir=/a\t;b"}, *nl[] = {"data.path=/a\nb"};
+  expect_error(HEAD, "s.ini", comment, 1, "--set data.path=/a ;b", "no ';' after a blank", NULL);
+  expect_error(HEAD, "s.ini", tab, 1, "no ';' after a blank", NULL);
+  expect_error(HEAD, "s.ini", nl, 1, "no control characters", NULL);
 }
 
 /* What real files contain: capitals, a byte-order mark, indentation, stray NUL bytes, spaces in
@@ -460,8 +520,8 @@ static void test_round_trip(void **state) {
   assert_int_equal(dp_config_load(&cfg, "configs/fashion_mlp.ini", NULL, 0), 0);
   char *a = written(&cfg);
   assert_contains(a, "[layer]\nunits = 256\nactivation = relu\n");
-  assert_contains(a, "lr = 0.20000000000000001\n");
-  assert_contains(a, "mean = 0.28599999999999998\n");
+  assert_contains(a, "lr = 0.2\n"); /* the shortest text that reads back to the same double */
+  assert_contains(a, "mean = 0.286\n");
   assert_int_equal(dp_config_parse_string(&cfg2, a, "written.ini", NULL, 0), 0);
   char *b = written(&cfg2);
   assert_string_equal(a, b);
@@ -526,8 +586,46 @@ static void test_list(void **state) {
   }
   assert_int_equal(found, 1);
   assert_contains(buf, "(required)");
-  assert_contains(buf, "identity|relu|tanh|sigmoid");
+  assert_contains(buf, "none|batch|layer");
+  /* aligned: every row's description starts where the header's does; an enum too long for the
+   * type column says "enum", and its row names every choice */
+  const char *col = strstr(buf, "description");
+  assert_non_null(col);
+  size_t at = (size_t)(col - buf);
+  for (const char *line = strchr(buf, '\n') + 1; *line; line = strchr(line, '\n') + 1) {
+    const char *end = strchr(line, '\n');
+    assert_true(end && (size_t)(end - line) > at);
+    if (line[at] == ' ' || line[at - 1] != ' ')
+      fail_msg("description not at column %zu: %.*s", at, (int)(end - line), line);
+  }
+  for (size_t i = 0; i < nk; i++) {
+    const char *row = strstr(buf, k[i].desc);
+    assert_non_null(row);
+    while (row > buf && row[-1] != '\n')
+      row--;
+    for (int c = 0; k[i].type == DP_KEY_ENUM && k[i].choices[c]; c++)
+      if (!strstr(row, k[i].choices[c]) || strstr(row, k[i].choices[c]) > strchr(row, '\n'))
+        fail_msg("%s.%s: choice %s missing from its row", k[i].section, k[i].key, k[i].choices[c]);
+  }
+  assert_contains(buf, "  enum  ");
   free(buf);
+}
+
+/* config.ini and inspect print numbers in the shortest form that reads back to the same double. */
+static void test_shortest_double(void **state) {
+  (void)state;
+  static const struct {
+    double v;
+    const char *text;
+  } cases[] = {{0.2, "0.2"}, {0.1 + 0.2, "0.30000000000000004"}, {1e-5, "1e-05"}, {0.999, "0.999"}, {0, "0"},
+               {1.0 / 3, "0.3333333333333333"}, {5e-324, "4.94065645841247e-324"}, {1e300, "1e+300"},
+               {-2.5, "-2.5"}, {123456789012345680.0, "1.2345678901234568e+17"}};
+  char buf[64];
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    dp_format_double(buf, sizeof buf, cases[i].v);
+    assert_string_equal(buf, cases[i].text);
+    assert_true(strtod(buf, NULL) == cases[i].v);
+  }
 }
 
 int main(void) {
@@ -539,6 +637,8 @@ int main(void) {
       cmocka_unit_test(test_list),           cmocka_unit_test(test_real_world_files),
       cmocka_unit_test(test_bad_numbers),    cmocka_unit_test(test_enum_names),
       cmocka_unit_test(test_enum_values),    cmocka_unit_test(test_enum_round_trip),
+      cmocka_unit_test(test_shortest_double), cmocka_unit_test(test_values_as_written),
+      cmocka_unit_test(test_round_trip_any_value),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

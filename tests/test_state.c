@@ -189,10 +189,42 @@ static void test_optional(void **state) {
   dp_state_free(&b.st);
 }
 
+/* inspect prints the stored configuration's numbers in their shortest form, as config.ini now has
+ * them: older files hold 0.20000000000000001; paths, lists, integers and ranges stay as written. */
+static void test_inspect_numbers(void **state) {
+  (void)state;
+  fixture f;
+  build(&f, 3);
+  fill(&f, 1.0f);
+  char text[] = "[data]\npath = data/v1.5e\nmean = 0.28599999999999998\n[optimizer]\nlr = 0.20000000000000001\n"
+                "eps = 1.0000000000000001e-05\n[schedule]\nmilestones = 7, 70\n[train]\nepochs = 10\n"
+                "[sweep]\nlr = 1e-4:1:9\n";
+  int64_t len[2] = {(int64_t)strlen(text), 1};
+  assert_int_equal(dp_state_tensor(&f.st, DP_T_U8, text, 1, len, DP_ST_INFO, "config"), 0);
+  char path[256];
+  save(&f, path, sizeof path);
+  FILE *out = tmpfile();
+  assert_non_null(out);
+  assert_int_equal(dp_ckpt_inspect(path, out), 0);
+  char buf[4096] = "";
+  rewind(out);
+  size_t n = fread(buf, 1, sizeof buf - 1, out);
+  buf[n] = 0;
+  fclose(out);
+  static const char *const want[] = {"\nmean = 0.286\n", "\nlr = 0.2\n",         "\neps = 1e-05\n",
+                                     "\npath = data/v1.5e\n", "\nmilestones = 7, 70\n", "\nepochs = 10\n",
+                                     "\nlr = 1e-4:1:9\n"};
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+    if (!strstr(buf, want[i]))
+      fail_msg("inspect lacks \"%s\":\n%s", want[i], buf);
+  dp_state_free(&f.st);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_registry),  cmocka_unit_test(test_round_trip), cmocka_unit_test(test_model_only),
       cmocka_unit_test(test_refusals), cmocka_unit_test(test_optional),
+      cmocka_unit_test(test_inspect_numbers),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

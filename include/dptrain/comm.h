@@ -39,6 +39,10 @@ int dp_comm_iallreduce_f32(dp_comm *c, float *buf, size_t n, MPI_Request *req);
 int dp_comm_test_all(dp_comm *c, MPI_Request *req, int n);
 int dp_comm_wait_all(dp_comm *c, MPI_Request *req, int n);
 
+/* Gathers bytes from every rank on this node into all (node_size * bytes, by node_rank). A
+ * collective over all of c: every rank of every node calls it. */
+int dp_comm_node_allgather(dp_comm *c, const void *mine, void *all, size_t bytes);
+
 /* Every rank passes its own status (0 or a DP_E code) and gets back 0 if all ranks succeeded, else
  * the code of the lowest failing rank, which is the one that prints its message (*reporter, may be
  * NULL; also recorded with dp_error_set_reporter). A collective: every rank calls it at the same
@@ -50,6 +54,13 @@ int dp_comm_agree(dp_comm *c, int status, int *reporter);
  * has not completed after seconds. Called again, it changes the timeout; 0 stops the watchdog.
  * Each communicator is watched on its own: a sweep's group and the world can both have one. */
 int dp_comm_set_timeout(dp_comm *c, double seconds);
+/* Known slow phases on some rank while the others wait in the next collective: rank 0's checkpoint
+ * write, an evaluation, start-up. Every rank calls both at the same points. From dp_comm_slow_phase
+ * until the first collective that completes after dp_comm_slow_phase_end (every rank has then left
+ * the phase), a collective may wait seconds (0: without limit) instead of collective_timeout; what
+ * ("rank 0's checkpoint write") names the phase in the watchdog's message. */
+void dp_comm_slow_phase(dp_comm *c, const char *what, double seconds);
+void dp_comm_slow_phase_end(dp_comm *c);
 /* The step the trainer is in on c, for that message (nothing without a watchdog). */
 void dp_comm_set_step(dp_comm *c, long long step);
 

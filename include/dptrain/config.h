@@ -61,6 +61,12 @@ typedef enum {
 #undef DP_LR_SCALE_ENUM
 } dp_lr_scale;
 #define DP_ON_NONFINITE_MAP(X) X(ABORT, "abort") X(SKIP, "skip_step") X(RESTORE, "restore")
+#define DP_ON_DIVERGENCE_MAP(X) X(WARN, "warn") X(ABORT, "abort")
+typedef enum {
+#define DP_ON_DIVERGENCE_ENUM(e, name) DP_DIVERGENCE_##e,
+  DP_ON_DIVERGENCE_MAP(DP_ON_DIVERGENCE_ENUM)
+#undef DP_ON_DIVERGENCE_ENUM
+} dp_on_divergence;
 typedef enum {
 #define DP_ON_NONFINITE_ENUM(e, name) DP_NONFINITE_##e,
   DP_ON_NONFINITE_MAP(DP_ON_NONFINITE_ENUM)
@@ -155,12 +161,15 @@ typedef struct {
     int log_every;
     int64_t eval_every; /* 0 = after each epoch only */
     char out_dir[DP_PATH_MAX];
-    int threads; /* BLAS threads per rank; 0 = cores on the node / ranks on the node */
+    int threads; /* BLAS threads per rank; 0 = the variables, else the affinity mask (dp_blas_set_threads) */
     double bucket_mb; /* gradient allreduce buckets; 0 = one allreduce after the backward pass */
     char timeline[DP_PATH_MAX]; /* Chrome trace of the first timeline_steps steps; "" = none */
     int timeline_steps;
     dp_on_nonfinite on_nonfinite;
     int max_restores;      /* on_nonfinite = restore: at most this many times */
+    int64_t max_skips;     /* on_nonfinite = skip_step: at most this many skipped updates; 0 = no limit */
+    int max_consecutive_skips; /* and at most this many in a row; 0 = no limit */
+    dp_on_divergence on_divergence; /* a finite loss past [sweep] diverge_factor x its first value */
     double collective_timeout; /* seconds; 0 = wait forever */
   } train;
 } dp_config;
@@ -178,6 +187,14 @@ typedef enum {
   DP_KEY_LIST /* comma-separated int64s: an array of `size` followed by its int count */
 } dp_key_type;
 
+/* Whether a key may change when a run resumes. The zero value is the safe one for a key nobody
+ * classified: the checkpoint's value is required. */
+typedef enum {
+  DP_RESUME_MATCH, /* the model, the data or the optimizer's state: must equal the checkpoint's */
+  DP_RESUME_SAFE,  /* run length, logging, checkpoint cadence, performance: the new value applies */
+  DP_RESUME_FRESH  /* read only at a fresh start (init_from): a resume ignores it */
+} dp_resume_rule;
+
 typedef struct {
   const char *section;
   const char *key;
@@ -189,6 +206,7 @@ typedef struct {
   double min, max;          /* numeric range, inclusive */
   size_t size;              /* DP_KEY_STRING: buffer bytes; DP_KEY_LIST: capacity */
   const char *alias_of;     /* another name for that key: parsed, never written */
+  dp_resume_rule resume;    /* what a resume may do with it */
 } dp_key;
 
 /* The key table and its length. */
@@ -206,6 +224,22 @@ int dp_config_parse_string(dp_config *c, const char *text, const char *name, con
 /* Writes the effective configuration (every key, defaults included) as INI that parses back to
  * the same configuration. */
 int dp_config_write(const dp_config *c, FILE *f);
+/* v in the shortest %g form that reads back (strtod) to exactly v: 0.2, not 0.20000000000000001. */
+void dp_format_double(char *buf, size_t len, double v);
+/* One key whose value differs between two configurations (dp_config_diff). */
+typedef struct {
+  const dp_key *key;
+  int layer;              /* the layer of a layer key, else -1 */
+  char name[80];          /* as --set names it: "train.epochs", "layer.0.units" */
+  char from[120], to[120]; /* the values as config.ini writes them (long ones cut) */
+} dp_config_change;
+
+/* The keys whose values differ from a to b (aliases skipped, layers up to the smaller count; the
+ * caller compares n_layers): up to max of them into out; returns how many differ. */
+int dp_config_diff(const dp_config *a, const dp_config *b, dp_config_change *out, int max);
+/* "must match", "safe to change", "fresh start only": what the reference says of a rule. */
+const char *dp_resume_rule_name(dp_resume_rule r);
+
 /* Prints every key: section, key, type, default, description (for `dptrain config --list`). */
 void dp_config_list(FILE *f);
 /* Prints the same table as a Markdown reference, one section per INI section with key, type,

@@ -21,7 +21,8 @@
   X(CKPT, -9, "invalid checkpoint", 1)                                    \
   X(NONFINITE, -10, "non-finite loss or gradient (diverged)", 3)          \
   X(INVAL, -11, "invalid argument", 1)                                    \
-  X(PEER, -12, "another rank failed", 1)
+  X(PEER, -12, "another rank failed", 1)                                  \
+  X(DIVERGED, -13, "training diverged", 3)
 
 enum {
 #define DP_ERR_ENUM(name, val, desc, code) DP_E##name = (val),
@@ -46,6 +47,9 @@ void dp_error_clear(void);
 enum { DP_REPORTER_UNKNOWN = -1, DP_REPORTER_ELSEWHERE = -2 };
 void dp_error_set_reporter(int reporter);
 int dp_error_reporter(void);
+
+/* The plural ending for a count in a message: "1 rank", "0 ranks", "2 ranks". */
+static inline const char *dp_plural(long long n) { return n == 1 ? "" : "s"; }
 
 /* Checked-call helper: evaluates expr; on a negative result returns it from the calling function. */
 #define DP_TRY(expr)          \

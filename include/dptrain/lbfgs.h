@@ -32,6 +32,7 @@ typedef struct {
   int count, head;       /* pairs stored; slot of the next pair */
   int64_t iter;          /* iterations done */
   int64_t evals;         /* objective evaluations done */
+  double step;           /* the step length along d the last iteration accepted (0: it took none) */
 } dp_lbfgs;
 
 int dp_lbfgs_create(dp_lbfgs *o, size_t n, int m);

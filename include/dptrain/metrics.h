@@ -15,9 +15,17 @@ typedef struct {
   FILE *out;     /* progress lines; NULL when quiet or not rank 0 */
   int tty;       /* out is a terminal: a live progress bar instead of lines */
   int verbose;   /* progress lines also carry the gradient norm and the step's time split */
+  int regression;/* loss = mse: RMSE and MAE ("rmse", "mae", "test_rmse", "test_mae") instead of accuracy */
+  int line_search;/* L-BFGS: evaluations and the accepted step instead of accuracy and samples/s */
   int bar_open;  /* the bar is on the screen's last line */
   double last_draw;
 } dp_metrics;
+
+/* How well a model does on a data set: loss, and accuracy for classification or RMSE and MAE (per
+ * output) for regression; the ones that do not apply are NaN. */
+typedef struct {
+  double loss, acc, rmse, mae;
+} dp_scores;
 
 /* Where the progress bar stands, after a step. */
 typedef struct {
@@ -31,12 +39,16 @@ typedef struct {
   int64_t epoch;       /* current epoch (0-based) */
   int64_t steps_per_epoch;
   int64_t pos;         /* steps done in this epoch */
+  int64_t samples;     /* training samples seen so far: the x axis that compares batch sizes */
   double loss;         /* mean loss over the global batches of the interval */
   double acc;          /* training accuracy over the interval (classification) */
+  double rmse, mae;    /* regression: over the interval's batches (RMSE of their mean loss) */
+  int64_t evals;       /* line search: objective evaluations of the interval's iterations */
+  double line_step;    /* line search: the step length its last iteration accepted */
   double lr;
   double grad_norm;    /* of the interval's last step; NaN (written as null) when not computed */
-  double samples_per_s;
-  double step_ms;      /* wall time per step on rank 0, evaluations excluded */
+  double samples_per_s; /* both over the time spent in the steps this session timed on rank 0: */
+  double step_ms;       /* evaluations, checkpoints and a resume between them do not count */
   double compute_ms[6];/* per step: compute, comm wait, optimizer means over ranks, then their maxima */
 } dp_step_log;
 
@@ -53,7 +65,7 @@ void dp_metrics_progress(dp_metrics *m, const dp_progress *p);
 void dp_metrics_note(dp_metrics *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* An evaluation line; train_s is the training time so far (the steps' wall time, evaluations and
  * start-up excluded; every step ends in an allreduce, so the ranks' clocks agree on it). */
-int dp_metrics_eval(dp_metrics *m, int64_t step, int64_t epoch, double test_loss, double test_acc, double train_s);
+int dp_metrics_eval(dp_metrics *m, int64_t step, int64_t epoch, const dp_scores *e, double train_s);
 void dp_metrics_close(dp_metrics *m);
 
 /* mkdir -p */

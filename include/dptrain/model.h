@@ -16,9 +16,10 @@
 /* Slots right BEFORE the gradients (m->extra), reduced with them by the same allreduce: the
  * shard's scaled loss sum, its count of correct predictions, a count of ranks whose part of the
  * step failed (so a local failure stops every rank at the same step, with no extra collective), of
- * ranks that caught a stop signal, and of ranks that want a checkpoint. Before, not after: the
+ * ranks that caught a stop signal, of ranks that want a checkpoint, and (mse) the shard's scaled sum
+ * of |y - t| for the MAE. Before, not after: the
  * bucket that is reduced last (it holds layer 0, whose backward pass ends the step) carries them. */
-enum { DP_EXTRA_LOSS, DP_EXTRA_CORRECT, DP_EXTRA_FAILED, DP_EXTRA_STOP, DP_EXTRA_SAVE, DP_GRAD_EXTRA };
+enum { DP_EXTRA_LOSS, DP_EXTRA_CORRECT, DP_EXTRA_FAILED, DP_EXTRA_STOP, DP_EXTRA_SAVE, DP_EXTRA_ABSERR, DP_GRAD_EXTRA };
 
 typedef struct {
   int n_layers;

@@ -13,6 +13,7 @@ typedef struct {
   FILE *out;                  /* progress on rank 0; NULL = quiet */
   int verbose;                /* progress lines also carry the gradient norm and the step's time split */
   dp_progress_mode progress;  /* a live bar or plain lines */
+  int overwrite;              /* a fresh run moves another run's checkpoints aside instead of refusing */
 } dp_run_opts;
 
 /* `dptrain train`: opens the data, trains for the configured epochs/steps with evaluation and
@@ -30,7 +31,7 @@ int dp_run_init_from(dp_trainer *t);
 void dp_catch_stop_signals(void);
 
 /* `dptrain eval`: the model of checkpoint ckpt (its stored config) on the /test split of data (NULL:
- * the config's data file); prints loss and accuracy on rank 0. Collective. */
+ * the config's data file); prints loss and accuracy (mse: RMSE and MAE) on rank 0. Collective. */
 int dp_eval_run(const char *ckpt, const char *data, dp_comm *comm, FILE *out);
 
 #endif

@@ -26,6 +26,8 @@ typedef struct {
   double lr, final_loss, best_loss;
   int diverged;
   int64_t steps;
+  int regression;    /* loss = mse: the report adds final_rmse */
+  double final_rmse; /* √final_loss for mse (the loss is the per-output mean squared error) */
 } dp_sweep_result;
 
 /* Parses "lo:hi:n" (n points, log-spaced, lo and hi included) or "a,b,c". DP_EUSAGE on error. */
@@ -34,7 +36,7 @@ int dp_sweep_parse_grid(const char *spec, double *lr, int *n);
 /* Runs the sweep; results (o->n of them, in grid order) are valid on rank 0. Collective. */
 int dp_sweep_run(const dp_config *cfg, dp_comm *comm, const dp_sweep_opts *o, dp_sweep_result *res, FILE *out);
 
-/* Writes the CSV (lr, final_loss, best_loss, diverged, steps) and prints the table and best γ (the
+/* Writes the CSV (lr, final_loss, best_loss, diverged, steps, and final_rmse for mse) and prints the table and best γ (the
  * lowest final loss that did not diverge). Rank 0 only. */
 int dp_sweep_report(const dp_sweep_result *res, int n, const char *csv, FILE *out);
 

@@ -16,6 +16,7 @@
 #include "dptrain/config.h"
 #include "dptrain/data.h"
 #include "dptrain/gradsync.h"
+#include "dptrain/metrics.h"
 #include "dptrain/model.h"
 #include "dptrain/optim.h"
 #include "dptrain/schedule.h"
@@ -73,7 +74,10 @@ typedef struct {
 
 typedef struct {
   double loss;             /* mean loss over the global batch */
-  double acc;              /* fraction of the global batch classified right (NaN for a line search) */
+  double acc;              /* fraction of the global batch classified right (NaN for mse or a line search) */
+  double mae;              /* mse: mean absolute error per output over the global batch; else NaN */
+  int64_t evals;           /* line search: objective evaluations this step made (each a full batch) */
+  double line_step;        /* line search: the step length it accepted; NaN for first-order steps */
   double lr;               /* the step size used */
   double grad_norm;        /* ‖averaged gradient‖₂ before clipping; NaN unless clip_norm is set,
                               want_grad_norm was, or the optimizer searches a line */
@@ -108,9 +112,9 @@ int64_t dp_trainer_samples_seen(const dp_trainer *t);
  * mean). Collective; a no-op without such layers. */
 int dp_trainer_sync_stats(dp_trainer *t);
 
-/* Loss and accuracy over all rows of ds, split across ranks, with batch norm's running
- * statistics. Collective. */
-int dp_trainer_evaluate(dp_trainer *t, dp_dataset *ds, double *loss, double *acc);
+/* Loss and accuracy (classification) or RMSE and MAE (mse) over all rows of ds, split across
+ * ranks, with batch norm's running statistics. Collective. */
+int dp_trainer_evaluate(dp_trainer *t, dp_dataset *ds, dp_scores *e);
 
 /* Checks that a data set's x and y fit the model (width, label range or target width). Collective. */
 int dp_check_data_fits(const dp_config *cfg, dp_comm *comm, dp_dataset *ds, int64_t in_dim, int out_dim);

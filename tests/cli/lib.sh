@@ -44,8 +44,10 @@ make_synth() {
 if [ "$(id -u)" = 0 ]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
-# More ranks than cores: 2-core machines are the norm here.
-mpi=(mpirun --oversubscribe)
+# More ranks than cores: 2-core machines are the norm here. MPIRUN_FLAGS (make passes it on) adds
+# options of the user's own.
+read -ra mpirun_flags <<< "${MPIRUN_FLAGS:-}"
+mpi=(mpirun --oversubscribe "${mpirun_flags[@]}")
 
 # at_np NP SECONDS COMMAND...: COMMAND under `timeout SECONDS` (SIGKILL 2 s later, for a rank that
 # ignores SIGTERM), by itself at 1 rank, under mpirun at more, which gets the DPTRAIN_* variables.

@@ -59,11 +59,39 @@ else
 fi
 [ "$(ls "$tmp/abort/checkpoints")" = ckpt-5.h5 ] && ok "abort: no checkpoint after the divergence" ||
   bad "abort: checkpoints $(ls "$tmp/abort/checkpoints")"
+# Without bounds (0 = no limit) skip_step goes on to the end; every update from step 6 is skipped.
 timeout 30 "$bin" train "$tmp/nf.ini" --set train.out_dir="$tmp/skip" --set train.on_nonfinite=skip_step \
-  > "$tmp/skip.txt" 2>&1
+  --set train.max_skips=0 --set train.max_consecutive_skips=0 > "$tmp/skip.txt" 2>&1
 rc=$?
 [ $rc = 0 ] && grep -q 'step 6: loss or gradient not finite: update skipped' "$tmp/skip.txt" &&
   ok "skip_step: the run goes on, each skipped update reported" || bad "skip_step: exit $rc: $(tail -3 "$tmp/skip.txt")"
+# Bounded (max_consecutive_skips 10 is the default), such a run fails as diverged, at 1 and 2 ranks,
+# without the checkpoint of that step (every_steps = 5).
+for np in 1 2; do
+  for bound in "10 100 15 10 updates skipped (10 in a row).*max_consecutive_skips = 10" \
+    "0 20 25 20 updates skipped.*max_skips = 20"; do
+    read -r row all at want <<< "$bound"
+    d=$tmp/skipb$np-$all
+    at_np $np 30 "$bin" train "$tmp/nf.ini" --set train.out_dir="$d" --set train.on_nonfinite=skip_step \
+      --set train.max_consecutive_skips=$row --set train.max_skips=$all > "$d.txt" 2>&1
+    rc=$?
+    n=$(grep -c 'dptrain: error:' "$d.txt")
+    if [ $rc = 3 ] && [ "$n" = 1 ] && grep -q "dptrain: error: step $at: $want" "$d.txt" && [ ! -e "$d/checkpoints/ckpt-$at.h5" ]; then
+      ok "np=$np skip_step, max_consecutive_skips=$row max_skips=$all: exit 3 at step $at, one line, no ckpt-$at.h5"
+    else
+      bad "np=$np skip_step, max_consecutive_skips=$row max_skips=$all: exit $rc, $n error lines: $(grep 'dptrain: error' "$d.txt") $(ls "$d/checkpoints")"
+    fi
+  done
+done
+# The counts are in the checkpoint: 15 skips before a stop at step 20, 5 more after the resume.
+d=$tmp/skipr
+sk=(--set train.out_dir="$d" --set train.on_nonfinite=skip_step --set train.max_consecutive_skips=0 --set train.max_skips=20)
+at_np 2 30 "$bin" train "$tmp/nf.ini" "${sk[@]}" --set train.max_steps=20 > "$d.txt" 2>&1 &&
+  at_np 2 30 "$bin" train "$tmp/nf.ini" "${sk[@]}" --resume auto > "$d-2.txt" 2>&1
+rc=$?
+[ $rc = 3 ] && grep -q "dptrain: error: step 25: 20 updates skipped" "$d-2.txt" &&
+  ok "skip_step: the skip count survives a resume (exit 3 at step 25)" ||
+  bad "skip_step across a resume: exit $rc: $(grep -e 'dptrain: error' -e resumed "$d.txt" "$d-2.txt")"
 at_np 2 60 "$bin" train "$tmp/nf.ini" --set train.out_dir="$tmp/restore" \
   --set train.on_nonfinite=restore --set train.max_restores=3 --set checkpoint.every_steps=1 > "$tmp/restore.txt" 2>&1
 rc=$?
@@ -110,6 +138,20 @@ if [ $rc != 0 ] && [ $rc != 124 ] && [ $took -le 12 ] &&
 else
   bad "stuck rank: exit $rc after ${took}s: $(grep dptrain "$tmp/stall.txt" | head -3)"
 fi
+
+# --- known slow phases are no stuck rank: rank 0's checkpoint writes (3 s each) with a 1 s
+# collective_timeout: the others wait in the next step's allreduce, or in the final agreement
+for np in 1 2; do
+  DPTRAIN_TEST_SLOW_CHECKPOINT=3 at_np $np 60 "$fbin" train "$tmp/c.ini" -q --set train.out_dir="$tmp/slow$np" \
+    --set train.collective_timeout=1 --set train.max_steps=25 --set checkpoint.keep_last=0 > "$tmp/slow$np.txt" 2>&1
+  rc=$?
+  left=$(ls "$tmp/slow$np/checkpoints" 2>&1 | tr '\n' ' ')
+  [ $rc = 0 ] && [ "$left" = "ckpt-20.h5 ckpt-25.h5 " ] &&
+    ok "np=$np: 3 s checkpoint writes under collective_timeout = 1: exit 0, $left" ||
+    bad "np=$np: slow checkpoint writes: exit $rc, $left: $(grep dptrain "$tmp/slow$np.txt" | head -3)"
+done
+strings "$fbin" | grep -qw DPTRAIN_TEST_SLOW_CHECKPOINT && ok "test build: $fbin reads DPTRAIN_TEST_SLOW_CHECKPOINT" ||
+  bad "test build: no DPTRAIN_TEST_SLOW_CHECKPOINT in $fbin"
 
 # --- a rank killed (SIGKILL) at a random step, 3 ranks, several trials
 for trial in 1 2 3; do

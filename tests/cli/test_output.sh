@@ -44,7 +44,9 @@ else
 fi
 
 # --- a log: plain lines every log_every steps, no escape codes; the start-up block
-"$bin" train "$tmp/c.ini" > "$tmp/log.txt" 2>&1 || bad "training failed: $(tail -3 "$tmp/log.txt")"
+# Each run after the first starts afresh in the same out_dir: --overwrite (without it a fresh start
+# beside the previous run's checkpoints is refused).
+"$bin" train "$tmp/c.ini" --overwrite > "$tmp/log.txt" 2>&1 || bad "training failed: $(tail -3 "$tmp/log.txt")"
 n=$(grep -c '^epoch *[12] *step *[0-9]* ([0-9]*/40)' "$tmp/log.txt")
 [ "$n" = 8 ] && ok "log: 8 plain progress lines (every 10 of 80 steps)" || bad "log: $n progress lines: $(head -20 "$tmp/log.txt")"
 grep -q $'\033' "$tmp/log.txt" && bad "log: escape codes in a log" || ok "log: no escape codes"
@@ -52,15 +54,15 @@ for want in 'rank on 1 node, [0-9]* BLAS thread' 'model: 20 inputs' 'layer 0: de
   'data: .*train 2000 x 20' 'global batch 50, shards of 50 rows per rank'; do
   grep -q "$want" "$tmp/log.txt" && ok "start-up block: $want" || bad "start-up block lacks '$want'"
 done
-"$bin" train "$tmp/c.ini" --quiet > "$tmp/quiet.txt" 2>&1
+"$bin" train "$tmp/c.ini" --overwrite --quiet > "$tmp/quiet.txt" 2>&1
 [ ! -s "$tmp/quiet.txt" ] && ok "--quiet prints nothing" || bad "--quiet printed: $(head -3 "$tmp/quiet.txt")"
-"$bin" train "$tmp/c.ini" --verbose > "$tmp/verbose.txt" 2>&1
+"$bin" train "$tmp/c.ini" --overwrite --verbose > "$tmp/verbose.txt" 2>&1
 grep -q 'comm wait' "$tmp/verbose.txt" && ok "--verbose shows the step's time split" || bad "--verbose: $(sed -n 8p "$tmp/verbose.txt")"
 
 # --- metrics.jsonl: every line parses; the training and evaluation lines have their fields
 if python3 - "$tmp/run/metrics.jsonl" << 'EOP'; then
 import json, sys
-train = ["step", "epoch", "loss", "train_acc", "lr", "grad_norm", "samples_per_s", "step_ms", "compute_ms_mean",
+train = ["step", "epoch", "samples", "epochs_done", "loss", "train_acc", "lr", "grad_norm", "samples_per_s", "step_ms", "compute_ms_mean",
          "comm_ms_mean", "optim_ms_mean", "compute_ms_max", "comm_ms_max", "optim_ms_max"]
 evals = ["step", "epoch", "test_loss", "test_acc", "train_s"]
 lines = [json.loads(l) for l in open(sys.argv[1])]
@@ -82,7 +84,7 @@ fi
 
 # --- the timeline at 2 ranks: valid JSON, every rank with data/forward/backward/optimizer and a
 # span per gradient bucket
-at_np 2 60 "$bin" train "$tmp/c.ini" --quiet > "$tmp/mpi.txt" 2>&1 || bad "2-rank run failed: $(tail -3 "$tmp/mpi.txt")"
+at_np 2 60 "$bin" train "$tmp/c.ini" --overwrite --quiet > "$tmp/mpi.txt" 2>&1 || bad "2-rank run failed: $(tail -3 "$tmp/mpi.txt")"
 if python3 - "$tmp/tl.json" << 'EOP'; then
 import json, sys
 ev = json.load(open(sys.argv[1]))["traceEvents"]
