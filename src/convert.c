@@ -140,9 +140,7 @@ static int gz_read_all(gzFile gz, const char *path, void *buf, size_t bytes, con
 
 static int idx_read(const char *path, int want_dims, idx_array *a) {
   memset(a, 0, sizeof *a);
-  struct stat st; /* a FIFO would block gzopen until a writer came */
-  if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
-    return dp_fail(DP_EDATA, "%s: an IDX file must be a regular file, this is not (a FIFO, directory or device)", path);
+  DP_TRY(dp_check_regular(path, "an IDX file", DP_EDATA, NULL)); /* a FIFO would block gzopen */
   gzFile gz = gzopen(path, "rb"); /* reads plain files too */
   if (!gz)
     return dp_fail(DP_EDATA, "%s: cannot open: %s", path, strerror(errno));
@@ -362,6 +360,7 @@ static int csv_is_header(const char *line, char sep) {
 }
 
 static int csv_read(const char *path, const dp_csv_options *o, csv_table *t) {
+  DP_TRY(dp_check_regular(path, "a CSV file", DP_EDATA, NULL)); /* a FIFO would block fopen */
   FILE *f = fopen(path, "r");
   if (!f)
     return dp_fail(DP_EDATA, "%s: cannot open: %s", path, strerror(errno));

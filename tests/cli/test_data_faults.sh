@@ -98,6 +98,8 @@ for np in 1 2; do
 done
 refused "FIFO to inspect" 1 "fifo: checkpoint must be a regular file, this is a FIFO" 1 "$bin" inspect "$tmp/fifo"
 refused "FIFO to eval" 1 "fifo: checkpoint must be a regular file, this is a FIFO" 1 "$bin" eval "$tmp/fifo"
+refused "FIFO as a CSV file to convert" 1 "fifo: a CSV file must be a regular file, this is a FIFO" 1 \
+  "$bin" convert csv "$tmp/fifo" -o "$tmp/fifo-csv.h5"
 refused "FIFO as an IDX file to convert" 1 "fifo: an IDX file must be a regular file" 1 \
   "$bin" convert idx "$tmp/fifo" "$tmp/fifo" -o "$tmp/idx-out.h5"
 refused "directory as the data file" 1 "adir: data file must be a regular file, this is a directory" 1 \
