@@ -6,7 +6,6 @@
 
 #include "dptrain/checkpoint.h"
 #include "dptrain/error.h"
-#include "dptrain/optim.h"
 #include "dptrain/schedule.h"
 
 enum { CONFIG_MAX = 1 << 20, MAX_CHANGES = 256 };
@@ -72,19 +71,9 @@ int dp_resume_check(const dp_trainer *t, const char *path, dp_config **stored) {
   return rc;
 }
 
-/* The trainer's plan (train.c) for another configuration of the same data and batch. */
-static int64_t total_steps(const dp_config *c, int64_t steps_per_epoch) {
-  int64_t total = (int64_t)c->train.epochs * steps_per_epoch;
-  if (dp_optim_kind_line_search(c->optimizer.name))
-    total = c->optimizer.max_iter;
-  if (c->train.max_steps > 0 && c->train.max_steps < total)
-    total = c->train.max_steps;
-  return total;
-}
-
 /* What a new run length does: the end, and a schedule that depends on it (cosine) at this step. */
 static void length_effect(const dp_config *stored, const dp_trainer *t, char *buf, size_t len) {
-  int64_t before = total_steps(stored, t->steps_per_epoch);
+  int64_t before = dp_total_steps(stored, t->steps_per_epoch);
   buf[0] = 0;
   if (before == t->total_steps)
     return;

@@ -63,12 +63,17 @@ static int plan_steps(dp_trainer *t) {
                    "%s: [train] batch_size %lld is larger than the %lld training rows and drop_last = true: "
                    "no step per epoch",
                    cfg->file, (long long)t->batch, (long long)t->n_train);
-  t->total_steps = (int64_t)cfg->train.epochs * t->steps_per_epoch;
-  if (dp_optim_kind_line_search(cfg->optimizer.name)) /* one iteration per step: max_iter counts them */
-    t->total_steps = cfg->optimizer.max_iter;
-  if (cfg->train.max_steps > 0 && cfg->train.max_steps < t->total_steps)
-    t->total_steps = cfg->train.max_steps;
+  t->total_steps = dp_total_steps(cfg, t->steps_per_epoch);
   return 0;
+}
+
+int64_t dp_total_steps(const dp_config *cfg, int64_t steps_per_epoch) {
+  int64_t total = (int64_t)cfg->train.epochs * steps_per_epoch;
+  if (dp_optim_kind_line_search(cfg->optimizer.name)) /* one iteration per step: max_iter counts them */
+    total = cfg->optimizer.max_iter;
+  if (cfg->train.max_steps > 0 && cfg->train.max_steps < total)
+    total = cfg->train.max_steps;
+  return total;
 }
 
 /* Refuses, before allocating anything, a model that cannot fit in this node's memory with every

@@ -105,6 +105,10 @@ void dp_trainer_resumed(dp_trainer *t);
 /* Where the step records its spans (NULL: nowhere). */
 void dp_trainer_set_timeline(dp_trainer *t, dp_timeline *tl);
 
+/* The run's length in steps for cfg with steps_per_epoch steps an epoch: epochs, or a line search's
+ * max_iter, capped by max_steps. */
+int64_t dp_total_steps(const dp_config *cfg, int64_t steps_per_epoch);
+
 /* Training rows processed in the steps done so far (an epoch's last batch may be short). */
 int64_t dp_trainer_samples_seen(const dp_trainer *t);
 
