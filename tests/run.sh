@@ -13,8 +13,10 @@ run() {
   local name=$1
   shift
   echo "=== $name"
+  local t0=$SECONDS
   if timeout --kill-after=5 "${TEST_TIMEOUT:-240}" "$@"; then
     pass=$((pass + 1))
+    echo "--- ok: $name ($((SECONDS - t0)) s)"
   else
     echo "--- FAILED: $name (exit $?)"
     fail=$((fail + 1))

@@ -11,9 +11,47 @@ fbin=$build/test/dptrain
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
 tmp=$(mktemp -d "/tmp/dptrain-${script%.sh}-XXXXXX")
-# A script redefines on_exit for clean-up of its own (a mount, a background job) before $tmp goes.
+# A script redefines on_exit for clean-up of its own (a mount) before $tmp goes; its background jobs
+# (bg) are ended first.
 on_exit() { :; }
-trap 'on_exit; rm -rf "$tmp"' EXIT
+trap 'bg_end_all; on_exit; rm -rf "$tmp"' EXIT
+
+# bg COMMAND...: COMMAND in the background, its pid in $! as usual and recorded, so that a script that
+# fails half-way leaves no process behind: the exit trap kills and reaps what is still recorded. So
+# COMMAND is a program (or timeout, which passes the signal on), not a shell function, whose
+# subshell would die alone. bg_wait PID: waits for it and forgets it; returns its exit status.
+bg_pids=()
+bg() {
+  "$@" &
+  bg_pids+=("$!")
+}
+bg_wait() {
+  local rc p keep=()
+  wait "$1"
+  rc=$?
+  for p in "${bg_pids[@]}"; do
+    [ "$p" = "$1" ] || keep+=("$p")
+  done
+  bg_pids=("${keep[@]}")
+  return $rc
+}
+bg_end_all() {
+  local p
+  for p in "${bg_pids[@]}"; do
+    kill "$p" 2> /dev/null && wait "$p" 2> /dev/null
+  done
+  bg_pids=()
+}
+# wait_for SECONDS COMMAND...: runs COMMAND every 0.1 s until it succeeds (0) or SECONDS pass (1).
+wait_for() {
+  local i n=$(($1 * 10))
+  shift
+  for ((i = 0; i < n; i++)); do
+    "$@" && return 0
+    sleep 0.1
+  done
+  return 1
+}
 
 fails=0 passes=0 xfails=0 xpasses=0
 ok() { echo "ok   - $1"; passes=$((passes + 1)); }
@@ -38,6 +76,36 @@ need() {
 # make_synth OUT.h5 N_TRAIN N_TEST DIM CLASSES SEED: synthetic data (tests/tools/make_synth.c).
 make_synth() {
   "$build/tests/make_synth" "$@" > /dev/null || { echo "$script: make_synth $* failed"; exit 1; }
+}
+
+# small_config FILE [SECTION.KEY=VALUE ...]: the small config most scripts train, on $tmp/syn.h5 (20
+# inputs, 5 classes, as make_synth makes it): a 32-unit relu layer and a 5-unit output, SGD with
+# momentum, batch 60, 40 steps, logging every 5, into $tmp/unused. Each argument replaces a key in
+# its section, or adds it there (a missing section goes at the end), as --set names it: train.epochs=2,
+# layer.0.units=64, checkpoint.every_steps=20; an empty value (train.max_steps=) removes the key.
+small_config() {
+  local file=$1
+  shift
+  printf '%s\n' "[data]" "path = $tmp/syn.h5" "[layer]" "units = 32" "activation = relu" "[layer]" "units = 5" \
+    "activation = identity" "[optimizer]" "name = sgd" "lr = 0.05" "momentum = 0.9" "[train]" "batch_size = 60" \
+    "epochs = 100" "max_steps = 40" "log_every = 5" "out_dir = $tmp/unused" |
+    awk -v sets="$(printf '%s\n' "$@")" '
+      function put(j) { done[j] = 1; if (val[j] != "") print key[j] " = " val[j] }
+      function flush(s, j) { for (j = 1; j <= n; j++) if (!done[j] && sec[j] == s) put(j) }
+      BEGIN {
+        m = split(sets, a, "\n")
+        for (i = 1; i <= m; i++) {
+          if (a[i] == "") continue
+          eq = index(a[i], "="); name = substr(a[i], 1, eq - 1); match(name, /\.[^.]*$/)
+          n++; sec[n] = substr(name, 1, RSTART - 1); key[n] = substr(name, RSTART + 1); val[n] = substr(a[i], eq + 1)
+        }
+      }
+      /^\[/ { flush(cur); s = substr($0, 2, length($0) - 2); cur = s == "layer" ? "layer." layers++ : s; print; next }
+      { k = $1; for (j = 1; j <= n; j++) if (!done[j] && sec[j] == cur && key[j] == k) { put(j); next } print }
+      END {
+        flush(cur)
+        for (j = 1; j <= n; j++) if (!done[j]) { print "[" (sec[j] ~ /^layer\./ ? "layer" : sec[j]) "]"; flush(sec[j]) }
+      }' > "$file"
 }
 
 # Open MPI refuses to run as root unless told: the Makefile says so, this is for a script run by hand.

@@ -7,42 +7,17 @@
 # row); keep_last prunes; inspect and eval read checkpoints.
 . "$(dirname "$0")/lib.sh"
 tamper=$build/tests/ckpt_tamper
-bgpid=
-on_exit() { [ -n "$bgpid" ] && kill "$bgpid" 2> /dev/null && wait "$bgpid" 2> /dev/null; }
 
 need "$tamper" "$fbin"
 # 1000 rows in batches of 60: 17 steps per epoch (the last one 40 rows), so step 20 is mid-epoch.
 make_synth "$tmp/syn.h5" 1000 200 20 5 1
 
-write_cfg() { # file, optimizer (sgd = sgd with momentum 0.9, adam, or bn = sgd on a batch-norm layer), extra [train] lines
-  local opt norm=none
-  if [ "$2" = adam ]; then opt=$'name = adam\nlr = 0.003'; else opt=$'name = sgd\nlr = 0.05\nmomentum = 0.9'; fi
+write_cfg() { # file, optimizer (sgd = sgd with momentum 0.9, adam, or bn = sgd on a batch-norm layer)
+  local opt=() norm=none
+  [ "$2" = adam ] && opt=(optimizer.name=adam optimizer.lr=0.003 optimizer.momentum=)
   [ "$2" = bn ] && norm=batch
-  cat > "$1" <<EOC
-[data]
-path = $tmp/syn.h5
-[model]
-loss = softmax_cross_entropy
-[layer]
-units = 32
-activation = relu
-norm = $norm
-[layer]
-units = 5
-activation = identity
-[optimizer]
-$opt
-[train]
-batch_size = 60
-epochs = 100
-max_steps = 40
-log_every = 5
-out_dir = $tmp/unused
-$3
-[checkpoint]
-every_steps = 0
-at_end = true
-EOC
+  small_config "$1" model.loss=softmax_cross_entropy layer.0.norm=$norm "${opt[@]}" checkpoint.every_steps=0 \
+    checkpoint.at_end=true
 }
 
 # train NP CONFIG OUT_DIR LOG [args...]: one run of $bin, output to LOG; returns the run's exit status.
@@ -61,7 +36,7 @@ fingerprint() { find "$@" -type f -print0 | sort -z | xargs -0 md5sum; }
 
 # --- 1. exact resume at the same rank count (np 2): bit-identical checkpoints and losses
 for opt in sgd adam bn; do
-  write_cfg "$tmp/$opt.ini" $opt ""
+  write_cfg "$tmp/$opt.ini" $opt
   d=$tmp/$opt
   mkdir -p "$d"
   train 2 "$tmp/$opt.ini" "$d/full" "$d/full.txt" || bad "$opt: uninterrupted run failed: $(tail -3 "$d/full.txt")"
@@ -226,33 +201,25 @@ expect_error "init_from with other shapes" "/model/layer0/weight" "$tmp/adam.ini
   --set model.init_from="$good"
 
 # --- 5. a signal to one rank stops both at a step boundary, with a checkpoint
-write_cfg "$tmp/sig.ini" sgd ""
+write_cfg "$tmp/sig.ini" sgd
 sed -i -e 's/^log_every = .*/log_every = 50/' -e 's/^epochs = .*/epochs = 1000000/' -e 's/^max_steps = .*/max_steps = 0/' -e 's/^at_end = .*/at_end = false/' \
   "$tmp/sig.ini"
 s=$tmp/sig
 # Not at_np: that would run in a subshell, and killing it would leave the job running.
-timeout 120 "${mpi[@]}" -np 2 "$bin" train "$tmp/sig.ini" --set train.out_dir="$s" > "$tmp/sig.txt" 2>&1 &
+bg timeout 120 "${mpi[@]}" -np 2 "$bin" train "$tmp/sig.ini" --set train.out_dir="$s" > "$tmp/sig.txt" 2>&1
 bgpid=$!
-for _ in $(seq 100); do
-  [ -f "$s/metrics.jsonl" ] && [ "$(wc -l < "$s/metrics.jsonl")" -ge 2 ] && break
-  sleep 0.1
-done
+wait_for 10 eval '[ -f "$s/metrics.jsonl" ] && [ "$(wc -l < "$s/metrics.jsonl")" -ge 2 ]'
 target=$(rank_pid "$tmp/sig.ini" 1)
 if [ -z "$target" ]; then
   bad "signal: no rank 1 process found: $(tail -3 "$tmp/sig.txt")"
 else
   kill -USR1 "$target"
-  for _ in $(seq 200); do
-    kill -0 $bgpid 2> /dev/null || break
-    sleep 0.1
-  done
-  if kill -0 $bgpid 2> /dev/null; then
+  if ! wait_for 20 eval '! kill -0 $bgpid 2> /dev/null'; then
     bad "signal: still running 20 s after SIGUSR1 to rank 1"
     kill $bgpid
   fi
-  wait $bgpid
+  bg_wait $bgpid
   rc=$?
-  bgpid=
   n=$(sed -n 's/.*stopped by a signal at step \([0-9]*\).*/\1/p' "$tmp/sig.txt")
   if [ $rc -eq 0 ] && [ -n "$n" ]; then
     ok "signal: SIGUSR1 to rank 1 only: exit 0, stopped at step $n"
@@ -280,24 +247,16 @@ fi
 # checkpoint write takes 4 s: more than the ranks would have were SIGTERM their cue, less than 2 x 3 s.
 m=$tmp/sigm prev=
 for sig in USR1 TERM INT; do
-  DPTRAIN_TEST_SLOW_CHECKPOINT=4 timeout 120 "${mpi[@]}" --mca odls_base_sigkill_timeout 3 -x DPTRAIN_TEST_SLOW_CHECKPOINT \
+  DPTRAIN_TEST_SLOW_CHECKPOINT=4 bg timeout 120 "${mpi[@]}" --mca odls_base_sigkill_timeout 3 -x DPTRAIN_TEST_SLOW_CHECKPOINT \
     -np 2 "$fbin" train "$tmp/sig.ini" --set train.out_dir="$m" --set train.eval_every=1000000 \
-    --resume auto > "$tmp/sigm-$sig.txt" 2>&1 &
+    --resume auto > "$tmp/sigm-$sig.txt" 2>&1
   bgpid=$!
-  for _ in $(seq 100); do
-    grep -q '^epoch.* step ' "$tmp/sigm-$sig.txt" && break
-    sleep 0.1
-  done
+  wait_for 10 grep -q '^epoch.* step ' "$tmp/sigm-$sig.txt"
   mp=$(pgrep -P $bgpid -x mpirun)
   [ -n "$mp" ] && kill -$sig "$mp"
-  for _ in $(seq 300); do
-    kill -0 $bgpid 2> /dev/null || break
-    sleep 0.1
-  done
-  kill -0 $bgpid 2> /dev/null && kill $bgpid
-  wait $bgpid
+  wait_for 30 eval '! kill -0 $bgpid 2> /dev/null' || kill $bgpid
+  bg_wait $bgpid
   rc=$?
-  bgpid=
   n=$(sed -n 's/.*stopped by a signal at step \([0-9]*\).*/\1/p' "$tmp/sigm-$sig.txt")
   # mpirun reports its own abort as exit 1 after SIGTERM or SIGINT, however cleanly the ranks stopped.
   want=1

@@ -104,27 +104,8 @@ fi
 
 # --- the classification set and config for the rest
 make_synth "$tmp/syn.h5" 3000 0 20 5 1
-cat > "$tmp/c.ini" <<EOC
-[data]
-path = $tmp/syn.h5
-[layer]
-units = 64
-activation = relu
-[layer]
-units = 5
-activation = identity
-[optimizer]
-name = sgd
-lr = 0.05
-momentum = 0.9
-[train]
-batch_size = 30
-epochs = 100000
-log_every = 20
-[checkpoint]
-every_steps = 20
-keep_last = 2
-EOC
+small_config "$tmp/c.ini" layer.0.units=64 train.batch_size=30 train.epochs=100000 train.max_steps= train.log_every=20 \
+  checkpoint.every_steps=20 checkpoint.keep_last=2
 
 # --- a stuck rank: the others give up after collective_timeout with one message
 start=$(date +%s)

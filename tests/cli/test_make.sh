@@ -5,20 +5,8 @@
 need "$bin"
 
 make_synth "$tmp/syn.h5" 300 60 8 3 1
-cat > "$tmp/tiny.ini" <<EOC
-[data]
-path = $tmp/syn.h5
-[layer]
-units = 8
-[layer]
-units = 3
-activation = identity
-[train]
-batch_size = 30
-epochs = 1
-max_steps = 3
-out_dir = $tmp/run
-EOC
+small_config "$tmp/tiny.ini" layer.0.units=8 layer.1.units=3 train.batch_size=30 train.epochs=1 train.max_steps=3 \
+  train.log_every= train.out_dir="$tmp/run"
 absb=$(cd "$build" && pwd)
 # make run plots into the tree's run.png: the user's own is put back afterwards.
 if [ -e "$root/run.png" ]; then cp -p "$root/run.png" "$tmp/user-run.png"; fi

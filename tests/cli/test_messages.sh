@@ -7,25 +7,8 @@
 need "$bin"
 
 make_synth "$tmp/syn.h5" 64 16 6 3 1
-cat > "$tmp/c.ini" <<EOC
-[data]
-path = $tmp/syn.h5
-[layer]
-units = 8
-activation = relu
-[layer]
-units = 3
-activation = identity
-[optimizer]
-name = sgd
-lr = 0.2
-momentum = 0.9
-[train]
-batch_size = full
-epochs = 1
-threads = 1
-timeline = $tmp/tl.json
-EOC
+small_config "$tmp/c.ini" layer.0.units=8 layer.1.units=3 optimizer.lr=0.2 train.batch_size=full train.epochs=1 \
+  train.max_steps= train.log_every= train.out_dir= train.threads=1 train.timeline="$tmp/tl.json"
 
 # a "1" before a plural noun: "1 steps", "1 ranks", ...
 singular_plurals() {

@@ -5,29 +5,8 @@
 . "$(dirname "$0")/lib.sh"
 
 make_synth "$tmp/syn.h5" 2000 300 20 5 1
-cat > "$tmp/c.ini" <<EOC
-[data]
-path = $tmp/syn.h5
-[layer]
-units = 32
-activation = relu
-norm = batch
-[layer]
-units = 5
-activation = identity
-[optimizer]
-name = sgd
-lr = 0.1
-momentum = 0.9
-[train]
-batch_size = 50
-epochs = 2
-log_every = 10
-out_dir = $tmp/run
-bucket_mb = 0.0001
-timeline = $tmp/tl.json
-timeline_steps = 6
-EOC
+small_config "$tmp/c.ini" layer.0.norm=batch optimizer.lr=0.1 train.batch_size=50 train.epochs=2 train.max_steps= \
+  train.log_every=10 train.out_dir="$tmp/run" train.bucket_mb=0.0001 train.timeline="$tmp/tl.json" train.timeline_steps=6
 
 # --- a terminal: one bar per epoch redrawn in place, no plain step lines
 if command -v script > /dev/null; then

@@ -14,30 +14,8 @@ is_png() { [ -s "$1" ] && [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = 89
 
 make_synth "$tmp/syn.h5" 400 100 10 3 1
 for lr in 0.1 0.02; do
-  cat > "$tmp/t$lr.ini" <<EOC
-[data]
-path = $tmp/syn.h5
-[layer]
-units = 16
-activation = relu
-[layer]
-units = 3
-activation = identity
-[optimizer]
-name = sgd
-lr = $lr
-momentum = 0.9
-[schedule]
-name = cosine
-[train]
-batch_size = 32
-epochs = 3
-log_every = 4
-eval_every = 10
-out_dir = $tmp/run-lr$lr
-[checkpoint]
-at_end = false
-EOC
+  small_config "$tmp/t$lr.ini" layer.0.units=16 layer.1.units=3 optimizer.lr=$lr schedule.name=cosine train.batch_size=32 \
+    train.epochs=3 train.max_steps= train.log_every=4 train.eval_every=10 train.out_dir="$tmp/run-lr$lr" checkpoint.at_end=false
   timeout 60 "$bin" train "$tmp/t$lr.ini" --quiet > "$tmp/train.out" 2>&1 || bad "training lr=$lr failed: $(tail -3 "$tmp/train.out")"
 done
 

@@ -13,25 +13,8 @@ fi
 
 # 1000 rows in batches of 300: 300, 300, 300 and a short one of 100 per epoch
 make_synth "$tmp/syn.h5" 1000 100 12 4 1
-cat > "$tmp/c.ini" <<EOC
-[data]
-path = $tmp/syn.h5
-[layer]
-units = 16
-activation = relu
-[layer]
-units = 4
-activation = identity
-[optimizer]
-name = sgd
-lr = 0.5
-[train]
-batch_size = 300
-epochs = 2
-log_every = 1
-[checkpoint]
-at_end = false
-EOC
+small_config "$tmp/c.ini" layer.0.units=16 layer.1.units=4 optimizer.lr=0.5 optimizer.momentum= train.batch_size=300 \
+  train.epochs=2 train.max_steps= train.log_every=1 train.out_dir= checkpoint.at_end=false
 
 # bars FILE: the bar's redraws in a captured terminal, escape codes removed (the start-up block and
 # notes are plain lines, which a terminal may wrap harmlessly); widest FILE: the longest of them

@@ -7,29 +7,8 @@
 need "$bin" "$build/tests/make_synth"
 
 make_synth "$tmp/syn.h5" 4096 200 200 5 1
-cat > "$tmp/rate.ini" <<EOC
-[data]
-path = $tmp/syn.h5
-[layer]
-units = 1024
-activation = relu
-[layer]
-units = 5
-activation = identity
-[optimizer]
-name = sgd
-lr = 0.05
-momentum = 0.9
-[train]
-batch_size = 256
-epochs = 6
-log_every = 12
-eval_every = 5
-threads = 1
-out_dir = $tmp/rate
-[checkpoint]
-every_steps = 20
-EOC
+small_config "$tmp/rate.ini" layer.0.units=1024 train.batch_size=256 train.epochs=6 train.max_steps= train.log_every=12 \
+  train.eval_every=5 train.threads=1 train.out_dir="$tmp/rate" checkpoint.every_steps=20
 
 # rates.py METRICS NP: every training line's samples_per_s is its samples over its steps' time
 # (samples_per_s x step_ms = the batch, to rounding), within 3x of the run's median, and no step is

@@ -6,20 +6,8 @@
 need "$bin"
 
 make_synth "$tmp/syn.h5" 200 50 8 3 1
-cat > "$tmp/c.ini" <<EOC
-[data]
-path = $tmp/syn.h5
-[layer]
-units = 8
-[layer]
-units = 3
-activation = identity
-[train]
-batch_size = 50
-epochs = 1
-max_steps = 2
-out_dir = $tmp/run
-EOC
+small_config "$tmp/c.ini" layer.0.units=8 layer.1.units=3 train.batch_size=50 train.epochs=1 train.max_steps=2 \
+  train.log_every= train.out_dir="$tmp/run"
 
 # The variables of the caller's shell must not decide for the cases that leave them unset.
 clean=(env -u OPENBLAS_NUM_THREADS -u OMP_NUM_THREADS)

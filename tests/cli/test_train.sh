@@ -5,34 +5,14 @@
 
 make_synth "$tmp/syn.h5" 2000 500 20 5 1
 
-write_cfg() { # file, out_dir, extra lines appended
-  cat > "$1" <<EOC
-[data]
-path = $tmp/syn.h5
-[model]
-loss = softmax_cross_entropy
-[layer]
-units = 32
-activation = relu
-[layer]
-units = 5
-activation = identity
-[optimizer]
-name = sgd
-lr = 0.1
-momentum = 0.9
-[train]
-batch_size = 64
-epochs = 4
-log_every = 10
-out_dir = $2
-$3
-EOC
+write_cfg() { # file, out_dir [, one more [train] KEY=VALUE]
+  small_config "$1" model.loss=softmax_cross_entropy optimizer.lr=0.1 train.batch_size=64 train.epochs=4 train.max_steps= \
+    train.log_every=10 train.out_dir="$2" ${3:+"train.$3"}
 }
 
 # --- training: the loss must fall below a stated threshold (it starts near ln 5 = 1.61)
 for np in 1 2; do
-  write_cfg "$tmp/ok.ini" "$tmp/run$np" ""
+  write_cfg "$tmp/ok.ini" "$tmp/run$np"
   if at_np $np 120 "$bin" train "$tmp/ok.ini" > "$tmp/out$np.txt" 2>&1; then
     last_loss=$(grep '"loss"' "$tmp/run$np/metrics.jsonl" | tail -1 | sed 's/.*"loss":\([^,}]*\).*/\1/')
     acc=$(grep '"test_acc"' "$tmp/run$np/metrics.jsonl" | tail -1 | sed 's/.*"test_acc":\([^,}]*\).*/\1/')
@@ -65,15 +45,15 @@ expect_error() { # name, exit code, text, args...
 }
 
 expect_error "missing config" 2 "nope.ini: cannot open" train "$tmp/nope.ini"
-write_cfg "$tmp/c1.ini" "$tmp/run" ""
+write_cfg "$tmp/c1.ini" "$tmp/run"
 sed -i "s|^path = .*|path = $tmp/missing.h5|" "$tmp/c1.ini"
 expect_error "missing data file" 1 "$tmp/missing.h5" train "$tmp/c1.ini"
-write_cfg "$tmp/c2.ini" "$tmp/run" ""
+write_cfg "$tmp/c2.ini" "$tmp/run"
 sed -i 's/^units = 5$/units = 3/' "$tmp/c2.ini"
 expect_error "labels out of range" 2 "labels range 0..4, but the last [layer] has 3 units" train "$tmp/c2.ini"
-write_cfg "$tmp/c3.ini" "$tmp/run" ""
+write_cfg "$tmp/c3.ini" "$tmp/run"
 expect_error "batch size 0" 2 "batch_size" train "$tmp/c3.ini" --set train.batch_size=0
-write_cfg "$tmp/c4.ini" "$tmp/run" "log_evry = 10"
+write_cfg "$tmp/c4.ini" "$tmp/run" log_evry=10
 expect_error "unknown key" 2 "did you mean" train "$tmp/c4.ini"
 
 # --- usage
