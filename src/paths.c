@@ -52,8 +52,10 @@ static void where(const dp_config *cfg, const char *path, int reading, char *out
     return;
   int n = snprintf(out, len, ", %s", rel);
   char dir[DP_PATH_MAX], there[DP_FILE_PATH_MAX];
+  if (!reading || !cfg || !cfg->file[0] || n < 0 || (size_t)n >= len)
+    return;
   parent_of(cfg->file, dir, sizeof dir);
-  if (!reading || !cfg->file[0] || !strcmp(dir, ".") || n < 0 || (size_t)n >= len)
+  if (!strcmp(dir, "."))
     return;
   snprintf(there, sizeof there, "%.*s/%.*s", DP_PATH_MAX / 2, dir, DP_PATH_MAX / 2, path);
   if (access(there, F_OK) == 0)
@@ -61,12 +63,15 @@ static void where(const dp_config *cfg, const char *path, int reading, char *out
              dir);
 }
 
-/* Rewrites the last error as "<message> (<key><where>)". */
+/* Rewrites the last error as "<message> (<key><where>)"; cfg may be NULL (a path from the command
+ * line), key "" (the message says what the file is). */
 static int with_key(const dp_config *cfg, int rc, const char *path, const char *key, int reading) {
   char msg[DP_FILE_PATH_MAX + 256], note[3 * DP_PATH_MAX];
   snprintf(msg, sizeof msg, "%s", dp_errmsg(rc)); /* dp_fail below rewrites that buffer */
   where(cfg, path, reading, note, sizeof note);
-  return dp_fail(rc, "%s (%s%s)", msg, key, note);
+  if (!key[0] && !note[0])
+    return rc;
+  return dp_fail(rc, "%s (%s%s)", msg, key, key[0] ? note : note + 2);
 }
 
 static int check_read(const dp_config *cfg, const char *path, const char *what, const char *key, int err) {
@@ -175,6 +180,17 @@ int dp_paths_check_sweep(const dp_config *cfg, dp_comm *comm, const char *csv) {
   if (rc == 0 && comm->rank == 0)
     rc = check_file_slot(cfg, csv, "the sweep's results", "the sweep's CSV", 0);
   return dp_comm_agree(comm, rc, NULL);
+}
+
+int dp_paths_check_input(const char *path, const char *what, const char *key, int err) {
+  return check_read(NULL, path, what, key, err);
+}
+
+int dp_paths_check_output(const char *path, const char *what, const char *key) {
+  char dir[DP_FILE_PATH_MAX];
+  parent_of(path, dir, sizeof dir);
+  DP_TRY(check_dir(NULL, dir, key));
+  return check_file_slot(NULL, path, what, key, 0);
 }
 
 int dp_mkdirs_for(const char *file) {

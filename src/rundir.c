@@ -13,6 +13,7 @@
 #include "dptrain/checkpoint.h"
 #include "dptrain/error.h"
 #include "dptrain/metrics.h"
+#include "dptrain/state.h"
 
 void dp_rundir_lock_init(dp_rundir_lock *l) {
   memset(l, 0, sizeof *l);
@@ -211,4 +212,63 @@ int dp_rundir_fresh(const char *out_dir, const char *ckpt_dir, int overwrite, ch
                  "train into another [train] out_dir (or [checkpoint] dir), or pass --overwrite to move that run's "
                  "files aside into previous-<time> directories (nothing is deleted)",
                  ckpt_dir, newest);
+}
+
+/* ---- a resume from elsewhere ---- */
+
+void dp_rundir_new_id(char *id, size_t len) {
+  char host[256] = "?", when[32];
+  gethostname(host, sizeof host - 1);
+  host[64] = 0; /* the id must fit a state string */
+  time_t now = time(NULL);
+  strftime(when, sizeof when, "%Y%m%dT%H%M%SZ", gmtime(&now));
+  snprintf(id, len, "%s-%ld-%s", host, (long)getpid(), when);
+}
+
+/* Whether path's directory is dir itself (by inode: "a/./b" and a symlink name it too). */
+static int lies_in(const char *path, const char *dir) {
+  char parent[DP_FILE_PATH_MAX];
+  snprintf(parent, sizeof parent, "%s", path);
+  char *slash = strrchr(parent, '/');
+  if (!slash)
+    snprintf(parent, sizeof parent, ".");
+  else if (slash == parent)
+    parent[1] = 0;
+  else
+    *slash = 0;
+  struct stat a, b;
+  return stat(parent, &a) == 0 && stat(dir, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+/* The run id a checkpoint carries, "" when it has none or cannot be read (unknown either way). */
+static void id_of(const char *path, char *id, size_t len) {
+  dp_state st;
+  dp_state_init(&st);
+  id[0] = 0;
+  if (dp_state_str(&st, id, len, DP_ST_OPTIONAL, DP_RUN_ID) < 0 || dp_ckpt_read(&st, path, 0) < 0)
+    id[0] = 0;
+  dp_state_free(&st);
+}
+
+int dp_rundir_resume(const char *out_dir, const char *ckpt_dir, const char *path, const char *id, int overwrite,
+                     char *note, size_t note_len) {
+  note[0] = 0;
+  char newest[DP_FILE_PATH_MAX], theirs[DP_STATE_STR_MAX];
+  int found = 0;
+  if (lies_in(path, ckpt_dir))
+    return 0;
+  DP_TRY(dp_ckpt_latest(ckpt_dir, newest, sizeof newest, &found));
+  if (!found)
+    return 0;
+  id_of(newest, theirs, sizeof theirs);
+  if (id && id[0] && !strcmp(id, theirs))
+    return 0;
+  if (overwrite)
+    return move_aside(out_dir, ckpt_dir, note, note_len);
+  return dp_fail(DP_EUSAGE,
+                 "%s already holds the checkpoints of another run (newest %s, run %s) than %s (run %s): resuming "
+                 "there would mix two runs' checkpoints; continue that directory's run with --resume auto, "
+                 "resume into another [train] out_dir (or [checkpoint] dir), or pass --overwrite to move that "
+                 "run's files aside into previous-<time> directories (nothing is deleted)",
+                 ckpt_dir, newest, theirs[0] ? theirs : "unknown", path, id && id[0] ? id : "unknown");
 }

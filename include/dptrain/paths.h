@@ -26,6 +26,16 @@ int dp_paths_check(const dp_config *cfg, dp_comm *comm, const char *resume);
  * directory, which dp_mkdirs_for makes at the end. Collective. */
 int dp_paths_check_sweep(const dp_config *cfg, dp_comm *comm, const char *csv);
 
+/* A file named on the command line or in a checkpoint (`inspect`'s and `eval`'s checkpoint, `eval`'s
+ * data), checked as a run checks its own before anything opens it: a readable regular file (a FIFO
+ * would block the open), else err with "<path>: <what> ... (<key>, relative to the current directory
+ * D)" (key may be ""). Rank-local. */
+int dp_paths_check_input(const char *path, const char *what, const char *key, int err);
+
+/* A file to be written whose directory is made when missing (dp_mkdirs_for): that directory must be
+ * one or be creatable, and path must not be a directory or a special file. DP_EIO naming key. */
+int dp_paths_check_output(const char *path, const char *what, const char *key);
+
 /* Makes the directory that file goes in, with its parents (nothing for a name without a '/'). */
 int dp_mkdirs_for(const char *file);
 

@@ -35,4 +35,17 @@ void dp_rundir_unlock(dp_rundir_lock *l);
  * ckpt_dir when that is elsewhere), named in note. */
 int dp_rundir_fresh(const char *out_dir, const char *ckpt_dir, int overwrite, char *note, size_t note_len);
 
+/* A run's identity, the string scalar DP_RUN_ID of the training state: made at a fresh start (host,
+ * pid, UTC time), saved in every checkpoint and carried on by a resume. Two checkpoints are of the
+ * same run when both carry it and it is equal; older checkpoints lack it (unknown). */
+#define DP_RUN_ID "run_id"
+void dp_rundir_new_id(char *id, size_t len);
+
+/* A resume of the checkpoint at path, whose run id is id (NULL or "": unknown), into ckpt_dir: 0 when
+ * path lies in ckpt_dir, ckpt_dir holds no complete checkpoint, or its newest one is of the same run.
+ * Otherwise, without overwrite, DP_EUSAGE naming the directory, its newest checkpoint and the ways on,
+ * changing nothing; with overwrite, that run's files move aside as dp_rundir_fresh's do (note). */
+int dp_rundir_resume(const char *out_dir, const char *ckpt_dir, const char *path, const char *id, int overwrite,
+                     char *note, size_t note_len);
+
 #endif

@@ -8,20 +8,8 @@ need "$bin"
 
 mkdir -p "$tmp/cfg"
 make_synth "$tmp/cfg/syn.h5" 200 50 8 3 1
-cat > "$tmp/cfg/c.ini" <<EOC
-[data]
-path = $tmp/cfg/syn.h5
-[layer]
-units = 8
-[layer]
-units = 3
-activation = identity
-[train]
-batch_size = 50
-epochs = 1
-max_steps = 4
-out_dir = $tmp/run
-EOC
+small_config "$tmp/cfg/c.ini" data.path="$tmp/cfg/syn.h5" layer.0.units=8 layer.1.units=3 train.batch_size=50 \
+  train.epochs=1 train.max_steps=4 train.log_every= train.out_dir="$tmp/run"
 touch "$tmp/afile"
 abs_bin=$(cd "$(dirname "$bin")" && pwd)/dptrain # for the runs in other directories
 
@@ -113,6 +101,65 @@ grep -qF "rel.ini: cannot open: No such file or directory (relative to the curre
   timeout 30 "$abs_bin" eval gone.h5 >> "$tmp/out.txt" 2>&1)
 [ "$(grep -cF "gone.h5: cannot open checkpoint: No such file or directory (relative to the current directory $tmp/elsewhere)" "$tmp/out.txt")" = 2 ] &&
   ok "inspect, eval: a relative checkpoint path names the current directory" || bad "inspect/eval relative: $(cat "$tmp/out.txt")"
+
+# --- eval, inspect and convert's -o: the same checks before anything opens a file (one line, no hang)
+timeout 30 "$bin" train "$tmp/cfg/c.ini" --quiet --set train.out_dir="$tmp/ev" > /dev/null 2>&1
+evck=$tmp/ev/checkpoints/ckpt-4.h5
+mkdir -p "$tmp/adir"
+mkfifo "$tmp/fifo"
+# once NAME NP CODE TEXT ARGS...: exit CODE within the timeout, exactly one error line holding TEXT.
+once() {
+  local name=$1 np=$2 code=$3 text=$4 rc n
+  shift 4
+  at_np "$np" 30 "$@" > "$tmp/out.txt" 2>&1
+  rc=$?
+  n=$(grep -c 'dptrain: error:' "$tmp/out.txt")
+  [ "$rc" = "$code" ] && [ "$n" = 1 ] && grep 'dptrain: error:' "$tmp/out.txt" | grep -qF -- "$text" &&
+    ok "np=$np $name: exit $code, one line" || bad "np=$np $name: exit $rc, $n error lines, want '$text': $(head -3 "$tmp/out.txt")"
+}
+for what in inspect eval; do
+  once "$what of a missing file" 1 1 "$tmp/none.h5: cannot open checkpoint: No such file or directory" "$bin" $what "$tmp/none.h5"
+  once "$what of a directory" 1 1 "$tmp/adir: checkpoint must be a regular file, this is a directory" "$bin" $what "$tmp/adir"
+  once "$what of a FIFO" 1 1 "$tmp/fifo: checkpoint must be a regular file, this is a FIFO" "$bin" $what "$tmp/fifo"
+done
+(cd "$tmp/elsewhere" && timeout 30 "$abs_bin" inspect ../adir > "$tmp/out.txt" 2>&1)
+grep -qF "../adir: checkpoint must be a regular file, this is a directory (relative to the current directory $tmp/elsewhere)" \
+  "$tmp/out.txt" && ok "inspect: a relative path that is a directory names the current directory" ||
+  bad "inspect relative directory: $(cat "$tmp/out.txt")"
+for np in 1 2; do
+  once "eval of a directory" $np 1 "$tmp/adir: checkpoint must be a regular file, this is a directory" "$bin" eval "$tmp/adir"
+  once "eval of a FIFO" $np 1 "$tmp/fifo: checkpoint must be a regular file, this is a FIFO" "$bin" eval "$tmp/fifo"
+  once "eval --data a directory" $np 1 "$tmp/adir: data file must be a regular file, this is a directory (--data)" \
+    "$bin" eval "$evck" --data "$tmp/adir"
+  (cd "$tmp/elsewhere" && at_np $np 30 "$abs_bin" eval "$evck" --data nope.h5 > "$tmp/out.txt" 2>&1)
+  rc=$?
+  [ $rc = 1 ] && [ "$(grep -c 'dptrain: error:' "$tmp/out.txt")" = 1 ] &&
+    grep -qF "nope.h5: cannot open data file: No such file or directory (--data, relative to the current directory $tmp/elsewhere)" \
+      "$tmp/out.txt" && ok "np=$np eval --data relative and missing: names the current directory" ||
+    bad "np=$np eval --data relative: exit $rc: $(cat "$tmp/out.txt")"
+done
+# The stored config's data path, when it is gone.
+cp "$tmp/cfg/syn.h5" "$tmp/moved.h5"
+timeout 30 "$bin" train "$tmp/cfg/c.ini" --quiet --set data.path="$tmp/moved.h5" --set train.out_dir="$tmp/ev2" > /dev/null 2>&1
+rm -f "$tmp/moved.h5"
+once "eval whose stored data path is gone" 2 1 \
+  "$tmp/moved.h5: cannot open data file: No such file or directory ([data] path of the checkpoint's config)" \
+  "$bin" eval "$tmp/ev2/checkpoints/ckpt-4.h5"
+if [ "$(id -u)" != 0 ]; then
+  cp "$evck" "$tmp/locked.h5" && chmod 000 "$tmp/locked.h5"
+  once "inspect of an unreadable file" 1 1 "$tmp/locked.h5: cannot open checkpoint: Permission denied" "$bin" inspect "$tmp/locked.h5"
+  once "eval of an unreadable file" 2 1 "$tmp/locked.h5: cannot open checkpoint: Permission denied" "$bin" eval "$tmp/locked.h5"
+else
+  echo "skip - unreadable checkpoints: root reads any file"
+fi
+printf '1,2,0\n3,4,1\n' > "$tmp/t.csv"
+once "convert -o a directory" 1 1 "$tmp/adir: cannot write the converted data there: it is a directory, not a regular file (-o)" \
+  "$bin" convert csv "$tmp/t.csv" -o "$tmp/adir"
+once "convert -o under a file" 1 1 "$tmp/afile: cannot create directory: it is not a directory (-o)" \
+  "$bin" convert csv "$tmp/t.csv" -o "$tmp/afile/x.h5"
+timeout 30 "$bin" convert csv "$tmp/t.csv" -o "$tmp/conv/new/t.h5" > "$tmp/out.txt" 2>&1 && [ -s "$tmp/conv/new/t.h5" ] &&
+  ok "convert -o into a new directory makes it" || bad "convert -o new directory: $(cat "$tmp/out.txt")"
+
 (cd "$tmp/cfg" && timeout 30 "$abs_bin" train rel.ini --quiet --set train.out_dir=relrun > "$tmp/out.txt" 2>&1) &&
   [ -s "$tmp/cfg/relrun/metrics.jsonl" ] && ok "relative paths from the config's directory: trains, out_dir made there" ||
   bad "relative paths: $(head -3 "$tmp/out.txt")"

@@ -5,32 +5,10 @@
 # exits 0; init_from is not read on resume; and a run stopped by SIGTERM and resumed writes the
 # metrics.jsonl of an uninterrupted run.
 . "$(dirname "$0")/lib.sh"
-bgpid=
-on_exit() { [ -n "$bgpid" ] && kill "$bgpid" 2> /dev/null && wait "$bgpid" 2> /dev/null; }
 
 # 1000 rows in batches of 60: 17 steps per epoch.
 make_synth "$tmp/syn.h5" 1000 200 20 5 1
-cat > "$tmp/c.ini" <<EOC
-[data]
-path = $tmp/syn.h5
-[layer]
-units = 32
-[layer]
-units = 5
-activation = identity
-[optimizer]
-name = sgd
-lr = 0.05
-momentum = 0.9
-[schedule]
-name = cosine
-[train]
-batch_size = 60
-epochs = 100
-max_steps = 40
-log_every = 5
-out_dir = $tmp/unused
-EOC
+small_config "$tmp/c.ini" schedule.name=cosine
 train() { # NP CONFIG OUT_DIR LOG [args...]
   local np=$1 cfg=$2 out=$3 log=$4
   shift 4
@@ -125,17 +103,13 @@ done
 sed -e 's/^name = cosine$/name = constant/' -e 's/^epochs = .*/epochs = 1000000/' -e 's/^max_steps = .*/max_steps = 0/' \
   -e 's/^log_every = .*/log_every = 7/' "$tmp/c.ini" > "$tmp/sig.ini"
 s=$tmp/sig
-timeout 120 "${mpi[@]}" -np 2 "$bin" train "$tmp/sig.ini" --set train.out_dir="$s" > "$tmp/sig.txt" 2>&1 &
-bgpid=$!
-for _ in $(seq 100); do
-  [ -f "$s/metrics.jsonl" ] && [ "$(wc -l < "$s/metrics.jsonl")" -ge 3 ] && break
-  sleep 0.1
-done
+bg timeout 120 "${mpi[@]}" -np 2 "$bin" train "$tmp/sig.ini" --set train.out_dir="$s" > "$tmp/sig.txt" 2>&1
+job=$!
+wait_for 10 eval '[ -f "$s/metrics.jsonl" ] && [ "$(wc -l < "$s/metrics.jsonl")" -ge 3 ]'
 target=$(rank_pid "$tmp/sig.ini" 1)
 [ -n "$target" ] && kill -TERM "$target"
-wait $bgpid
+bg_wait $job
 rc=$?
-bgpid=
 n=$(sed -n 's/.*stopped by a signal at step \([0-9]*\).*/\1/p' "$tmp/sig.txt")
 if [ -z "$n" ]; then
   bad "SIGTERM to rank 1: exit $rc, no stop step: $(tail -3 "$tmp/sig.txt")"

@@ -1,35 +1,14 @@
 #!/usr/bin/env bash
 # One run per run directory: a fresh run into a directory that holds another run's checkpoints is
 # refused (exit 2, naming the directory, its newest checkpoint and the ways on) and changes nothing;
-# --overwrite moves the old run aside instead of deleting anything; a second run on a directory in
-# use is refused while the first goes on; a lock left by a killed run is taken over and reported.
+# --overwrite moves the old run aside instead of deleting anything; --resume of a checkpoint from
+# elsewhere is refused the same way there unless it is of the same run (its run id); a second run on a
+# directory in use is refused while the first goes on; a lock left by a killed run is taken over and
+# reported.
 . "$(dirname "$0")/lib.sh"
-bgpid=
-on_exit() { [ -n "$bgpid" ] && kill "$bgpid" 2> /dev/null && wait "$bgpid" 2> /dev/null; }
 
 make_synth "$tmp/syn.h5" 1000 200 20 5 1
-cat > "$tmp/c.ini" <<EOC
-[data]
-path = $tmp/syn.h5
-[layer]
-units = 32
-[layer]
-units = 5
-activation = identity
-[optimizer]
-name = sgd
-lr = 0.05
-momentum = 0.9
-[train]
-batch_size = 60
-epochs = 100
-max_steps = 40
-log_every = 5
-out_dir = $tmp/unused
-[checkpoint]
-every_steps = 20
-keep_last = 1
-EOC
+small_config "$tmp/c.ini" checkpoint.every_steps=20 checkpoint.keep_last=1
 train() { # NP OUT_DIR LOG [args...]
   local np=$1 out=$2 log=$3
   shift 3
@@ -62,6 +41,58 @@ train 1 "$tmp/other" "$tmp/other.txt" --set checkpoint.dir="$r/checkpoints"
 [ $? = 2 ] && grep -q "$r/checkpoints already holds" "$tmp/other.txt" && [ ! -e "$tmp/other/metrics.jsonl" ] &&
   ok "a fresh run whose [checkpoint] dir holds another run's checkpoints is refused too" ||
   bad "shared [checkpoint] dir: $(tail -2 "$tmp/other.txt")"
+
+# --- --resume PATH from outside the checkpoint directory: only into an empty one or the same run's
+b=$tmp/runb
+train 1 "$b" "$tmp/b.txt" --set train.max_steps=20 || bad "set-up run b failed: $(tail -3 "$tmp/b.txt")"
+cp "$b/checkpoints/ckpt-20.h5" "$tmp/saved-b.h5"
+"$bin" inspect "$tmp/saved-b.h5" | head -1 | grep -q ", run $(hostname)-[0-9]*-[0-9T]*Z$" &&
+  ok "inspect names the checkpoint's run" || bad "inspect: $("$bin" inspect "$tmp/saved-b.h5" 2>&1 | head -1)"
+for np in 1 2; do
+  before=$(fingerprint "$r")
+  train $np "$r" "$tmp/mixed.txt" --resume "$tmp/saved-b.h5"
+  rc=$?
+  after=$(fingerprint "$r")
+  line=$(grep 'dptrain: error:' "$tmp/mixed.txt")
+  if [ $rc = 2 ] && [ "$(grep -c 'dptrain: error:' "$tmp/mixed.txt")" = 1 ] &&
+    [[ $line == *"$r/checkpoints already holds the checkpoints of another run (newest $r/checkpoints/ckpt-40.h5, run "* ]] &&
+    [[ $line == *"than $tmp/saved-b.h5 (run $(hostname)-"* ]] && [[ $line == *"--resume auto"* ]] &&
+    [[ $line == *"another [train] out_dir"* ]] && [[ $line == *"--overwrite"* ]] && [ "$before" = "$after" ]; then
+    ok "np=$np --resume of another run's checkpoint into a directory with checkpoints: exit 2, the ways on, nothing changed"
+  else
+    bad "np=$np --resume into another run's directory: exit $rc: $(head -3 "$tmp/mixed.txt")"
+  fi
+  rm -rf "$tmp/empty$np"
+  train $np "$tmp/empty$np" "$tmp/empty.txt" --resume "$tmp/saved-b.h5" --set train.max_steps=30 &&
+    [ -f "$tmp/empty$np/checkpoints/ckpt-30.h5" ] && ok "np=$np --resume from elsewhere into an empty directory trains" ||
+    bad "np=$np --resume into an empty directory: $(tail -2 "$tmp/empty.txt")"
+done
+# A checkpoint of an older dptrain carries no run id: not known to be the same run, so refused too.
+cp "$tmp/saved-b.h5" "$tmp/old-b.h5"
+"$build/tests/ckpt_tamper" unattr "$tmp/old-b.h5" run_id || bad "ckpt_tamper unattr failed"
+train 1 "$b" "$tmp/old.txt" --resume "$tmp/old-b.h5"
+[ $? = 2 ] && grep -qF "than $tmp/old-b.h5 (run unknown)" "$tmp/old.txt" &&
+  ok "--resume of a checkpoint without a run id into a directory with checkpoints: refused (unknown run)" ||
+  bad "older checkpoint from elsewhere: $(head -2 "$tmp/old.txt")"
+# The same run's checkpoint from elsewhere (a copy, a backup) continues in its own directory.
+train 2 "$b" "$tmp/b2.txt" --resume "$tmp/saved-b.h5" --set train.max_steps=30 &&
+  grep -qF "resumed from $tmp/saved-b.h5 at step 20" "$tmp/b2.txt" && [ -f "$b/checkpoints/ckpt-30.h5" ] &&
+  ok "--resume of the same run's checkpoint from elsewhere into its directory trains" ||
+  bad "same run from elsewhere: $(grep error "$tmp/b2.txt" | head -2)"
+# --overwrite moves the other run aside first, as for a fresh start.
+cp -r "$r" "$tmp/rcopy"
+old_ckpt=$(md5sum < "$r/checkpoints/ckpt-40.h5")
+if train 2 "$tmp/rcopy" "$tmp/mixed-over.txt" --resume "$tmp/saved-b.h5" --overwrite --set train.max_steps=30; then
+  prev=$(ls -d "$tmp/rcopy"/previous-* 2> /dev/null | head -1)
+  [ -n "$prev" ] && [ "$(md5sum < "$prev/checkpoints/ckpt-40.h5")" = "$old_ckpt" ] &&
+    [ "$(ls "$tmp/rcopy/checkpoints")" = ckpt-30.h5 ] &&
+    grep -qF "overwrite: the previous run's checkpoints are now in $prev/checkpoints" "$tmp/mixed-over.txt" &&
+    ok "--resume PATH --overwrite: the other run moved aside, the resumed run trains there" ||
+    bad "--resume PATH --overwrite: $(ls -R "$tmp/rcopy" | tr '\n' ' ')"
+else
+  bad "--resume PATH --overwrite failed: $(tail -2 "$tmp/mixed-over.txt")"
+fi
+rm -rf "$tmp/rcopy"
 
 # --- --overwrite: the old run moves into previous-<time>/, byte for byte; the new run trains
 old_ckpt=$(md5sum < "$r/checkpoints/ckpt-40.h5") old_metrics=$(md5sum < "$r/metrics.jsonl")
@@ -100,13 +131,10 @@ fi
 write_long() { sed -e 's/^max_steps = .*/max_steps = 0/' -e 's/^epochs = .*/epochs = 1000000/' "$tmp/c.ini" > "$tmp/long.ini"; }
 write_long
 l=$tmp/busy
-# Not under timeout: $! must be dptrain's own pid (on_exit ends it if the script fails).
-"$bin" train "$tmp/long.ini" --set train.out_dir="$l" > "$tmp/first.txt" 2>&1 &
+# Not under timeout: $! must be dptrain's own pid (the exit trap ends it if the script fails).
+bg "$bin" train "$tmp/long.ini" --set train.out_dir="$l" > "$tmp/first.txt" 2>&1
 bgpid=$!
-for _ in $(seq 100); do
-  [ -s "$l/metrics.jsonl" ] && break
-  sleep 0.1
-done
+wait_for 10 test -s "$l/metrics.jsonl"
 for np in 1 2; do
   at_np $np 30 "$bin" train "$tmp/long.ini" --set train.out_dir="$l" --resume auto > "$tmp/second.txt" 2>&1
   rc=$?
@@ -119,22 +147,17 @@ for np in 1 2; do
 done
 kill -0 $bgpid 2> /dev/null && ok "the first run goes on" || bad "the first run ended: $(tail -2 "$tmp/first.txt")"
 kill -TERM $bgpid
-wait $bgpid
+bg_wait $bgpid
 rc=$?
-bgpid=
 [ $rc = 0 ] && grep -q 'stopped by a signal' "$tmp/first.txt" && [ ! -e "$l/.dptrain.lock" ] &&
   ok "the first run stops cleanly and removes its lock" || bad "first run: exit $rc, lock $(ls -a "$l" | tr '\n' ' ')"
 
 # --- a lock left by a killed run: taken over, and said so
-"$bin" train "$tmp/long.ini" --set train.out_dir="$tmp/killed" > "$tmp/killed.txt" 2>&1 &
+bg "$bin" train "$tmp/long.ini" --set train.out_dir="$tmp/killed" > "$tmp/killed.txt" 2>&1
 bgpid=$!
-for _ in $(seq 100); do
-  [ -s "$tmp/killed/checkpoints/ckpt-20.h5" ] && break
-  sleep 0.1
-done
+wait_for 10 test -s "$tmp/killed/checkpoints/ckpt-20.h5"
 kill -KILL $bgpid
-wait $bgpid 2> /dev/null
-bgpid=
+bg_wait $bgpid 2> /dev/null
 if [ -s "$tmp/killed/.dptrain.lock" ]; then
   ok "a killed run leaves its lock file"
   if train 1 "$tmp/killed" "$tmp/taken.txt" --resume auto --set train.max_steps=45 &&

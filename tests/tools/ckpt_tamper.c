@@ -3,6 +3,7 @@
  * ckpt_tamper index FILE DATASET   flip one bit of chunk 0's key in DATASET's v1 B-tree chunk index (no
  *                                  checksum there): HDF5 then misses the chunk and returns the fill value
  * ckpt_tamper unhash FILE DATASET  delete DATASET's hash64 attribute (as files written before it had)
+ * ckpt_tamper unattr FILE ATTR    delete the root group's attribute ATTR (as files written before it had)
  * ckpt_tamper version FILE N       overwrite the root attribute "version" (int64) with N
  * Damages a checkpoint on purpose, for the command-line tests of checkpoint validation.
  * Prints one error and exits 1 on failure. */
@@ -98,13 +99,13 @@ static int index_flip(const char *file, const char *dataset) {
   return fail("no v1 B-tree node pointing at chunk 0", file);
 }
 
-static int unhash(const char *file, const char *dataset) {
+static int delete_attr(const char *file, const char *object, const char *attr) {
   hid_t f = H5Fopen(file, H5F_ACC_RDWR, H5P_DEFAULT);
   if (f < 0)
     return fail("cannot open as HDF5 for writing", file);
-  herr_t st = H5Adelete_by_name(f, dataset, "hash64", H5P_DEFAULT);
+  herr_t st = H5Adelete_by_name(f, object, attr, H5P_DEFAULT);
   if (H5Fclose(f) < 0 || st < 0)
-    return fail("cannot delete the attribute hash64", file);
+    return fail("cannot delete the attribute", file);
   return 0;
 }
 
@@ -163,8 +164,9 @@ static int set_version(const char *file, long long n) {
 
 int main(int argc, char **argv) {
   if (argc != 4 || (strcmp(argv[1], "flip") && strcmp(argv[1], "zero") && strcmp(argv[1], "index") &&
-                    strcmp(argv[1], "unhash") && strcmp(argv[1], "version"))) {
-    fprintf(stderr, "usage: ckpt_tamper flip|zero|index|unhash FILE DATASET | ckpt_tamper version FILE N\n");
+                    strcmp(argv[1], "unhash") && strcmp(argv[1], "unattr") && strcmp(argv[1], "version"))) {
+    fprintf(stderr, "usage: ckpt_tamper flip|zero|index|unhash FILE DATASET | ckpt_tamper unattr FILE ATTR | "
+                    "ckpt_tamper version FILE N\n");
     return 1;
   }
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
@@ -175,7 +177,9 @@ int main(int argc, char **argv) {
   if (!strcmp(argv[1], "index"))
     return index_flip(argv[2], argv[3]);
   if (!strcmp(argv[1], "unhash"))
-    return unhash(argv[2], argv[3]);
+    return delete_attr(argv[2], argv[3], "hash64");
+  if (!strcmp(argv[1], "unattr"))
+    return delete_attr(argv[2], "/", argv[3]);
   char *end;
   long long n = strtoll(argv[3], &end, 10);
   if (*end || end == argv[3])
