@@ -75,16 +75,54 @@ $(BUILD)/test/obj/%.o: src/%.c | $(BUILD)/test/obj
 $(BUILD)/test/dptrain: $(FAULT_OBJS)
 	$(CC) $(OPT) -o $@ $^ $(LDLIBS_ALL)
 
-$(BUILD)/obj $(BUILD)/tests $(BUILD)/test/obj:
+$(BUILD)/obj $(BUILD)/tests $(BUILD)/test/obj $(BUILD)/pic/obj $(BUILD)/fortran:
 	mkdir -p $@
 
-tests: $(BUILD)/dptrain $(BUILD)/test/dptrain $(TEST_BINS) $(TOOL_BINS)
+# ---- The inference library (include/dptrain/infer.h, README "Using a trained model"): libdptrain.a
+# (the objects above), libdptrain.so (the same sources again with -fPIC) and dptrain.pc for this build
+# tree; the Fortran module (src/fortran/dptrain.f90) as libdptrain_fortran.a with its dptrain.mod,
+# apart because it needs libgfortran, and dptrain-fortran.pc. `make install` installs them with .pc
+# files pointing at PREFIX.
+ifeq ($(origin FC),default)
+FC := gfortran
+endif
+FFLAGS  ?= -O2
+VERSION := $(shell sed -n 's/^\#define DP_VERSION "\(.*\)"/\1/p' src/main.c)
+PIC_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/pic/obj/%.o)
+LIB_FILES := $(BUILD)/libdptrain.a $(BUILD)/libdptrain.so $(BUILD)/dptrain.pc $(BUILD)/libdptrain_fortran.a \
+             $(BUILD)/dptrain-fortran.pc
+# The .pc bodies, printed after the lines that say where the files are (includedir, libdir, moddir).
+PC_C = Name: dptrain\nDescription: inference with models trained by dptrain\nVersion: $(VERSION)\nRequires.private: $(PKGS)\nCflags: -I$${includedir}\nLibs: -L$${libdir} -Wl,-rpath,$${libdir} -ldptrain\nLibs.private: -lm -pthread\n
+PC_F = Name: dptrain-fortran\nDescription: the Fortran module dptrain over the dptrain inference library\nVersion: $(VERSION)\nRequires: dptrain\nCflags: -I$${moddir}\nLibs: -L$${libdir} -ldptrain_fortran\n
+
+.PHONY: lib
+lib: $(LIB_FILES)
+
+$(BUILD)/pic/obj/%.o: src/%.c | $(BUILD)/pic/obj
+	$(CC) $(ALL_CFLAGS) -fPIC -c $< -o $@
+
+$(BUILD)/libdptrain.so: $(PIC_OBJS)
+	$(CC) $(OPT) -shared -Wl,-soname,libdptrain.so -o $@ $^ $(LDLIBS_ALL)
+
+$(BUILD)/libdptrain_fortran.a: src/fortran/dptrain.f90 | $(BUILD)/fortran
+	$(FC) -std=f2008 -Wall -Wextra -Werror $(FFLAGS) -fPIC -J$(BUILD)/fortran -c $< -o $(BUILD)/fortran/dptrain.o
+	rm -f $@
+	ar rcs $@ $(BUILD)/fortran/dptrain.o
+
+$(BUILD)/dptrain.pc: Makefile | $(BUILD)/obj
+	printf 'includedir=%s\nlibdir=%s\n\n$(PC_C)' '$(CURDIR)/include' '$(abspath $(BUILD))' > $@
+
+$(BUILD)/dptrain-fortran.pc: Makefile | $(BUILD)/obj
+	printf 'libdir=%s\nmoddir=%s\n\n$(PC_F)' '$(abspath $(BUILD))' '$(abspath $(BUILD))/fortran' > $@
+
+tests: $(BUILD)/dptrain $(BUILD)/test/dptrain $(TEST_BINS) $(TOOL_BINS) $(LIB_FILES)
 
 # The whole suite: cmocka unit tests, multi-rank tests under mpirun, command-line tests.
 check: tests
 	@tests/run.sh $(BUILD)
 
-test: deps
+test:
+	@scripts/install-deps.sh --test
 	@$(MAKE) --no-print-directory check
 
 data: all
@@ -118,7 +156,7 @@ bench: deps
 # the installed data file by its absolute path and work from any directory; the data is copied from
 # data/ or converted there (a missing dataset package is only a warning: the configs then say so).
 SHARE = $(abspath $(PREFIX))/share/dptrain
-install: all
+install: all install-lib
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SHARE)/configs $(DESTDIR)$(SHARE)/data
 	install -m 755 $(BUILD)/dptrain $(DESTDIR)$(PREFIX)/bin/dptrain
 	@for f in configs/*.ini; do \
@@ -129,11 +167,24 @@ install: all
 	  else DATA_DIR=$(DESTDIR)$(SHARE)/data scripts/prepare-data.sh $(BUILD)/dptrain > /dev/null || \
 	    echo "make install: warning: no data/fashion_mnist.h5 to install (make data, then make install again)"; fi
 
+# The library alone: header, libraries, Fortran module, .pc files pointing at PREFIX.
+LIBDIR = $(abspath $(PREFIX))/lib
+.PHONY: install-lib
+install-lib: lib
+	install -d $(DESTDIR)$(PREFIX)/include/dptrain/fortran $(DESTDIR)$(LIBDIR)/pkgconfig
+	install -m 644 include/dptrain/infer.h include/dptrain/error.h $(DESTDIR)$(PREFIX)/include/dptrain/
+	install -m 644 $(BUILD)/fortran/dptrain.mod $(DESTDIR)$(PREFIX)/include/dptrain/fortran/
+	install -m 644 $(BUILD)/libdptrain.a $(BUILD)/libdptrain_fortran.a $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(BUILD)/libdptrain.so $(DESTDIR)$(LIBDIR)/
+	printf 'includedir=%s\nlibdir=%s\n\n$(PC_C)' '$(abspath $(PREFIX))/include' '$(LIBDIR)' > $(DESTDIR)$(LIBDIR)/pkgconfig/dptrain.pc
+	printf 'libdir=%s\nmoddir=%s\n\n$(PC_F)' '$(LIBDIR)' '$(abspath $(PREFIX))/include/dptrain/fortran' \
+	  > $(DESTDIR)$(LIBDIR)/pkgconfig/dptrain-fortran.pc
+
 clean:
 	rm -rf $(BUILD)
 
 .SECONDARY:
--include $(wildcard $(BUILD)/obj/*.d $(BUILD)/tests/*.d $(BUILD)/test/obj/*.d)
+-include $(wildcard $(BUILD)/obj/*.d $(BUILD)/tests/*.d $(BUILD)/test/obj/*.d $(BUILD)/pic/obj/*.d)
 
 # ---- Sanitizers and valgrind. `make asan` / `make ubsan` build everything into build-asan/ and
 # build-ubsan/ and run the whole suite there (tests/run.sh and tests/cli/*.sh take the build dir).

@@ -64,6 +64,18 @@ for r in 1 2 3; do
   # Target 3: two ranks against one at global batch 256; the allreduce fit for the projection.
   run b256-np1-$r 1 --threads 1 --batch 256
   run b256-np2-$r 2 --threads 1 --batch 256 --allreduce
+  # Target 7: [train] deterministic against the default on configs/fashion_mlp.ini, the
+  # step time of 300 steps (metrics.jsonl's step_ms, evaluation and checkpoints excluded), 1 and 2 ranks.
+  for np in 1 2; do
+    launch=("$bin")
+    [ "$np" = 1 ] || launch=("${mpi[@]}" -np "$np" "$bin")
+    for det in false true; do
+      echo "bench: fashion_mlp deterministic = $det at np $np" >&2
+      "${launch[@]}" train configs/fashion_mlp.ini --quiet --overwrite --set train.out_dir="$out/det-$det-np$np-$r" \
+        --set train.deterministic=$det --set train.threads=1 --set train.max_steps=300 --set train.log_every=25 > /dev/null ||
+        { echo "bench: fashion_mlp deterministic = $det at np $np failed" >&2; exit 1; }
+    done
+  done
 done
 # Target 2: the large MLP against the sgemm rate of its own GEMM shapes; target 6 with its 48 MB
 # checkpoint (the small model's 5 MB one is dominated by fsync and file creation).
@@ -84,3 +96,8 @@ echo "bench: fashion_mlp at np 2" >&2
 
 python3 scripts/bench_report.py "$out" --net-gbps "$net_gbps" --net-latency-us "$net_lat" > bench.json.tmp &&
   mv bench.json.tmp bench.json
+
+# Data larger than memory: streaming against in memory, and the block order's accuracy.
+scripts/bench_stream.sh "$build"
+# Using the trained model: predict's throughput and the inference library's latency.
+scripts/bench_infer.sh "$build"

@@ -37,6 +37,19 @@ def time_to(metrics, acc):
     return None, None, None
 
 
+def step_ms(d, name):
+    """The fastest repetition's mean step_ms over its logging intervals after the first (warm-up)."""
+    best = None
+    for f in sorted(os.listdir(d)):
+        m = os.path.join(d, f, "metrics.jsonl")
+        if not (f.startswith(name + "-") and f[len(name) + 1:].isdigit() and os.path.exists(m)):
+            continue
+        v = [r["step_ms"] for r in map(json.loads, open(m)) if r.get("step_ms") is not None][1:]
+        if v and (best is None or sum(v) / len(v) < best):
+            best = sum(v) / len(v)
+    return best
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("dir")
@@ -94,6 +107,12 @@ def main():
     r = c["bytes_per_s"] / c["plain_bytes_per_s"]
     target(rows, 6, "checkpoint write rate / plain sequential write", round(r, 3), 0.7, "", r >= 0.7,
            f"{c['bytes'] / 1e6:.1f} MB at {c['bytes_per_s'] / 1e6:.0f} MB/s, plain {c['plain_bytes_per_s'] / 1e6:.0f} MB/s")
+    d = {(det, np): step_ms(a.dir, f"det-{det}-np{np}") for det in ("false", "true") for np in (1, 2)}
+    if None not in d.values():
+        r2, r1 = d["true", 2] / d["false", 2], d["true", 1] / d["false", 1]
+        target(rows, 7, "fashion_mlp.ini at 2 ranks: deterministic / default step time", round(r2, 3), 1.10, "x",
+               r2 <= 1.10, f"{d['true', 2]:.3f} vs {d['false', 2]:.3f} ms; 1 rank: {d['true', 1]:.3f} vs "
+                           f"{d['false', 1]:.3f} ms, {r1:.3f}x")
 
     # Scaling projection (weak scaling at 128 rows per rank).
     n_bytes = 4.0 * small["params"]

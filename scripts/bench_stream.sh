@@ -2,14 +2,14 @@
 # `make bench`, data larger than memory: streaming (in_memory = false, order = blocks, the reader
 # thread) against the same config held in memory, interleaved, 2 ranks of 1 BLAS thread each.
 #   1. configs/fashion_mlp.ini from the page cache: samples/s ratio (target >= 0.95)
-#   2. a synthetic file 4x larger than the run's memory cgroup (target >= 0.8 of in memory;
+#   2. a synthetic file (4 GB) 4x larger than the run's memory cgroup (target >= 0.8 of in memory;
 #      SKIPPED where no memory cgroup can be made or caches cannot be dropped)
 #   3. test accuracy of the whole fashion_mlp run, order = blocks against random (within 0.3 points)
 # Writes $BENCH_DIR/stream.json and prints the table on stderr.
-# Usage: scripts/bench_stream.sh [BUILD_DIR] [--synthetic-mb 2048]
+# Usage: scripts/bench_stream.sh [BUILD_DIR] [--synthetic-mb 4096]
 set -u
 build=build
-syn_mb=2048
+syn_mb=4096
 while [ $# -gt 0 ]; do
   case $1 in
     --synthetic-mb) syn_mb=$2; shift 2 ;;
@@ -61,7 +61,7 @@ elif ! sync || ! echo 3 > /proc/sys/vm/drop_caches 2> /dev/null; then
   cgroup_note="SKIPPED: cannot drop the page cache (/proc/sys/vm/drop_caches)"
 fi
 syn_cfg=configs/synthetic_5m.ini
-steps=3000
+steps=4000
 if [ -z "$cgroup_note" ]; then
   [ -f "$syn" ] || "$bin" convert synthetic -o "$syn" --rows "$rows" --features 256 --classes 10 --test-rows 10000 > /dev/null ||
     { echo "bench: synthetic data failed" >&2; exit 1; }

@@ -216,11 +216,11 @@ static void prune(const char *dir, int keep) {
   }
 }
 
-int dp_ckpt_save(const dp_state *s, const char *dir, int64_t step, int keep_last, char *path, size_t path_len) {
+static int save(const dp_state *s, const char *dir, const char *name, char *path, size_t path_len) {
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
   DP_TRY(dp_mkdirs(dir));
   char final[DP_FILE_PATH_MAX];
-  if (snprintf(final, sizeof final, "%s/ckpt-%lld.h5", dir, (long long)step) >= (int)sizeof final)
+  if (snprintf(final, sizeof final, "%s/%s", dir, name) >= (int)sizeof final)
     return dp_fail(DP_EIO, "%s: checkpoint directory name too long", dir);
   save_ctx c = {s, dir};
   int rc = dp_write_durable(final, "the checkpoint", write_file, &c);
@@ -229,10 +229,28 @@ int dp_ckpt_save(const dp_state *s, const char *dir, int64_t step, int keep_last
     snprintf(msg, sizeof msg, "%s", dp_errmsg(rc));
     return dp_fail(rc, "%s; the previous checkpoints are kept", msg);
   }
-  prune(dir, keep_last);
   if (path)
     snprintf(path, path_len, "%s", final);
   return 0;
+}
+
+/* Under the HDF5 lock: a streaming reader may be reading the training set meanwhile. */
+int dp_ckpt_save(const dp_state *s, const char *dir, int64_t step, int keep_last, char *path, size_t path_len) {
+  char name[64];
+  snprintf(name, sizeof name, "ckpt-%lld.h5", (long long)step);
+  dp_h5_lock();
+  int rc = save(s, dir, name, path, path_len);
+  if (rc == 0)
+    prune(dir, keep_last);
+  dp_h5_unlock();
+  return rc;
+}
+
+int dp_ckpt_save_as(const dp_state *s, const char *dir, const char *name, char *path, size_t path_len) {
+  dp_h5_lock();
+  int rc = save(s, dir, name, path, path_len);
+  dp_h5_unlock();
+  return rc;
 }
 
 int dp_ckpt_latest(const char *dir, char *path, size_t path_len, int *found) {
@@ -421,14 +439,27 @@ static void commit_scalars(dp_state *s, unsigned mask) {
   }
 }
 
+/* Whether the file holds tensor e (e->found): an optional one may be absent, the others must be there. */
+static int find_tensor(hid_t f, const char *path, dp_state_entry *e) {
+  e->found = 1;
+  if (!(e->flags & DP_ST_OPTIONAL))
+    return 0;
+  if (h5u_exists(f, e->name, &e->found) < 0)
+    return dp_fail(DP_ECKPT, "%s: cannot look up /%s (damaged file?)", path, e->name);
+  return 0;
+}
+
 /* All checks, then all data: nothing half-read when the file does not fit. */
 static int read_state(hid_t f, const char *path, dp_state *s, unsigned mask) {
   DP_TRY(read_scalars(f, path, s, mask));
   for (int i = 0; i < s->n; i++)
-    if (loadable_tensor(&s->e[i], mask))
-      DP_TRY(check_shape(f, path, &s->e[i]));
+    if (loadable_tensor(&s->e[i], mask)) {
+      DP_TRY(find_tensor(f, path, &s->e[i]));
+      if (s->e[i].found)
+        DP_TRY(check_shape(f, path, &s->e[i]));
+    }
   for (int i = 0; i < s->n; i++)
-    if (loadable_tensor(&s->e[i], mask))
+    if (loadable_tensor(&s->e[i], mask) && s->e[i].found)
       DP_TRY(read_tensor(f, path, &s->e[i]));
   commit_scalars(s, mask);
   return 0;
@@ -438,9 +469,13 @@ int dp_ckpt_read(dp_state *s, const char *path, unsigned mask) {
   hid_t f;
   /* The model's weights may come from any file with that layout; a whole state only from a
    * checkpoint of this format. */
-  DP_TRY(mask == DP_ST_MODEL ? open_file(path, &f) : open_ckpt(path, &f));
-  int rc = read_state(f, path, s, mask);
-  H5Fclose(f);
+  dp_h5_lock(); /* a streaming reader may be reading the training set meanwhile (a restore) */
+  int rc = mask == DP_ST_MODEL ? open_file(path, &f) : open_ckpt(path, &f);
+  if (rc == 0) {
+    rc = read_state(f, path, s, mask);
+    H5Fclose(f);
+  }
+  dp_h5_unlock();
   return rc;
 }
 
@@ -585,7 +620,7 @@ int dp_ckpt_inspect(const char *path, FILE *out) {
   hid_t f;
   DP_TRY(open_ckpt(path, &f));
   int64_t step = -1, epoch = -1, pos = -1, world = -1, seen = -1;
-  char opt[32] = "?", slots[128] = "", when[64] = "?";
+  char opt[32] = "?", slots[128] = "", when[64] = "?", run[DP_STATE_STR_MAX] = "unknown (an older dptrain)";
   /* A damaged attribute prints its default: inspect shows what is there. */
   h5u_get_i64(f, "step", &step);
   h5u_get_i64(f, "epoch", &epoch);
@@ -595,7 +630,8 @@ int dp_ckpt_inspect(const char *path, FILE *out) {
   h5u_get_str(f, "optimizer", opt, sizeof opt);
   h5u_get_str(f, "optimizer_state", slots, sizeof slots);
   h5u_get_str(f, "created", when, sizeof when);
-  fprintf(out, "%s: %s version %d, written %s\n", path, DP_CKPT_FORMAT, DP_CKPT_VERSION, when);
+  h5u_get_str(f, "run_id", run, sizeof run);
+  fprintf(out, "%s: %s version %d, written %s, run %s\n", path, DP_CKPT_FORMAT, DP_CKPT_VERSION, when, run);
   fprintf(out, "  step %lld, epoch %lld (position %lld in it), %lld sample%s seen, saved by %lld rank%s\n",
           (long long)step, (long long)epoch + 1, (long long)pos, (long long)seen, dp_plural(seen), (long long)world,
           dp_plural(world));

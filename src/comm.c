@@ -239,6 +239,109 @@ int dp_comm_allreduce_f64(dp_comm *c, double *buf, size_t n) {
   return 0;
 }
 
+int dp_comm_allreduce_i64(dp_comm *c, int64_t *buf, size_t n) {
+  WATCHED("an allreduce of exact sums", allreduce_chunks(c, buf, n, sizeof(int64_t), MPI_INT64_T));
+  return 0;
+}
+
+/* A ring: at step s every rank passes on its partial sum of one slice and adds its own part of the
+ * next, except after the last step (the caller adds its part as it reads the sum). Open MPI 4.1's
+ * MPI_Reduce_scatter_block of int64 (2 ranks, 4.3 MB) takes 3 times as long; integer sums are
+ * exact, so the order of the additions does not matter. */
+static int reduce_scatter_i64(dp_comm *c, const int64_t *all, int64_t *others, int64_t *work, int n_each) {
+  int P = c->size, r = c->rank, right = (r + 1) % P, left = (r + P - 1) % P;
+  const int64_t *send = all + (size_t)left * (size_t)n_each;
+  for (int s = 0; s < P - 1; s++) {
+    MPI_TRY(MPI_Sendrecv(send, n_each, MPI_INT64_T, right, 0, others, n_each, MPI_INT64_T, left, 0, c->comm,
+                         MPI_STATUS_IGNORE));
+    if (s == P - 2)
+      break;
+    const int64_t *own = all + (size_t)((r + 2 * P - s - 2) % P) * (size_t)n_each;
+    for (int i = 0; i < n_each; i++)
+      work[i] = own[i] + others[i];
+    send = work;
+  }
+  return 0;
+}
+
+int dp_comm_reduce_scatter_i64(dp_comm *c, const int64_t *all, int64_t *others, int64_t *work, int n_each) {
+  WATCHED("the reduce-scatter of exact sums", reduce_scatter_i64(c, all, others, work, n_each));
+  return 0;
+}
+
+static int alltoallv_f32(dp_comm *c, const float *send, const int *scounts, const int *sdispls, float *recv,
+                         const int *rcounts, const int *rdispls) {
+  MPI_TRY(MPI_Alltoallv(send, scounts, sdispls, MPI_FLOAT, recv, rcounts, rdispls, MPI_FLOAT, c->comm));
+  return 0;
+}
+
+int dp_comm_alltoallv_f32(dp_comm *c, const float *send, const int *scounts, const int *sdispls, float *recv,
+                          const int *rcounts, const int *rdispls) {
+  WATCHED("the exchange of exact sums", alltoallv_f32(c, send, scounts, sdispls, recv, rcounts, rdispls));
+  return 0;
+}
+
+static int allgatherv_f32(dp_comm *c, float *all, const int *counts, const int *displs) {
+  MPI_TRY(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, all, counts, displs, MPI_FLOAT, c->comm));
+  return 0;
+}
+
+int dp_comm_allgatherv_f32(dp_comm *c, float *all, const int *counts, const int *displs) {
+  WATCHED("the allgather of exact sums", allgatherv_f32(c, all, counts, displs));
+  return 0;
+}
+
+static int allgather_f64(dp_comm *c, const double *mine, double *all, int n_each) {
+  MPI_TRY(MPI_Allgather(mine, n_each, MPI_DOUBLE, all, n_each, MPI_DOUBLE, c->comm));
+  return 0;
+}
+
+int dp_comm_allgather_f64(dp_comm *c, const double *mine, double *all, int n_each) {
+  WATCHED("an allgather of statistics", allgather_f64(c, mine, all, n_each));
+  return 0;
+}
+
+/* One element of the datatype is a whole vector, so MPI never splits it: its first two int64 say how
+ * many maxima follow and how long the vector is (the same on every rank). */
+static void max_sum_op(void *in, void *inout, int *len, MPI_Datatype *type) {
+  (void)type;
+  const int64_t *a = in;
+  int64_t *b = inout;
+  for (int e = 0; e < *len; e++, a += b[1], b += b[1]) {
+    for (int64_t i = 2; i < 2 + b[0]; i++)
+      b[i] = a[i] > b[i] ? a[i] : b[i];
+    for (int64_t i = 2 + b[0]; i < b[1]; i++)
+      b[i] += a[i];
+  }
+}
+
+/* On the stack: no allocation that one rank alone could fail before the collective. */
+static int max_sum_i64(dp_comm *c, int64_t *buf, int n_max, int n_sum) {
+  int n = 2 + n_max + n_sum;
+  int64_t v[2 + DP_COMM_MAX_SUM];
+  if (n_max < 0 || n_sum < 0 || n_max + n_sum > DP_COMM_MAX_SUM) /* alike on every rank */
+    return dp_fail(DP_EINVAL, "an allreduce of %d int64: more than %d", n_max + n_sum, DP_COMM_MAX_SUM);
+  v[0] = n_max, v[1] = n;
+  memcpy(v + 2, buf, sizeof(int64_t) * (size_t)(n_max + n_sum));
+  MPI_Datatype t;
+  MPI_Op op;
+  int rc = MPI_Type_contiguous(n, MPI_INT64_T, &t);
+  if (rc == MPI_SUCCESS && (rc = MPI_Type_commit(&t)) == MPI_SUCCESS) {
+    if ((rc = MPI_Op_create(max_sum_op, 1, &op)) == MPI_SUCCESS) {
+      rc = MPI_Allreduce(MPI_IN_PLACE, v, 1, t, op, c->comm);
+      MPI_Op_free(&op);
+    }
+    MPI_Type_free(&t);
+  }
+  memcpy(buf, v + 2, sizeof(int64_t) * (size_t)(n_max + n_sum));
+  return rc == MPI_SUCCESS ? 0 : mpi_fail(rc, "MPI_Allreduce", __FILE__, __LINE__);
+}
+
+int dp_comm_allreduce_max_sum_i64(dp_comm *c, int64_t *buf, int n_max, int n_sum) {
+  WATCHED("an allreduce (max and sum)", max_sum_i64(c, buf, n_max, n_sum));
+  return 0;
+}
+
 static int max_f64(dp_comm *c, double *buf, int n) {
   MPI_TRY(MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, MPI_MAX, c->comm));
   return 0;
@@ -290,6 +393,19 @@ static int wait_all(MPI_Request *req, int n) {
 int dp_comm_wait_all(dp_comm *c, MPI_Request *req, int n) {
   (void)c;
   WATCHED("the gradient allreduce", wait_all(req, n));
+  return 0;
+}
+
+/* Counts and displacements in floats: a piece of predictions per rank stays far below INT_MAX. */
+static int gather_f32(dp_comm *c, const float *mine, int n, float *all, const int *counts, const int *displs,
+                      int root) {
+  MPI_TRY(MPI_Gatherv(mine, n, MPI_FLOAT, all, counts, displs, MPI_FLOAT, root, c->comm));
+  return 0;
+}
+
+int dp_comm_gatherv_f32(dp_comm *c, const float *mine, int n, float *all, const int *counts, const int *displs,
+                        int root) {
+  WATCHED("a gather", gather_f32(c, mine, n, all, counts, displs, root));
   return 0;
 }
 

@@ -21,6 +21,10 @@
 /* Each enum's names come from its X-macro in the header that declares it; index = enum value. */
 #define NAME_OF(e, name) name,
 static const char *const in_memory_names[] = {DP_IN_MEMORY_MAP(NAME_OF) NULL};
+static const char *const standardize_names[] = {DP_STANDARDIZE_MAP(NAME_OF) NULL};
+static const char *const keep_best_names[] = {DP_KEEP_BEST_MAP(NAME_OF) NULL};
+static const char *const order_names[] = {DP_DATA_ORDER_MAP(NAME_OF) NULL};
+static const char *const direct_io_names[] = {DP_DIRECT_IO_MAP(NAME_OF) NULL};
 static const char *const loss_names[] = {DP_LOSS_MAP(NAME_OF) NULL};
 static const char *const act_names[] = {DP_ACT_MAP(NAME_OF) NULL};
 static const char *const init_names[] = {DP_INIT_RULE_MAP(NAME_OF) NULL};
@@ -59,6 +63,28 @@ static const dp_key keys[] = {
         "subtracted from every input (after the file's scale): `dptrain convert` prints the training set's"),
     NUM("data", "std", DP_KEY_DOUBLE, "1", C(data.std), 1e-30, 1e30,
         "inputs are divided by it after subtracting mean: standardised inputs train faster"),
+    ENUM("data", "standardize", "scalar", C(data.standardize), standardize_names,
+         "none (the file's scale only), scalar (mean and std above) or per_feature (each feature by the training "
+         "split's mean and std that `dptrain convert` stores in the file; a constant feature's std counts as 1)"),
+    NUM("data", "val_fraction", DP_KEY_DOUBLE, "0", C(data.val_fraction), 0, 0.99,
+        "hold this fraction of the training rows out for validation (chosen from seed, never trained on, the "
+        "same at any rank count); 0 = none, or the file's /val group when it has one"),
+
+    ENUM("data", "order", "auto", C(data.order), order_names,
+         "the epochs' row order: random (a full shuffle), blocks (blocks of block_rows permuted, rows shuffled "
+         "within shuffle_blocks of them: streams a file in large reads) or auto (blocks when the training set is "
+         "read from the file, random when it is held in memory)"),
+    NUM("data", "block_rows", DP_KEY_INT64, "0", C(data.block_rows), 0, BIG,
+        "order = blocks: rows per block; 0 = the file's chunk rows (blocks of about 2 MB when not chunked)"),
+    NUM("data", "shuffle_blocks", DP_KEY_INT, "16", C(data.shuffle_blocks), 1, 1 << 20,
+        "order = blocks: consecutive blocks of each epoch's block permutation whose rows are shuffled together"),
+    SAFE(ENUM, "data", "direct_io", "auto", C(data.direct_io), direct_io_names,
+         "order = blocks read from the file: read x's chunks past the page cache with O_DIRECT (convert's layout; "
+         "others and file systems without O_DIRECT use HDF5's reads): true, false, or auto (when the file is larger "
+         "than half the memory the node's ranks may use: no pages it caches would be read again)"),
+    SAFE(NUM, "data", "prefetch_mb", DP_KEY_DOUBLE, "256", C(data.prefetch_mb), 0.001, 1e9,
+         "order = blocks read from the file: memory (MB) of each rank's ring of blocks read ahead (at most half of "
+         "its share of the node's memory)"),
 
     ENUM("model", "loss", "softmax_cross_entropy", C(model.loss), loss_names,
          "softmax_cross_entropy (integer labels) or mse (float targets)"),
@@ -144,6 +170,11 @@ static const dp_key keys[] = {
         "else the rank's share of the cores in its affinity mask"),
     SAFE(NUM, "train", "bucket_mb", DP_KEY_DOUBLE, "1", C(train.bucket_mb), 0, 1e6,
         "gradient allreduce buckets (MB), started during the backward pass; 0 = one allreduce after it"),
+    SAFE(BOOL, "train", "deterministic", "false", C(train.deterministic),
+         "the same model bit for bit at any number of ranks (and bucket_mb, and across resume): the batch in "
+         "chunks of chunk_rows rows, every sum exact"),
+    SAFE(NUM, "train", "chunk_rows", DP_KEY_INT, "128", C(train.chunk_rows), 1, 1 << 20,
+         "deterministic: rows per chunk, the unit of work a rank takes (larger is faster, fewer spreads wider)"),
     SAFE(STR, "train", "timeline", "", C(train.timeline), DP_PATH_MAX,
         "write a Chrome trace (chrome://tracing, Perfetto) of the first timeline_steps steps here; empty = none"),
     SAFE(NUM, "train", "timeline_steps", DP_KEY_INT, "20", C(train.timeline_steps), 1, 100000,
@@ -165,6 +196,11 @@ static const dp_key keys[] = {
     SAFE(NUM, "train", "collective_timeout", DP_KEY_DOUBLE, "0", C(train.collective_timeout), 0, 1e7,
         "abort the job when a collective has not completed after this many seconds (a stuck rank; checkpoint "
         "writes, evaluation and start-up are not counted); 0 = off"),
+    SAFE(NUM, "train", "early_stop_patience", DP_KEY_INT, "0", C(train.early_stop_patience), 0, INT_MAX,
+        "end the run after this many evaluations without an improvement of keep_best's figure (val_loss when "
+        "off); 0 = off. Needs validation data"),
+    SAFE(NUM, "train", "early_stop_min_delta", DP_KEY_DOUBLE, "0", C(train.early_stop_min_delta), 0, 1e30,
+        "early stopping: the least improvement that counts"),
 
     SAFE(NUM, "checkpoint", "every_steps", DP_KEY_INT64, "0", C(checkpoint.every_steps), 0, BIG,
         "save every this many steps; 0 = off"),
@@ -175,6 +211,9 @@ static const dp_key keys[] = {
     SAFE(NUM, "checkpoint", "keep_last", DP_KEY_INT, "3", C(checkpoint.keep_last), 0, 1 << 20,
         "keep this many newest checkpoints (older ones are removed once a new one is complete); 0 = all"),
     SAFE(STR, "checkpoint", "dir", "", C(checkpoint.dir), DP_PATH_MAX, "where ckpt-<step>.h5 go; empty = out_dir/checkpoints"),
+    ENUM("checkpoint", "keep_best", "off", C(checkpoint.keep_best), keep_best_names,
+         "keep best.h5 (beside the checkpoints, never removed by keep_last): the model of the evaluation with "
+         "the lowest val_loss or highest val_acc; off = none. Needs validation data"),
 
     SAFE(STR, "sweep", "lr", "1e-4:1:9", C(sweep.lr), 256, "step sizes: LO:HI:N (log-spaced) or a,b,c"),
     SAFE(NUM, "sweep", "steps", DP_KEY_INT64, "300", C(sweep.steps), 1, BIG, "steps of each run"),
@@ -760,6 +799,10 @@ static int check_layers(parser *p) {
   for (int i = 0; i < c->n_layers; i++)
     if (c->layer[i].units < 1)
       return parse_error(p, c->layer[i].line, "[layer %d] units is required", i);
+  for (int i = 0; i < c->n_layers; i++) /* a shard's own statistics depend on the rank count */
+    if (c->train.deterministic && c->layer[i].norm == DP_NORM_BATCH && !c->layer[i].sync)
+      return parse_error(p, c->layer[i].line, "[layer %d] sync = false: [train] deterministic needs batch norm "
+                         "over the global batch (sync = true)", i);
   return 0;
 }
 
@@ -785,6 +828,12 @@ static int check_optimizer(parser *p) {
 static int validate(parser *p) {
   if (!p->c->data.path[0])
     return parse_error(p, 0, "[data] path is required");
+  if (p->c->data.standardize != DP_STD_SCALAR && (p->c->data.mean != 0.0 || p->c->data.std != 1.0))
+    return parse_error(p, 0, "[data] mean and std apply with standardize = scalar, not %s",
+                       standardize_names[p->c->data.standardize]);
+  if (p->c->checkpoint.keep_best == DP_BEST_VAL_ACC && p->c->model.loss == DP_LOSS_MSE)
+    return parse_error(p, 0, "[checkpoint] keep_best = val_acc needs a classifier: loss = mse has no accuracy "
+                       "(use val_loss)");
   DP_TRY(check_layers(p));
   return check_optimizer(p);
 }

@@ -1,5 +1,6 @@
 /* Data sets in HDF5: validation on open, hyperslab reads of only the rows a rank needs. */
 #include <errno.h>
+#include <fcntl.h>
 #include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 #include <unistd.h>
 
 #include "dptrain/data.h"
+#include "direct.h"
 #include "dptrain/error.h"
 #include "faults.h"
 #include "fsutil.h"
@@ -32,9 +34,40 @@ double dp_dataset_mem_bytes(const dp_dataset *ds, int64_t rows) {
   return (double)rows * ((double)dp_row_bytes(ds->d, ds->x_u8) + y);
 }
 
+/* The memory limit of this process's cgroup (v2 memory.max or v1 memory.limit_in_bytes), 0 when
+ * there is none: a batch system (SLURM's task/cgroup) gives a job less than the node has. */
+static double cgroup_limit(void) {
+  FILE *f = fopen("/proc/self/cgroup", "r");
+  if (!f)
+    return 0;
+  char line[4096], path[4200];
+  double limit = 0;
+  while (fgets(line, sizeof line, f)) {
+    line[strcspn(line, "\n")] = 0;
+    char *a = strchr(line, ':'), *b = a ? strchr(a + 1, ':') : NULL;
+    if (!b)
+      continue;
+    if (b == a + 1) /* "0::/path": the v2 hierarchy */
+      snprintf(path, sizeof path, "/sys/fs/cgroup%s/memory.max", b + 1);
+    else if (strncmp(a + 1, "memory:", 7) == 0 || strstr(a + 1, ",memory:"))
+      snprintf(path, sizeof path, "/sys/fs/cgroup/memory%s/memory.limit_in_bytes", b + 1);
+    else
+      continue;
+    FILE *g = fopen(path, "r");
+    double v = 0;
+    if (g && fscanf(g, "%lf", &v) == 1 && v > 0 && (limit == 0 || v < limit))
+      limit = v; /* "max" (no limit) does not scan */
+    if (g)
+      fclose(g);
+  }
+  fclose(f);
+  return limit;
+}
+
 double dp_node_memory(void) {
   double pages = (double)sysconf(_SC_PHYS_PAGES), size = (double)sysconf(_SC_PAGESIZE);
-  return dp_fault_node_memory(pages > 0 && size > 0 ? pages * size : 0);
+  double phys = pages > 0 && size > 0 ? pages * size : 0, cg = cgroup_limit();
+  return dp_fault_node_memory(cg > 0 && (phys == 0 || cg < phys) ? cg : phys);
 }
 
 void dp_dataset_init(dp_dataset *ds) {
@@ -44,11 +77,40 @@ void dp_dataset_init(dp_dataset *ds) {
 }
 
 void dp_dataset_standardize(dp_dataset *ds, double mean, double std) {
-  ds->shift = (float)(((double)ds->shift - mean) / std);
-  ds->scale = (float)((double)ds->scale / std);
+  for (int64_t j = 0; ds->x_scale && j < ds->d; j++) {
+    ds->x_shift[j] = (float)(((double)ds->x_shift[j] - mean) / std);
+    ds->x_scale[j] = (float)((double)ds->x_scale[j] / std);
+  }
+}
+
+void dp_dataset_standardize_features(dp_dataset *ds, const double *mean, const double *std) {
+  for (int64_t j = 0; ds->x_scale && j < ds->d; j++) {
+    double sd = std[j] > 0 ? std[j] : 1.0; /* a constant feature: centred, not blown up */
+    ds->x_shift[j] = (float)(((double)ds->x_shift[j] - mean[j]) / sd);
+    ds->x_scale[j] = (float)((double)ds->x_scale[j] / sd);
+  }
+}
+
+void dp_dataset_copy_transform(dp_dataset *dst, const dp_dataset *src) {
+  if (dst->x_scale && src->x_scale && dst->d == src->d) {
+    memcpy(dst->x_scale, src->x_scale, sizeof(float) * (size_t)dst->d);
+    memcpy(dst->x_shift, src->x_shift, sizeof(float) * (size_t)dst->d);
+  }
+}
+
+/* The file's scale for every feature, nothing shifted: the transform before standardisation. */
+static int init_transform(dp_dataset *ds) {
+  ds->x_scale = malloc(sizeof(float) * (size_t)ds->d);
+  ds->x_shift = malloc(sizeof(float) * (size_t)ds->d);
+  if (!ds->x_scale || !ds->x_shift)
+    return dp_fail(DP_ENOMEM, "%s: no memory for the input transform of %lld features", ds->path, (long long)ds->d);
+  for (int64_t j = 0; j < ds->d; j++)
+    ds->x_scale[j] = ds->scale, ds->x_shift[j] = 0.0f;
+  return 0;
 }
 
 void dp_dataset_close(dp_dataset *ds) {
+  dp_direct_close(ds->direct);
   if (ds->h5_x >= 0)
     H5Dclose(ds->h5_x);
   if (ds->h5_y >= 0)
@@ -58,6 +120,8 @@ void dp_dataset_close(dp_dataset *ds) {
   free(ds->mem_x);
   free(ds->mem_labels);
   free(ds->mem_targets);
+  free(ds->x_scale);
+  free(ds->x_shift);
   char path[sizeof ds->path];
   memcpy(path, ds->path, sizeof path);
   dp_dataset_init(ds);
@@ -105,19 +169,31 @@ static size_t chunk_bytes(hid_t d, hid_t dcpl) {
 }
 
 /* Shuffled rows are single-row reads. With the default chunk cache each one would first read its
- * whole chunk (about 1 MiB in files older `dptrain convert`s wrote); without a cache, HDF5 reads
- * unfiltered chunks straight from the file, row by row, as it did contiguous data. Filtered
- * (compressed or checksummed) chunks must be read whole anyway: a cache of 64 of them (at most
- * 16 MiB, at least 4 chunks) keeps the rows of recently read chunks; the default 1 MiB cache would
- * hold none of 1 MiB chunks and read one per row. */
-static hid_t open_rows(hid_t file, const char *name) {
+ * whole chunk (1-4 MiB in files `dptrain convert` writes); without a cache, HDF5 reads unfiltered
+ * chunks straight from the file, row by row, as it did contiguous data. Filtered (compressed or
+ * checksummed) chunks must be read whole anyway: a cache of the whole dataset up to `budget`
+ * (ROW_CACHE_MAX, at least 4 chunks) reads each chunk of a set that size once, however shuffled; the
+ * default 1 MiB cache would hold none of them and read a chunk per row. A larger set read in shuffled
+ * rows still reads a chunk per row: order = blocks reads it by whole chunks instead. */
+#define ROW_CACHE_MAX (64u << 20)
+static hid_t open_rows(hid_t file, const char *name, size_t budget) {
   hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
   hid_t dcpl = d < 0 ? -1 : H5Dget_create_plist(d);
   int chunked = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED;
   int direct = chunked && H5Pget_nfilters(dcpl) == 0;
-  size_t chunk = chunked ? chunk_bytes(d, dcpl) : 0, cache = 64 * chunk;
-  if (cache > (16u << 20))
-    cache = 4 * chunk > (16u << 20) ? 4 * chunk : (16u << 20);
+  size_t chunk = chunked ? chunk_bytes(d, dcpl) : 0, cache = budget;
+  hid_t sp = chunked ? H5Dget_space(d) : -1;
+  hssize_t elems = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
+  hid_t t = chunked ? H5Dget_type(d) : -1;
+  double whole = elems < 0 || t < 0 ? 0 : (double)elems * (double)H5Tget_size(t) + (double)chunk;
+  if (whole > 0 && whole < (double)cache)
+    cache = (size_t)whole;
+  if (cache < 4 * chunk)
+    cache = 4 * chunk;
+  if (t >= 0)
+    H5Tclose(t);
+  if (sp >= 0)
+    H5Sclose(sp);
   if (dcpl >= 0)
     H5Pclose(dcpl);
   hid_t dapl = chunked ? H5Pcreate(H5P_DATASET_ACCESS) : -1;
@@ -132,13 +208,61 @@ static hid_t open_rows(hid_t file, const char *name) {
   return d < 0 ? H5Dopen2(file, name, H5P_DEFAULT) : d;
 }
 
+/* A load reads in order and keeps the rows itself: x and y reopened with caches of 4 chunks, so that
+ * the load does not also fill (and keep) caches as large as the set. */
+static int small_chunk_cache(dp_dataset *ds) {
+  char x[80], y[80];
+  snprintf(x, sizeof x, "/%s/x", ds->group);
+  snprintf(y, sizeof y, "/%s/y", ds->group);
+  dp_h5_lock(); /* as read_rows: never beside a streaming reader's HDF5 calls */
+  H5Dclose(ds->h5_x);
+  H5Dclose(ds->h5_y);
+  ds->h5_x = open_rows(ds->h5_file, x, 0);
+  ds->h5_y = open_rows(ds->h5_file, y, 0);
+  dp_h5_unlock();
+  if (ds->h5_x < 0 || ds->h5_y < 0)
+    return dp_fail(DP_EDATA, "%s: cannot open %s again to load it (file damaged?)", ds->path,
+                   ds->h5_x < 0 ? x : y);
+  return 0;
+}
+
+/* A flipped bit in a chunk's key in the (unchecksummed) v1 B-tree index makes HDF5 miss that chunk
+ * and return fill values for its rows, silently; Fletcher32 never sees it. A whole split loaded into
+ * memory is checked against its hash; for rows read from the file, every chunk the shape implies is
+ * looked up in the index (a B-tree search each, as a read does). */
+static int check_chunks(dp_dataset *ds, hid_t d, const char *name, int rank, const hsize_t dims[2]) {
+  hid_t dcpl = H5Dget_create_plist(d);
+  hsize_t c[2] = {1, 1};
+  int chunked = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_chunk(dcpl, 2, c) == rank;
+  if (dcpl >= 0)
+    H5Pclose(dcpl);
+  if (!chunked || c[0] == 0 || c[1] == 0)
+    return 0;
+  hsize_t at[2] = {0, 0};
+  for (at[0] = 0; at[0] < dims[0]; at[0] += c[0])
+    for (at[1] = 0; at[1] < (rank > 1 ? dims[1] : 1); at[1] += c[1]) {
+      unsigned mask = 0;
+      haddr_t addr = HADDR_UNDEF;
+      hsize_t size = 0;
+      if (H5Dget_chunk_info_by_coord(d, at, &mask, &addr, &size) < 0)
+        return dp_fail(DP_EDATA, "%s: %s: cannot read its chunk index (file damaged?)", ds->path, name);
+      hsize_t end = at[0] + c[0] < dims[0] ? at[0] + c[0] : dims[0];
+      if (addr == HADDR_UNDEF || size == 0)
+        return dp_fail(DP_EDATA, "%s: %s: the chunk of rows %llu..%llu is missing from the chunk index (damaged "
+                       "file, or a dataset never fully written): HDF5 would read it as zeros", ds->path, name,
+                       (unsigned long long)at[0], (unsigned long long)end - 1);
+    }
+  return 0;
+}
+
 static int open_x(dp_dataset *ds, const char *name) {
-  ds->h5_x = open_rows(ds->h5_file, name);
+  ds->h5_x = open_rows(ds->h5_file, name, ROW_CACHE_MAX);
   if (ds->h5_x < 0)
     return dp_fail(DP_EDATA, "%s: missing dataset %s (expected an (N, D) array of uint8 or float32)", ds->path, name);
   int rank;
   hsize_t dims[2];
   DP_TRY(shape_of(ds, ds->h5_x, name, &rank, dims));
+  DP_TRY(check_chunks(ds, ds->h5_x, name, rank, dims));
   if (rank != 2)
     return dp_fail(DP_EDATA, "%s: %s: expected 2 dimensions (N, D), found 1", ds->path, name);
   H5T_class_t cls;
@@ -175,13 +299,14 @@ static int read_scale(dp_dataset *ds, const char *name) {
 }
 
 static int open_y(dp_dataset *ds, const char *name) {
-  ds->h5_y = open_rows(ds->h5_file, name);
+  ds->h5_y = open_rows(ds->h5_file, name, ROW_CACHE_MAX);
   if (ds->h5_y < 0)
     return dp_fail(DP_EDATA, "%s: missing dataset %s (expected (N) integer labels or (N, K) float32 targets)",
                    ds->path, name);
   int rank;
   hsize_t dims[2] = {0, 1};
   DP_TRY(shape_of(ds, ds->h5_y, name, &rank, dims));
+  DP_TRY(check_chunks(ds, ds->h5_y, name, rank, dims));
   H5T_class_t cls;
   size_t size;
   H5T_sign_t sign;
@@ -263,6 +388,7 @@ static int open_group(dp_dataset *ds, const char *group, int *found) {
   snprintf(yname, sizeof yname, "/%s/y", group);
   DP_TRY(open_x(ds, xname));
   DP_TRY(read_scale(ds, xname));
+  DP_TRY(init_transform(ds));
   DP_TRY(open_y(ds, yname));
   if (found)
     *found = 1;
@@ -307,12 +433,14 @@ static herr_t read_slab(hid_t d, int64_t lo, int64_t n, int64_t cols, hid_t mtyp
 /* Reads rows [lo, lo+n) of x (as x_type) and y into the given buffers (each may be NULL). */
 static int read_rows(dp_dataset *ds, int64_t lo, int64_t n, hid_t x_type, void *x, int32_t *labels, float *targets) {
   const char *which = "x";
+  dp_h5_lock(); /* a streaming reader may be reading the training set on its thread */
   herr_t st = x ? read_slab(ds->h5_x, lo, n, ds->d, x_type, x) : 0;
   if (st >= 0 && (labels || targets)) {
     which = "y";
     st = labels ? read_slab(ds->h5_y, lo, n, 1, H5T_NATIVE_INT32, labels)
                 : read_slab(ds->h5_y, lo, n, ds->k, H5T_NATIVE_FLOAT, targets);
   }
+  dp_h5_unlock();
   if (st < 0 && check_unchanged(ds) < 0)
     return DP_EDATA; /* the real cause of the failed read */
   if (st < 0)
@@ -353,7 +481,7 @@ int dp_dataset_load(dp_dataset *ds, int64_t lo, int64_t hi) {
     return dp_fail(DP_ENOMEM, "%s: /%s: cannot hold %lld rows in memory (%.1f MB); set [data] in_memory = false",
                    ds->path, ds->group, (long long)n, xbytes / 1e6);
   }
-  int rc = 0;
+  int rc = small_chunk_cache(ds);
   hid_t xt = ds->x_u8 ? H5T_NATIVE_UINT8 : H5T_NATIVE_FLOAT;
   for (int64_t c = 0; c < n && rc == 0; c += CHUNK_ROWS) {
     int64_t m = n - c < CHUNK_ROWS ? n - c : CHUNK_ROWS;
@@ -379,20 +507,29 @@ int dp_dataset_load(dp_dataset *ds, int64_t lo, int64_t hi) {
   return 0;
 }
 
-/* scale and shift in locals: x could alias *ds as far as the compiler knows, which would stop it
- * from vectorising the conversion (it was 3% of a training step). */
-static void copy_from_memory(const dp_dataset *ds, int64_t row, float *restrict x, int32_t *labels, float *targets) {
-  int64_t r = row - ds->mem_lo, d = ds->d;
-  const float scale = ds->scale, shift = ds->shift;
-  if (ds->x_u8) {
-    const uint8_t *restrict s = (const uint8_t *)ds->mem_x + r * d;
-    for (int64_t j = 0; j < d; j++)
-      x[j] = (float)s[j] * scale + shift;
-  } else {
-    const float *restrict s = (const float *)ds->mem_x + r * d;
-    for (int64_t j = 0; j < d; j++)
-      x[j] = s[j] * scale + shift;
+/* The transform in restrict locals: x could alias *ds as far as the compiler knows, which would stop
+ * it from vectorising the conversion (it was 3% of a training step). A float src may be dst itself
+ * (a row read from the file, converted in place): each element is read before it is written. */
+void dp_dataset_convert_rows(const dp_dataset *ds, const void *src, int src_u8, int64_t n, float *dst) {
+  int64_t d = ds->d;
+  const float *restrict scale = ds->x_scale, *restrict shift = ds->x_shift;
+  for (int64_t i = 0; i < n; i++) {
+    float *x = dst + i * d;
+    if (src_u8) {
+      const uint8_t *restrict s = (const uint8_t *)src + i * d;
+      for (int64_t j = 0; j < d; j++)
+        x[j] = (float)s[j] * scale[j] + shift[j];
+    } else {
+      const float *s = (const float *)src + i * d;
+      for (int64_t j = 0; j < d; j++)
+        x[j] = s[j] * scale[j] + shift[j];
+    }
   }
+}
+
+static void copy_from_memory(const dp_dataset *ds, int64_t row, float *x, int32_t *labels, float *targets) {
+  int64_t r = row - ds->mem_lo;
+  dp_dataset_convert_rows(ds, (const char *)ds->mem_x + (size_t)r * dp_row_bytes(ds->d, ds->x_u8), ds->x_u8, 1, x);
   if (labels)
     *labels = ds->mem_labels[r];
   if (targets)
@@ -408,6 +545,19 @@ static void prefetch_row(const dp_dataset *ds, int64_t row) {
   const char *p = (const char *)ds->mem_x + (size_t)(row - ds->mem_lo) * bytes;
   for (size_t o = 0; o < bytes; o += 64)
     __builtin_prefetch(p + o, 0, 0);
+}
+
+/* The first NaN or Inf of m rows of x (y: 0) or float targets (y: 1) starting at row `first`, as an
+ * error naming the row and column. */
+static int finite_rows(const dp_dataset *ds, int y, const float *v, int64_t first, int64_t m) {
+  int64_t cols = y ? ds->k : ds->d, bad = -1;
+  for (int64_t i = 0; i < m * cols; i++)
+    bad = bad < 0 && !isfinite(v[i]) ? i : bad;
+  if (bad < 0)
+    return 0;
+  return dp_fail(DP_EDATA, "%s: /%s/%s: row %lld, column %lld is %s (expected finite values%s)", ds->path, ds->group,
+                 y ? "y" : "x", (long long)(first + bad / cols), (long long)(bad % cols),
+                 isnan(v[bad]) ? "NaN" : "Inf", y && !isnan(v[bad]) ? " within float32's range" : "");
 }
 
 int dp_dataset_gather(dp_dataset *ds, const int64_t *rows, int n, float *x, int32_t *labels, float *targets) {
@@ -431,10 +581,11 @@ int dp_dataset_gather(dp_dataset *ds, const int64_t *rows, int n, float *x, int3
       DP_TRY(check_unchanged(ds));
     DP_TRY(read_rows(ds, r, run, H5T_NATIVE_FLOAT, x + i * d, labels ? labels + i : NULL,
                      targets ? targets + i * k : NULL));
-    const float scale = ds->scale, shift = ds->shift; /* in locals, as in copy_from_memory */
-    if (scale != 1.0f || shift != 0.0f)
-      for (int64_t j = 0; j < run * d; j++)
-        x[i * d + j] = x[i * d + j] * scale + shift;
+    if (!ds->x_u8)
+      DP_TRY(finite_rows(ds, 0, x + i * d, r, run));
+    if (targets)
+      DP_TRY(finite_rows(ds, 1, targets + i * k, r, run));
+    dp_dataset_convert_rows(ds, x + i * d, 0, run, x + i * d);
     i += run;
   }
   return 0;
@@ -485,17 +636,151 @@ static int check_finite_in(dp_dataset *ds, int y, int64_t lo, int64_t hi) {
       v = (y ? ds->mem_targets : (const float *)ds->mem_x) + (c - ds->mem_lo) * cols;
     else
       rc = read_rows(ds, c, m, H5T_NATIVE_FLOAT, y ? NULL : buf, NULL, y ? buf : NULL);
-    for (int64_t i = 0; rc == 0 && i < m * cols; i++)
-      if (!isfinite(v[i]))
-        rc = dp_fail(DP_EDATA, "%s: /%s/%s: row %lld, column %lld is %s (expected finite values%s)", ds->path,
-                     ds->group, y ? "y" : "x", (long long)(c + i / cols), (long long)(i % cols),
-                     isnan(v[i]) ? "NaN" : "Inf", y && !isnan(v[i]) ? " within float32's range" : "");
+    if (rc == 0)
+      rc = finite_rows(ds, y, v, c, m);
   }
   free(buf);
   return rc;
 }
 
 int dp_dataset_check_finite(dp_dataset *ds, int64_t lo, int64_t hi) {
+  if (!(lo >= ds->mem_lo && hi <= ds->mem_hi) && strcmp(ds->group, "train") == 0)
+    return 0; /* a training set read from the file: its rows are checked as they are read (a 5 GB set
+                 would otherwise be read once at start-up only for this) */
   int rc = ds->x_u8 ? 0 : check_finite_in(ds, 0, lo, hi);
   return rc < 0 || ds->has_labels ? rc : check_finite_in(ds, 1, lo, hi);
+}
+
+/* One of the statistics datasets: (d) float64 values, finite (a std also non-negative). */
+static int read_stat(const dp_dataset *ds, const char *name, int is_std, double *v) {
+  int exists = 0, rank = 0;
+  int64_t dims[2] = {0, 0};
+  if (h5u_exists(ds->h5_file, name, &exists) < 0 || !exists)
+    return dp_fail(DP_EDATA, "%s: no /%s: [data] standardize = per_feature needs the training split's per-feature "
+                   "mean and std, which `dptrain convert` writes (convert the data again)", ds->path, name);
+  if (h5u_shape(ds->h5_file, name, &rank, dims) < 0 || rank != 1 || dims[0] != ds->d)
+    return dp_fail(DP_EDATA, "%s: /%s: expected (%lld) values, one per feature of /%s/x", ds->path, name,
+                   (long long)ds->d, ds->group);
+  if (h5u_read_f64(ds->h5_file, name, v) < 0)
+    return dp_fail(DP_EDATA, "%s: /%s: checksum mismatch or damaged data", ds->path, name);
+  for (int64_t j = 0; j < ds->d; j++)
+    if (!isfinite(v[j]) || (is_std && v[j] < 0))
+      return dp_fail(DP_EDATA, "%s: /%s: feature %lld is %g (expected a finite%s value)", ds->path, name, (long long)j,
+                     v[j], is_std ? ", non-negative" : "");
+  return 0;
+}
+
+int dp_dataset_read_stats(const dp_dataset *ds, double *mean, double *std) {
+  DP_TRY(read_stat(ds, "train/x_mean", 0, mean));
+  return read_stat(ds, "train/x_std", 1, std);
+}
+
+int dp_dataset_apply_standardize(dp_dataset *ds, const dp_config *cfg) {
+  if (cfg->data.standardize == DP_STD_SCALAR)
+    dp_dataset_standardize(ds, cfg->data.mean, cfg->data.std);
+  if (cfg->data.standardize != DP_STD_PER_FEATURE)
+    return 0;
+  double *mean = malloc(sizeof(double) * (size_t)ds->d), *std = malloc(sizeof(double) * (size_t)ds->d);
+  int rc = mean && std ? dp_dataset_read_stats(ds, mean, std)
+                       : dp_fail(DP_ENOMEM, "%s: no memory for the statistics of %lld features", ds->path,
+                                 (long long)ds->d);
+  if (rc == 0)
+    dp_dataset_standardize_features(ds, mean, std);
+  free(mean);
+  free(std);
+  return rc;
+}
+
+int64_t dp_dataset_chunk_rows(const dp_dataset *ds) {
+  hsize_t c[2] = {0, 0};
+  dp_h5_lock();
+  hid_t dcpl = H5Dget_create_plist(ds->h5_x);
+  int chunked = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_chunk(dcpl, 2, c) >= 1;
+  if (dcpl >= 0)
+    H5Pclose(dcpl);
+  dp_h5_unlock();
+  return chunked ? (int64_t)c[0] : 0;
+}
+
+/* Reopens /<group>/<what> with no chunk cache; 0 or -1. */
+static int reopen_uncached(dp_dataset *ds, int64_t *h, const char *what) {
+  char name[80];
+  snprintf(name, sizeof name, "/%s/%s", ds->group, what);
+  hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
+  int rc = dapl >= 0 && H5Pset_chunk_cache(dapl, 0, 0, H5D_CHUNK_CACHE_W0_DEFAULT) >= 0 ? 0 : -1;
+  if (rc == 0) {
+    H5Dclose(*h); /* while it is open, HDF5 would hand back the same dataset, cache and all */
+    *h = H5Dopen2(ds->h5_file, name, dapl);
+    rc = *h < 0 ? -1 : 0;
+  }
+  if (dapl >= 0)
+    H5Pclose(dapl);
+  return rc;
+}
+
+/* Whole blocks are read once each per epoch: a chunk cache would only hold memory (HDF5 reads a
+ * filtered chunk larger than its cache through a buffer of its own, and an unfiltered one straight
+ * into ours). That holds for the labels too: convert writes them in chunks of the same rows as x, and
+ * a file with larger label chunks costs one label chunk per block, not a cache as large as the set's
+ * labels on every rank. */
+int dp_dataset_larger_than_memory(const dp_dataset *ds) {
+  double mem = dp_node_memory();
+  return mem > 0 && (double)ds->id_size > mem / 2;
+}
+
+int dp_dataset_stream_x(dp_dataset *ds, dp_direct_io direct_io) {
+  int want = direct_io == DP_DIRECT_TRUE || (direct_io == DP_DIRECT_AUTO && dp_dataset_larger_than_memory(ds));
+  dp_h5_lock();
+  int rc = reopen_uncached(ds, &ds->h5_x, "x");
+  if (rc == 0)
+    rc = reopen_uncached(ds, &ds->h5_y, "y");
+  int direct = rc == 0 && want && !ds->direct
+                   ? dp_direct_open(&ds->direct, ds->path, ds->h5_x, ds->n, dp_row_bytes(ds->d, ds->x_u8))
+                   : 0;
+  dp_h5_unlock();
+  if (rc < 0)
+    return dp_fail(DP_EHDF5, "%s: /%s: cannot reopen x and y for streaming", ds->path, ds->group);
+  return direct < 0 ? direct : 0;
+}
+
+/* x straight from the file, chunk by chunk, when lo starts a chunk; 1 when it cannot (HDF5 reads). */
+static int read_direct(dp_dataset *ds, int64_t lo, int64_t n, void *x) {
+  int64_t cr = ds->direct ? dp_direct_chunk_rows(ds->direct) : 0;
+  if (cr == 0 || lo % cr != 0)
+    return 1;
+  char what[80];
+  snprintf(what, sizeof what, "/%s/x", ds->group);
+  size_t rb = dp_row_bytes(ds->d, ds->x_u8);
+  for (int64_t r = 0; r < n; r += cr) {
+    int64_t m = n - r < cr ? n - r : cr;
+    int rc = dp_direct_read(ds->direct, (lo + r) / cr, m, (char *)x + (size_t)r * rb, what);
+    if (rc < 0)
+      return check_unchanged(ds) < 0 ? DP_EDATA : rc; /* the real cause of the failed read */
+  }
+  return 0;
+}
+
+int dp_dataset_unchanged(const dp_dataset *ds) { return check_unchanged(ds); }
+
+/* A file larger than the memory it could be cached in is read once per epoch: cached pages are never
+ * hit again, and keeping them makes the kernel reclaim (in a memory cgroup, synchronously, on the
+ * reading rank's core) for every read. posix_fadvise only hints; a failure changes nothing. */
+void dp_dataset_drop_cache(dp_dataset *ds) {
+  int *fd = NULL;
+  dp_h5_lock();
+  if (H5Fget_vfd_handle(ds->h5_file, H5P_DEFAULT, (void **)&fd) >= 0 && fd && *fd >= 0)
+    (void)posix_fadvise(*fd, 0, 0, POSIX_FADV_DONTNEED);
+  dp_h5_unlock();
+}
+
+int dp_dataset_read_block(dp_dataset *ds, int64_t lo, int64_t n, void *x, int32_t *labels, float *targets) {
+  hid_t xt = ds->x_u8 ? H5T_NATIVE_UINT8 : H5T_NATIVE_FLOAT;
+  DP_TRY(check_unchanged(ds));
+  int rc = read_direct(ds, lo, n, x);
+  DP_TRY(rc);
+  DP_TRY(read_rows(ds, lo, n, xt, rc == 0 ? NULL : x, labels, targets));
+  DP_TRY(check_unchanged(ds)); /* changed during the read: what it read may be part old, part new */
+  if (!ds->x_u8)
+    DP_TRY(finite_rows(ds, 0, x, lo, n));
+  return targets ? finite_rows(ds, 1, targets, lo, n) : 0;
 }

@@ -3,8 +3,10 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-static char last_msg[1024];
-static int last_err;
+/* Per thread: the streaming reader's failures must not overwrite the main thread's message (it hands
+ * its own over when the trainer asks for the step). */
+static _Thread_local char last_msg[1024];
+static _Thread_local int last_err;
 static int reporter = -1;
 
 const char *dp_strerror(int err) {

@@ -4,6 +4,7 @@
 
 #include "dptrain/checkpoint.h"
 #include "dptrain/error.h"
+#include "dptrain/paths.h"
 #include "dptrain/run.h"
 #include "dptrain/train.h"
 
@@ -52,17 +53,26 @@ static int eval_on(const dp_config *cfg, const char *ckpt, dp_comm *comm, dp_dat
 }
 
 int dp_eval_run(const char *ckpt, const char *data, dp_comm *comm, FILE *out) {
+  /* Up front, as a run checks its paths: rank 0 reads the checkpoint, every rank the data. */
+  DP_TRY(dp_comm_agree(comm, comm->rank == 0 ? dp_paths_check_input(ckpt, "checkpoint", "", DP_ECKPT) : 0, NULL));
   dp_config *cfg = malloc(sizeof *cfg);
   if (!cfg)
     return dp_fail(DP_ENOMEM, "out of memory");
   int rc = checkpoint_config(ckpt, data, comm, cfg);
+  if (rc == 0)
+    rc = dp_comm_agree(comm, dp_paths_check_input(cfg->data.path, "data file",
+                                                  data ? "--data" : "[data] path of the checkpoint's config", DP_EDATA),
+                       NULL);
   dp_dataset test;
   dp_dataset_init(&test);
   if (rc == 0) {
     int found, o = dp_dataset_open(&test, cfg->data.path, "test", &found);
     if (o == 0 && !found)
       o = dp_fail(DP_EDATA, "%s: no /test group to evaluate on (pass --data FILE)", cfg->data.path);
-    dp_dataset_standardize(&test, cfg->data.mean, cfg->data.std); /* as the model was trained */
+    /* As the model was trained; the checkpoint's /input/scale and /input/shift then replace it (a
+     * per_feature model's statistics come with it, not from this file). */
+    if (cfg->data.standardize == DP_STD_SCALAR)
+      dp_dataset_standardize(&test, cfg->data.mean, cfg->data.std);
     rc = dp_comm_agree(comm, o, NULL);
   }
   if (rc == 0)

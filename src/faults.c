@@ -38,6 +38,54 @@ double dp_fault_node_memory(double real) {
   return v ? atof(v) : real;
 }
 
+void dp_fault_slow_startup(const char *phase) {
+  const char *v = getenv("DPTRAIN_TEST_SLOW_STARTUP"), *colon = v ? strchr(v, ':') : NULL;
+  if (!colon || strncmp(v, phase, (size_t)(colon - v)) || phase[colon - v])
+    return;
+  fprintf(stderr, "fault: slow start-up\n");
+  for (int naps = 100 * atoi(colon + 1); naps > 0; naps--) /* a signal cuts one nap short, not the phase */
+    nanosleep(&(struct timespec){0, 10000000}, NULL);
+}
+
+double dp_fault_out_mem_max(double real) {
+  const char *v = getenv("DPTRAIN_TEST_OUT_MEM_MAX");
+  return v ? atof(v) : real;
+}
+
+int dp_fault_stream_read(long long k) {
+  const char *slow = getenv("DPTRAIN_TEST_STREAM_SLOW"), *fail = getenv("DPTRAIN_TEST_STREAM_FAIL");
+  long ms = slow ? atol(slow) : 0;
+  if (ms > 0)
+    nanosleep(&(struct timespec){ms / 1000, (ms % 1000) * 1000000}, NULL);
+  return fail && atoll(fail) == k;
+}
+
+void dp_fault_dump_rows(int rank, long long step, const int64_t *rows, long long n) {
+  const char *prefix = getenv("DPTRAIN_TEST_DUMP_ROWS");
+  char path[1100];
+  if (!prefix)
+    return;
+  snprintf(path, sizeof path, "%s.%d", prefix, rank);
+  FILE *f = fopen(path, "a");
+  if (!f)
+    return;
+  fprintf(f, "%lld", step);
+  for (long long i = 0; i < n; i++)
+    fprintf(f, " %lld", (long long)rows[i]);
+  fputc('\n', f);
+  fclose(f);
+}
+
+void dp_fault_peak_rss(int rank) {
+  char line[256];
+  FILE *f = getenv("DPTRAIN_TEST_PEAK_RSS") ? fopen("/proc/self/status", "r") : NULL;
+  while (f && fgets(line, sizeof line, f))
+    if (!strncmp(line, "VmHWM:", 6))
+      fprintf(stderr, "rank %d peak %s", rank, line);
+  if (f)
+    fclose(f);
+}
+
 #else
 /* ISO C forbids an empty translation unit. */
 typedef int dp_faults_unused;

@@ -3,13 +3,34 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "dptrain/error.h"
+#include "faults.h"
 
 const h5u_layout h5u_checksummed = {0, 1, 0};
+
+static pthread_mutex_t h5_mutex;
+static pthread_once_t h5_once = PTHREAD_ONCE_INIT;
+
+static void h5_mutex_init(void) {
+  pthread_mutexattr_t a;
+  pthread_mutexattr_init(&a);
+  pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+  pthread_mutex_init(&h5_mutex, &a);
+  pthread_mutexattr_destroy(&a);
+}
+
+void dp_h5_lock(void) {
+  pthread_once(&h5_once, h5_mutex_init);
+  pthread_mutex_lock(&h5_mutex);
+}
+
+void dp_h5_unlock(void) { pthread_mutex_unlock(&h5_mutex); }
 
 static int h5_fail(const char *call, const char *name) {
   return dp_fail(DP_EHDF5, "HDF5 %s failed on %s", call, name);
@@ -33,6 +54,44 @@ uint64_t h5u_hash64(const void *p, size_t n) {
   }
   for (; i < n; i++)
     h = (h ^ b[i]) * 0x100000001b3ULL;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ULL;
+  return h ^ (h >> 33);
+}
+
+/* h5u_hash64's word step, then its byte step for the last n mod 8 bytes. */
+static uint64_t hash_word(uint64_t h, const unsigned char *b) {
+  uint64_t w;
+  memcpy(&w, b, 8);
+  h = (h ^ w) * 0xff51afd7ed558ccdULL;
+  return h ^ (h >> 29);
+}
+
+void h5u_hash_init(h5u_hasher *s, size_t n) {
+  s->h = 0x9e3779b97f4a7c15ULL ^ (uint64_t)n;
+  s->ntail = 0;
+}
+
+void h5u_hash_add(h5u_hasher *s, const void *p, size_t len) {
+  const unsigned char *b = p;
+  while (len && s->ntail) {
+    s->tail[s->ntail++] = *b++;
+    len--;
+    if (s->ntail == 8) {
+      s->h = hash_word(s->h, s->tail);
+      s->ntail = 0;
+    }
+  }
+  for (; len >= 8; b += 8, len -= 8)
+    s->h = hash_word(s->h, b);
+  memcpy(s->tail + s->ntail, b, len);
+  s->ntail += len;
+}
+
+uint64_t h5u_hash_end(h5u_hasher *s) {
+  uint64_t h = s->h;
+  for (size_t i = 0; i < s->ntail; i++)
+    h = (h ^ s->tail[i]) * 0x100000001b3ULL;
   h ^= h >> 33;
   h *= 0xc4ceb9fe1a85ec53ULL;
   return h ^ (h >> 33);
@@ -150,6 +209,41 @@ int h5u_mem_close(h5u_memfile *m, const char *path, int save) {
   return rc;
 }
 
+/* Twice the file must fit in memory beside what the caller holds: past this, HDF5 writes it itself. */
+#define H5U_OUT_MEM_MAX (256.0 * (1 << 20))
+
+int h5u_out_create(h5u_outfile *o, const char *path, double bytes) {
+  memset(o, 0, sizeof *o);
+  o->direct = bytes > dp_fault_out_mem_max(H5U_OUT_MEM_MAX);
+  if (!o->direct) {
+    DP_TRY(h5u_mem_create(&o->m, path, H5P_DEFAULT, bytes * 1.01 + (1 << 16)));
+    o->f = o->m.f;
+    return 0;
+  }
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", path);
+  char *slash = strrchr(dir, '/');
+  if (!slash)
+    snprintf(dir, sizeof dir, ".");
+  else
+    slash[slash == dir] = 0; /* "/f" keeps its "/" */
+  struct statvfs v;
+  if (statvfs(dir, &v) == 0 && (double)v.f_bavail * (double)v.f_frsize < bytes * 1.01 + (1 << 20)) {
+    errno = ENOSPC;
+    return DP_EIO;
+  }
+  o->f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  return o->f < 0 ? h5_fail("H5Fcreate", path) : 0;
+}
+
+int h5u_out_close(h5u_outfile *o, const char *path, int save) {
+  if (!o->direct)
+    return h5u_mem_close(&o->m, path, save);
+  int rc = H5Fclose(o->f) < 0 ? h5_fail("H5Fclose", path) : 0;
+  o->f = -1;
+  return rc;
+}
+
 int h5u_group(hid_t loc, const char *path, hid_t *g) {
   int exists = 0;
   DP_TRY(h5u_exists(loc, path, &exists));
@@ -197,6 +291,19 @@ int h5u_write(hid_t loc, const char *name, hid_t ftype, hid_t mtype, const void 
   if (sp >= 0)
     H5Sclose(sp);
   return st < 0 ? h5_fail(call, name) : 0;
+}
+
+int h5u_create(hid_t loc, const char *name, hid_t ftype, int rank, const int64_t *dims, const h5u_layout *lay,
+               hid_t *ds) {
+  hsize_t d[2] = {(hsize_t)dims[0], rank > 1 ? (hsize_t)dims[1] : 1};
+  hid_t sp = H5Screate_simple(rank, d, NULL), dcpl = dataset_props(rank, d, H5Tget_size(ftype), lay);
+  *ds = sp < 0 || dcpl < 0 ? -1 : H5Dcreate2(loc, name, ftype, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  const char *call = sp < 0 ? "H5Screate_simple" : dcpl < 0 ? "H5Pset_chunk" : "H5Dcreate2";
+  if (dcpl >= 0)
+    H5Pclose(dcpl);
+  if (sp >= 0)
+    H5Sclose(sp);
+  return *ds < 0 ? h5_fail(call, name) : 0;
 }
 
 int h5u_write_f32(hid_t loc, const char *name, const float *data, int rank, const int64_t *dims) {

@@ -8,6 +8,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The one lock around HDF5, which Debian builds without thread safety: the streaming reader
+ * (src/stream.c) holds it around each of its reads, and every HDF5 user that may run while a reader
+ * does (dataset reads in data.c, checkpoint save and load) takes it too. Recursive; never held while
+ * waiting for anything else, so it cannot deadlock. */
+void dp_h5_lock(void);
+void dp_h5_unlock(void);
+
 /* Opens the group `path`, creating it and its parents when missing (like mkdir -p): 0 with *g open. */
 int h5u_group(hid_t loc, const char *path, hid_t *g);
 
@@ -47,10 +54,36 @@ int h5u_mem_create(h5u_memfile *m, const char *path, hid_t fapl, double size_hin
  * why) or DP_EHDF5. m is released in every case. */
 int h5u_mem_close(h5u_memfile *m, const char *path, int save);
 
+/* A new file of about `bytes`, from create to close: built in memory (h5u_mem_create) when small, so
+ * that a full disk is a plain error; a larger one (a data set bigger than memory) is written by HDF5
+ * straight to path, once statvfs says it fits (DP_EIO with errno ENOSPC otherwise): a disk that
+ * fills up anyway can still make HDF5 1.10 fail badly at exit. */
+typedef struct {
+  h5u_memfile m;
+  hid_t f; /* the file, open between create and close */
+  int direct;
+} h5u_outfile;
+int h5u_out_create(h5u_outfile *o, const char *path, double bytes);
+int h5u_out_close(h5u_outfile *o, const char *path, int save);
+
+/* An empty dataset of rank 1 or 2 in lay's layout, for writing in parts: 0 with *ds open, or DP_EHDF5. */
+int h5u_create(hid_t loc, const char *name, hid_t ftype, int rank, const int64_t *dims, const h5u_layout *lay,
+               hid_t *ds);
+
 /* A 64-bit hash of n bytes: what the attribute H5U_HASH_ATTR holds for a whole dataset's elements (as
  * int64), so that a read can tell a damaged chunk index or a zeroed chunk, which Fletcher32 cannot. */
 #define H5U_HASH_ATTR "hash64"
 uint64_t h5u_hash64(const void *p, size_t n);
+/* The same hash over pieces of a whole of n bytes known in advance (a dataset written or read in parts):
+ * add the pieces in order, then h5u_hash_end gives h5u_hash64 of their concatenation. */
+typedef struct {
+  uint64_t h;
+  unsigned char tail[8]; /* bytes of a word not yet complete */
+  size_t ntail;
+} h5u_hasher;
+void h5u_hash_init(h5u_hasher *s, size_t n);
+void h5u_hash_add(h5u_hasher *s, const void *p, size_t len);
+uint64_t h5u_hash_end(h5u_hasher *s);
 /* Stores the hash of data (bytes) as dataset name's H5U_HASH_ATTR. */
 int h5u_write_hash(hid_t loc, const char *name, const void *data, size_t bytes);
 

@@ -3,10 +3,16 @@
 #include <cblas.h>
 #include <string.h>
 
+/* Products of a deterministic pass run chunk by chunk: the same shapes whatever rows share the pass,
+ * so the same kernel and blocking produce the same bits. */
+static int piece(const dp_dense *l, int B) { return l->chunk > 0 ? l->chunk : B; }
+
 int dp_dense_forward(dp_dense *l, const float *x, int B) {
-  if (B > 0) /* y (B, out) = x (B, in) · Wᵀ (in, out) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, l->out, l->in, 1.0f, x, l->in, l->w, l->in, 0.0f, l->y,
-                l->out);
+  for (int r = 0; r < B; r += piece(l, B)) { /* y (B, out) = x (B, in) · Wᵀ (in, out) */
+    int m = B - r < piece(l, B) ? B - r : piece(l, B);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, l->out, l->in, 1.0f, x + (size_t)r * l->in, l->in, l->w,
+                l->in, 0.0f, l->y + (size_t)r * l->out, l->out);
+  }
   if (l->norm.kind == DP_NORM_NONE) {
     dp_act_bias_forward(l->act, l->y, l->b, (size_t)B, (size_t)l->out);
     return 0;
@@ -39,6 +45,14 @@ int dp_dense_backward(dp_dense *l, const float *x, int B, float *dx, int accumul
     if (rc < 0)
       return rc;
   }
+  if (l->chunk) {
+    for (int r = 0; dx && r < B; r += l->chunk) { /* dx (B, in) = dz (B, out) · W (out, in) */
+      int m = B - r < l->chunk ? B - r : l->chunk;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, l->in, l->out, 1.0f, l->dy + (size_t)r * l->out,
+                  l->out, l->w, l->in, 0.0f, dx + (size_t)r * l->in, l->in);
+    }
+    return 0;
+  }
   if (B == 0) {
     /* An empty shard still contributes (zero) gradients to the allreduce. */
     if (!accumulate) {
@@ -57,4 +71,15 @@ int dp_dense_backward(dp_dense *l, const float *x, int B, float *dx, int accumul
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, l->in, l->out, 1.0f, l->dy, l->out, l->w, l->in, 0.0f,
                 dx, l->in);
   return 0;
+}
+
+void dp_dense_chunk_grads(dp_dense *l, const float *x, int B, int c) {
+  int r = c * l->chunk, m = B - r < l->chunk ? B - r : l->chunk;
+  const float *dz = l->dy + (size_t)r * l->out;
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, l->out, l->in, m, 1.0f, dz, l->out, x + (size_t)r * l->in,
+              l->in, 0.0f, l->dw, l->in);
+  if (l->db)
+    bias_grad(l->db, dz, m, l->out, 0);
+  else
+    dp_norm_chunk_grads(&l->norm, c);
 }

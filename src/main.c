@@ -21,6 +21,7 @@
 #include "dptrain/error.h"
 #include "dptrain/metrics.h"
 #include "dptrain/paths.h"
+#include "dptrain/predict.h"
 #include "dptrain/run.h"
 #include "dptrain/sweep.h"
 #include "dptrain/train.h"
@@ -46,10 +47,17 @@ static const char usage_main[] =
     "  convert csv TRAIN.csv [--test TEST.csv] [--label-col N] [--header] [--regression]\n"
     "              [--scale S] -o OUT.h5\n"
     "                      convert a numeric CSV with a label column\n"
+    "  convert rechunk IN.h5 OUT.h5 [--chunk-mb X]\n"
+    "                      re-lay a data file in chunks of whole rows for streaming\n"
+    "  convert synthetic -o OUT.h5 --rows N [--features D] [--classes K] [--test-rows T]\n"
+    "              [--seed S] [--chunk-mb X]\n"
+    "                      generate a learnable classification set of any size\n"
     "  inspect CKPT.h5     print a checkpoint's step, optimizer, layers and config\n"
     "  bench [options]     time training steps against sgemm, allreduce and disk references\n"
     "  eval CKPT.h5 [--data FILE]\n"
     "                      evaluate a checkpoint on the /test split (any number of ranks)\n"
+    "  predict CKPT.h5 DATA [-o OUT.h5|OUT.csv] [--split train|test]\n"
+    "                      the model's outputs for every row of DATA (HDF5 or CSV; any number of ranks)\n"
     "  config --list       print every configuration key with its type, default and meaning\n"
     "  config --markdown   the same as a Markdown reference (docs/config.md)\n"
     "  config --check CONFIG.ini [--set ...]\n"
@@ -59,7 +67,7 @@ static const char usage_main[] =
     "exit codes: 0 success, 1 runtime error, 2 usage or configuration error, 3 diverged\n";
 
 static const char usage_train[] =
-    "usage: dptrain train CONFIG.ini [--set section.key=value ...] [--resume PATH|auto | --overwrite]\n"
+    "usage: dptrain train CONFIG.ini [--set section.key=value ...] [--resume PATH|auto] [--overwrite]\n"
     "                     [--quiet|--verbose]\n"
     "\n"
     "Trains the model that CONFIG.ini describes on its [data] path. Under `mpirun -np N` the global\n"
@@ -70,7 +78,8 @@ static const char usage_train[] =
     "  --resume PATH             continue from a checkpoint (ckpt-<step>.h5), at any number of ranks\n"
     "  --resume auto             continue from the newest checkpoint in [checkpoint] dir, or start fresh\n"
     "  --overwrite               start fresh even where another run's checkpoints are: they are moved\n"
-    "                            aside into previous-<time>/ (without it such a start is refused)\n"
+    "                            aside into previous-<time>/ (without it such a start is refused);\n"
+    "                            with --resume PATH from elsewhere, the same for the run found there\n"
     "  --quiet                   no progress output (metrics.jsonl is still written)\n"
     "  --verbose                 progress lines also show the gradient norm and the step's time split\n"
     "\n"
@@ -80,8 +89,9 @@ static const char usage_train[] =
     "Checkpoints ([checkpoint] every_steps, every_seconds, at_epoch_end, at_end, keep_last) go to\n"
     "out_dir/checkpoints. On SIGTERM, SIGUSR1 or SIGINT the run saves a checkpoint at the next step\n"
     "and exits 0 (mpirun, when it is the one signalled, returns 1 all the same: Open MPI's rule).\n"
-    "A fresh run refuses a directory that holds another run's checkpoints (see --overwrite), and\n"
-    "a resume refuses a config whose model, data or optimizer differ from the checkpoint's.\n"
+    "A fresh run, or a resume of a checkpoint from elsewhere, refuses a directory that holds another\n"
+    "run's checkpoints (see --overwrite), and a resume refuses a config whose model, data or\n"
+    "optimizer differ from the checkpoint's.\n"
     "\n"
     "Writes [train] out_dir/metrics.jsonl and out_dir/config.ini (the effective configuration).\n"
     "`dptrain config --list` lists every key.\n";
@@ -101,6 +111,9 @@ static const char usage_convert[] =
     "usage: dptrain convert idx IMAGES LABELS [TEST_IMAGES TEST_LABELS] -o OUT.h5\n"
     "       dptrain convert csv TRAIN.csv [--test TEST.csv] [--label-col N] [--header]\n"
     "                           [--regression] [--scale S] -o OUT.h5\n"
+    "       dptrain convert rechunk IN.h5 OUT.h5 [--chunk-mb X]\n"
+    "       dptrain convert synthetic -o OUT.h5 --rows N [--features D] [--classes K] [--test-rows T]\n"
+    "                                 [--seed S] [--chunk-mb X]\n"
     "\n"
     "idx: IDX files, gzip'd or plain (MNIST, Fashion-MNIST); images become /train/x uint8 with\n"
     "     scale 1/255, labels /train/y; the optional pair becomes /test.\n"
@@ -109,7 +122,14 @@ static const char usage_convert[] =
     "     --label-col picks the label column (0-based, negative counts from the end; default -1, the\n"
     "     last); --header skips the first line (a first line without numbers is skipped anyway);\n"
     "     --regression stores the label column as a float target instead of a class;\n"
-    "     --scale sets the x scale attribute (default 1).\n";
+    "     --scale sets the x scale attribute (default 1).\n"
+    "rechunk: rewrites IN (any layout dptrain reads) as OUT with x and y in checksummed chunks of whole\n"
+    "     rows of about X MB (default 2), every other attribute and dataset copied; streamed in pieces,\n"
+    "     so a file larger than memory is fine.\n"
+    "synthetic: N training and T test rows (default 10000) of D float32 features (default 256) in K\n"
+    "     classes (default 10), each class a mixture of Gaussian clusters (learnable, not separable);\n"
+    "     the same for a seed (default 1); written in pieces, at disk speed.\n"
+    "idx and csv write chunks of about 2 MB too: a streamed block is one or a few chunks.\n";
 
 static const char usage_bench[] =
     "usage: dptrain bench [--data FILE] [--hidden 512,256] [--batch 128] [--seconds 3] [--threads N]\n"
@@ -129,6 +149,17 @@ static const char usage_ckpt[] =
     "inspect: the checkpoint's format, step, epoch, world size, optimizer, layers and stored config.\n"
     "eval: loss and accuracy (mse: RMSE and MAE) of its model on the /test split of FILE (default: the\n"
     "      stored config's [data] path); runs under mpirun at any number of ranks.\n";
+
+static const char usage_predict[] =
+    "usage: dptrain predict CKPT.h5 DATA [-o OUT.h5|OUT.csv] [--split train|test]\n"
+    "\n"
+    "The model of CKPT.h5 (batch norm on its running statistics, the input transform it was trained\n"
+    "with) on every row of DATA: an HDF5 data file's /test split (--split train: /train), or a .csv of\n"
+    "raw features, one row per line, optionally with a label column last (`convert csv`'s layout).\n"
+    "OUT.h5 gets /y (rows, outputs) and, for a classifier, /label (the argmax); OUT.csv the same as\n"
+    "columns y0..y<K-1>[,label]; without -o the CSV goes to standard output. y holds class\n"
+    "probabilities (softmax) for a classifier, the outputs for mse. Under mpirun the rows are split\n"
+    "across the ranks and rank 0 writes them in order. A NaN or Inf input is an error naming its row.\n";
 
 static const char usage_config[] =
     "usage: dptrain config --list\n"
@@ -273,7 +304,8 @@ static int parse_train_args(int argc, char **argv, train_args *a, int print, con
   }
   if (!a->config)
     return print ? usage_error(usage, "missing CONFIG.ini") : 2;
-  if (a->overwrite && a->resume)
+  /* With --resume PATH it moves aside another run's checkpoints where PATH is to continue. */
+  if (a->overwrite && a->resume && !strcmp(a->resume, "auto"))
     return print ? usage_error(usage, "--overwrite starts a fresh run, --resume continues one: give one of them") : 2;
   return 0;
 }
@@ -433,19 +465,6 @@ static int cmd_bench(int argc, char **argv) {
   return code;
 }
 
-/* A failure about a relative path that is not there says against which directory it was looked
- * up (the run's own paths get this from dp_paths_check). */
-static int missing_where(int rc, const char *path) {
-  char rel[DP_PATH_MAX + 64], msg[DP_FILE_PATH_MAX + 256];
-  if (rc >= 0 || !path || access(path, F_OK) == 0)
-    return rc;
-  dp_path_relative_note(path, rel, sizeof rel);
-  if (!rel[0])
-    return rc;
-  snprintf(msg, sizeof msg, "%s", dp_errmsg(rc)); /* dp_fail rewrites that buffer */
-  return dp_fail(rc, "%s (%s)", msg, rel);
-}
-
 static int cmd_inspect(int argc, char **argv) {
   if (argc == 1 && is_help(argv[0])) {
     fputs(usage_ckpt, stdout);
@@ -453,7 +472,8 @@ static int cmd_inspect(int argc, char **argv) {
   }
   if (argc != 1 || argv[0][0] == '-')
     return usage_error(usage_ckpt, "inspect needs exactly one checkpoint file");
-  return finish(missing_where(dp_ckpt_inspect(argv[0], stdout), argv[0]), NULL);
+  int rc = dp_paths_check_input(argv[0], "checkpoint", "", DP_ECKPT);
+  return finish(rc < 0 ? rc : dp_ckpt_inspect(argv[0], stdout), NULL);
 }
 
 static int cmd_eval(int argc, char **argv) {
@@ -478,7 +498,53 @@ static int cmd_eval(int argc, char **argv) {
   dp_comm comm;
   int rc = dp_comm_init(&comm, MPI_COMM_WORLD);
   if (rc == 0)
-    rc = missing_where(dp_eval_run(ckpt, data, &comm, stdout), access(ckpt, F_OK) == 0 ? data : ckpt);
+    rc = dp_eval_run(ckpt, data, &comm, stdout);
+  int code = finish(rc, &comm);
+  dp_comm_free(&comm);
+  MPI_Finalize();
+  return code;
+}
+
+static int cmd_predict(int argc, char **argv) {
+  dp_predict_opts o = {.split = "test"};
+  const char **pos[] = {&o.ckpt, &o.data};
+  int n = 0;
+  for (int i = 0; i < argc; i++) {
+    int has_val = i + 1 < argc;
+    if (is_help(argv[i])) {
+      fputs(usage_predict, stdout);
+      return 0;
+    } else if (!strcmp(argv[i], "-o") && has_val) {
+      o.out = argv[++i];
+    } else if (!strcmp(argv[i], "--split") && has_val) {
+      o.split = argv[++i];
+      if (strcmp(o.split, "train") && strcmp(o.split, "test"))
+        return usage_error(usage_predict, "--split expects train or test, got '%s'", o.split);
+    } else if (argv[i][0] == '-' && argv[i][1]) {
+      return usage_error(usage_predict, has_val ? "unknown option '%s'" : "option '%s' needs a value", argv[i]);
+    } else if (n == 2) {
+      return usage_error(usage_predict, "unexpected argument '%s'", argv[i]);
+    } else {
+      *pos[n++] = argv[i];
+    }
+  }
+  if (n != 2)
+    return usage_error(usage_predict, "predict needs a checkpoint and a data file");
+  MPI_Init(&argc, &argv);
+  dp_comm comm;
+  int rc = dp_comm_init(&comm, MPI_COMM_WORLD);
+  if (rc == 0) {
+    rc = dp_paths_check_input(o.ckpt, "checkpoint", "", DP_ECKPT);
+    if (rc == 0)
+      rc = dp_paths_check_input(o.data, "data file", "", DP_EDATA);
+    if (rc == 0 && o.out)
+      rc = dp_paths_check_output(o.out, "the predictions", "-o");
+    if (rc == 0 && o.out && comm.rank == 0)
+      rc = dp_mkdirs_for(o.out);
+    rc = dp_comm_agree(&comm, rc, NULL);
+  }
+  if (rc == 0)
+    rc = dp_predict_run(&o, &comm, stdout);
   int code = finish(rc, &comm);
   dp_comm_free(&comm);
   MPI_Finalize();
@@ -512,6 +578,12 @@ static int cmd_config(int argc, char **argv) {
   return with_config(argc - 1, argv + 1, 0, usage_config, run_check);
 }
 
+/* -o before the inputs are read, not after: its directory is made as a run's out_dir is. */
+static int convert_output(const char *out) {
+  DP_TRY(dp_paths_check_output(out, "the converted data", "-o"));
+  return dp_mkdirs_for(out);
+}
+
 static int convert_idx(int argc, char **argv) {
   const char *files[4] = {0}, *out = NULL;
   int n = 0;
@@ -530,7 +602,9 @@ static int convert_idx(int argc, char **argv) {
   }
   if ((n != 2 && n != 4) || !out)
     return usage_error(usage_convert, "convert idx needs IMAGES LABELS [TEST_IMAGES TEST_LABELS] and -o OUT.h5");
-  int rc = dp_convert_idx(files[0], files[1], files[2], files[3], out);
+  int rc = convert_output(out);
+  if (rc == 0)
+    rc = dp_convert_idx(files[0], files[1], files[2], files[3], out);
   if (rc == 0)
     printf("wrote %s\n", out);
   return finish(rc, NULL);
@@ -569,15 +643,95 @@ static int convert_csv(int argc, char **argv) {
   }
   if (!o.train_csv || !o.out)
     return usage_error(usage_convert, "convert csv needs TRAIN.csv and -o OUT.h5");
-  int rc = dp_convert_csv(&o);
+  int rc = convert_output(o.out);
+  if (rc == 0)
+    rc = dp_convert_csv(&o);
   if (rc == 0)
     printf("wrote %s\n", o.out);
   return finish(rc, NULL);
 }
 
+static int convert_rechunk(int argc, char **argv) {
+  const char *files[2] = {0};
+  double mb = 0;
+  int n = 0;
+  for (int i = 0; i < argc; i++) {
+    if (!strcmp(argv[i], "--chunk-mb") && i + 1 < argc) {
+      if (opt_double(argv[i], argv[i + 1], 0.001, 1024, "a size in MB (0.001 to 1024)", &mb) < 0)
+        return usage_error(usage_convert, "%s", dp_errmsg(DP_EUSAGE));
+      i++;
+    } else if (argv[i][0] == '-' && argv[i][1]) {
+      return usage_error(usage_convert, i + 1 < argc ? "unknown option '%s'" : "option '%s' needs a value", argv[i]);
+    } else if (n == 2) {
+      return usage_error(usage_convert, "unexpected argument '%s'", argv[i]);
+    } else {
+      files[n++] = argv[i];
+    }
+  }
+  if (n != 2)
+    return usage_error(usage_convert, "convert rechunk needs IN.h5 and OUT.h5");
+  if (!strcmp(files[0], files[1]))
+    return usage_error(usage_convert, "convert rechunk: OUT must be another file than IN");
+  int rc = convert_output(files[1]);
+  if (rc == 0)
+    rc = dp_convert_rechunk(files[0], files[1], mb);
+  if (rc == 0)
+    printf("wrote %s\n", files[1]);
+  return finish(rc, NULL);
+}
+
+static int convert_synthetic(int argc, char **argv) {
+  dp_synth_options o = {.test_rows = 10000, .features = 256, .classes = 10, .seed = 1};
+  static const struct {
+    const char *opt;
+    int64_t lo, hi;
+  } ints[] = {{"--rows", 1, (int64_t)1 << 40}, {"--test-rows", 0, (int64_t)1 << 40}, {"--features", 1, 1 << 24},
+              {"--classes", 2, 1 << 16}, {"--seed", 0, INT64_MAX}};
+  int64_t *dst[] = {&o.rows, &o.test_rows, &o.features, &o.classes, NULL};
+  for (int i = 0; i < argc; i++) {
+    const char *s = argv[i];
+    int has_val = i + 1 < argc, known = 0;
+    if (!strcmp(s, "-o") && has_val) {
+      o.out = argv[++i];
+      continue;
+    }
+    if (!strcmp(s, "--chunk-mb") && has_val) {
+      if (opt_double(s, argv[++i], 0.001, 1024, "a size in MB (0.001 to 1024)", &o.chunk_mb) < 0)
+        return usage_error(usage_convert, "%s", dp_errmsg(DP_EUSAGE));
+      continue;
+    }
+    for (size_t k = 0; k < sizeof ints / sizeof *ints && !known; k++) {
+      int64_t v;
+      char want[64];
+      if (strcmp(s, ints[k].opt) || !has_val)
+        continue;
+      snprintf(want, sizeof want, "an integer from %lld to %lld", (long long)ints[k].lo, (long long)ints[k].hi);
+      if (opt_int(s, argv[++i], ints[k].lo, ints[k].hi, want, &v) < 0)
+        return usage_error(usage_convert, "%s", dp_errmsg(DP_EUSAGE));
+      if (dst[k])
+        *dst[k] = v;
+      else
+        o.seed = (uint64_t)v;
+      known = 1;
+    }
+    if (!known)
+      return usage_error(usage_convert, s[0] == '-' && !has_val ? "option '%s' needs a value" : "unknown argument '%s'",
+                         s);
+  }
+  if (!o.out || !o.rows)
+    return usage_error(usage_convert, "convert synthetic needs -o OUT.h5 and --rows N");
+  int rc = convert_output(o.out);
+  if (rc == 0)
+    rc = dp_convert_synthetic(&o);
+  if (rc == 0)
+    printf("wrote %s: %lld training and %lld test rows of %lld float32 features, %lld classes\n", o.out,
+           (long long)o.rows, (long long)o.test_rows, (long long)o.features, (long long)o.classes);
+  return finish(rc, NULL);
+}
+
 static int cmd_convert(int argc, char **argv) {
   if (argc < 1)
-    return usage_error(usage_convert, "convert needs a format: idx or csv");
+    return usage_error(usage_convert, "convert needs a format: idx, csv, rechunk or synthetic");
   if (is_help(argv[0])) {
     fputs(usage_convert, stdout);
     return 0;
@@ -591,7 +745,11 @@ static int cmd_convert(int argc, char **argv) {
     return convert_idx(argc - 1, argv + 1);
   if (!strcmp(argv[0], "csv"))
     return convert_csv(argc - 1, argv + 1);
-  return usage_error(usage_convert, "unknown format '%s' (expected idx or csv)", argv[0]);
+  if (!strcmp(argv[0], "rechunk"))
+    return convert_rechunk(argc - 1, argv + 1);
+  if (!strcmp(argv[0], "synthetic"))
+    return convert_synthetic(argc - 1, argv + 1);
+  return usage_error(usage_convert, "unknown format '%s' (expected idx, csv, rechunk or synthetic)", argv[0]);
 }
 
 /* Started by mpirun or srun? Asked before MPI_Init, which sets the same variables for a singleton. */
@@ -599,8 +757,15 @@ static void note_launcher(void) {
   launched = getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK") || getenv("SLURM_PROCID");
 }
 
+/* dptrain reads data files and writes every file under a temporary name it then renames: HDF5's file
+ * lock protects nothing here, and where flock is not supported (some NFS, Lustre and GPFS mounts)
+ * HDF5 1.10 fails every open with it. Off for every open alike (HDF5 refuses to open one file twice
+ * with different locking); a value the user set wins. */
+static void no_file_locking(void) { setenv("HDF5_USE_FILE_LOCKING", "FALSE", 0); }
+
 int main(int argc, char **argv) {
   note_launcher();
+  no_file_locking();
   dp_blas_fix_kernel(argv);
   if (argc < 2)
     return usage_error(usage_main, "missing command");
@@ -627,5 +792,7 @@ int main(int argc, char **argv) {
     return cmd_eval(argc - 2, argv + 2);
   if (!strcmp(cmd, "config"))
     return cmd_config(argc - 2, argv + 2);
+  if (!strcmp(cmd, "predict"))
+    return cmd_predict(argc - 2, argv + 2);
   return usage_error(usage_main, "unknown command '%s'", cmd);
 }

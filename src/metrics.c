@@ -260,23 +260,39 @@ int dp_metrics_step(dp_metrics *m, const dp_step_log *s) {
   return flush_line(m);
 }
 
-int dp_metrics_eval(dp_metrics *m, int64_t step, int64_t epoch, const dp_scores *e, double train_s) {
-  if (m->regression)
-    dp_metrics_note(m, "epoch %3lld  step %7lld  test_loss %.5f  test_rmse %.5g  test_mae %.5g\n",
-                    (long long)epoch + 1, (long long)step, e->loss, e->rmse, e->mae);
+void dp_scores_format(char *buf, size_t len, const char *set, const dp_scores *e, int regression) {
+  if (regression)
+    snprintf(buf, len, "%s_loss %.5f  %s_rmse %.5g  %s_mae %.5g", set, e->loss, set, e->rmse, set, e->mae);
   else
-    dp_metrics_note(m, "epoch %3lld  step %7lld  test_loss %.5f  test_acc %.4f\n", (long long)epoch + 1,
-                    (long long)step, e->loss, e->acc);
+    snprintf(buf, len, "%s_loss %.5f  %s_acc %.4f", set, e->loss, set, e->acc);
+}
+
+static void json_scores(const dp_metrics *m, const char *set, const dp_scores *e) {
+  char key[16];
+  const char *const names[3] = {"loss", m->regression ? "rmse" : "acc", "mae"};
+  const double v[3] = {e->loss, m->regression ? e->rmse : e->acc, e->mae};
+  for (int i = 0; i < (m->regression ? 3 : 2); i++) {
+    snprintf(key, sizeof key, "%s_%s", set, names[i]);
+    json_num(m->jsonl, key, v[i]);
+  }
+}
+
+int dp_metrics_eval(dp_metrics *m, int64_t step, int64_t epoch, const dp_scores *test, const dp_scores *val,
+                    double train_s) {
+  char t[128] = "", v[128] = "";
+  if (test)
+    dp_scores_format(t, sizeof t, "test", test, m->regression);
+  if (val)
+    dp_scores_format(v, sizeof v, "val", val, m->regression);
+  dp_metrics_note(m, "epoch %3lld  step %7lld  %s%s%s\n", (long long)epoch + 1, (long long)step, t,
+                  test && val ? "  " : "", v);
   if (!m->jsonl)
     return 0;
   fprintf(m->jsonl, "{\"step\":%lld,\"epoch\":%lld", (long long)step, (long long)epoch + 1);
-  json_num(m->jsonl, "test_loss", e->loss);
-  if (m->regression) {
-    json_num(m->jsonl, "test_rmse", e->rmse);
-    json_num(m->jsonl, "test_mae", e->mae);
-  } else {
-    json_num(m->jsonl, "test_acc", e->acc);
-  }
+  if (test)
+    json_scores(m, "test", test);
+  if (val)
+    json_scores(m, "val", val);
   json_num(m->jsonl, "train_s", train_s);
   return flush_line(m);
 }

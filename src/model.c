@@ -1,5 +1,6 @@
 #include "dptrain/model.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -123,6 +124,11 @@ void dp_model_free(dp_model *m) {
   free(m->stats);
   free(m->norm_scratch);
   free(m->norm_work);
+  free(m->chunk_loss);
+  free(m->chunk_hits);
+  free(m->chunk_sums);
+  m->chunk_loss = m->chunk_abserr = m->chunk_sums = NULL;
+  m->chunk_hits = NULL;
   m->params = m->grads = m->grad_block = m->extra = m->acts = m->stats = m->norm_scratch = NULL;
   m->norm_work = NULL;
 }
@@ -137,6 +143,30 @@ void dp_model_set_reduce(dp_model *m, dp_reduce_fn fn, void *ctx) {
     m->layer[i].norm.reduce = fn;
     m->layer[i].norm.reduce_ctx = ctx;
   }
+}
+
+int dp_model_set_chunks(dp_model *m, int rows, dp_chunk_reduce_fn reduce, void *ctx,
+                        void (*on_grad)(void *grad_ctx, int layer, int chunk), void *grad_ctx) {
+  size_t chunks = (size_t)(m->max_batch + rows - 1) / (size_t)rows, widest = 0;
+  for (int i = 0; i < m->n_layers; i++)
+    widest = (size_t)m->layer[i].out > widest ? (size_t)m->layer[i].out : widest;
+  m->chunk_loss = malloc(sizeof(double) * 2 * chunks);
+  m->chunk_abserr = m->chunk_loss ? m->chunk_loss + chunks : NULL;
+  m->chunk_hits = malloc(sizeof(int) * chunks);
+  m->chunk_sums = malloc(sizeof(double) * chunks * (2 * widest + 1));
+  if (!m->chunk_loss || !m->chunk_hits || !m->chunk_sums)
+    return dp_fail(DP_ENOMEM, "model: cannot allocate the sums of %zu chunks", chunks);
+  m->chunk_rows = rows;
+  m->on_chunk_grad = on_grad;
+  m->on_chunk_ctx = grad_ctx;
+  for (int i = 0; i < m->n_layers; i++) {
+    dp_dense *l = &m->layer[i];
+    l->chunk = l->norm.chunk = rows;
+    l->norm.chunk_reduce = reduce;
+    l->norm.reduce_ctx = ctx;
+    l->norm.chunk_sums = m->chunk_sums;
+  }
+  return 0;
 }
 
 void dp_model_init(dp_model *m, const dp_layer_cfg *layers, uint64_t seed) {
@@ -179,10 +209,46 @@ double dp_model_loss(dp_model *m, const int32_t *labels, const float *targets, i
   return output_loss(m, labels, targets, B, 1.0f, NULL, correct);
 }
 
+/* Each chunk's loss sum and hits on its own (deterministic mode); returns their total. */
+static double chunk_losses(dp_model *m, const int32_t *labels, const float *targets, int B, float scale, int *correct) {
+  const dp_dense *last = &m->layer[m->n_layers - 1];
+  size_t K = (size_t)m->out_dim;
+  double total = 0.0;
+  int hits = 0;
+  for (int c = 0, r = 0; r < B; c++, r += m->chunk_rows) {
+    int n = B - r < m->chunk_rows ? B - r : m->chunk_rows;
+    const float *y = last->y + r * K;
+    m->chunk_hits[c] = 0;
+    m->chunk_abserr[c] = 0.0;
+    if (m->loss == DP_LOSS_MSE) {
+      m->chunk_loss[c] = dp_loss_mse(y, targets + r * K, n, m->out_dim, scale, last->dy + r * K);
+      for (size_t j = 0; j < (size_t)n * K; j++)
+        m->chunk_abserr[c] += fabs((double)y[j] - (double)targets[r * K + j]);
+    } else
+      m->chunk_loss[c] = dp_loss_softmax_ce(y, labels + r, n, m->out_dim, scale, last->dy + r * K, &m->chunk_hits[c]);
+    total += m->chunk_loss[c];
+    hits += m->chunk_hits[c];
+  }
+  if (correct)
+    *correct = hits;
+  return total;
+}
+
+/* Deterministic mode: layer i's gradients chunk by chunk, each handed on before the next overwrites it. */
+static void chunk_grads(dp_model *m, int i, const float *in, int B) {
+  for (int c = 0; c * m->chunk_rows < B; c++) {
+    dp_dense_chunk_grads(&m->layer[i], in, B, c);
+    if (m->on_chunk_grad)
+      m->on_chunk_grad(m->on_chunk_ctx, i, c);
+  }
+}
+
 double dp_model_backward(dp_model *m, const float *x, const int32_t *labels, const float *targets, int B,
                          float scale, int accumulate, int *correct) {
   dp_dense *last = &m->layer[m->n_layers - 1];
-  double loss = B ? output_loss(m, labels, targets, B, scale, last->dy, correct) : 0.0;
+  double loss = !B ? 0.0
+                : m->chunk_rows ? chunk_losses(m, labels, targets, B, scale, correct)
+                                : output_loss(m, labels, targets, B, scale, last->dy, correct);
   if (!B && correct)
     *correct = 0;
   for (int i = m->n_layers - 1; i >= 0; i--) {
@@ -191,6 +257,8 @@ double dp_model_backward(dp_model *m, const float *x, const int32_t *labels, con
     int rc = dp_dense_backward(&m->layer[i], in, B, dx, accumulate);
     if (rc < 0 && m->err == 0)
       m->err = rc;
+    if (m->chunk_rows)
+      chunk_grads(m, i, in, B);
     if (m->on_layer_grad)
       m->on_layer_grad(m->on_layer_ctx, i);
   }

@@ -103,7 +103,32 @@ static void batch_apply(dp_norm *n, float *z, int B) {
   }
 }
 
+static int chunk_count(int B, int chunk) { return (B + chunk - 1) / chunk; }
+
+static int chunk_rows(int B, int chunk, int c) { return B - c * chunk < chunk ? B - c * chunk : chunk; }
+
+/* Deterministic mode: each chunk's shifted sums and row count, summed exactly across every rank's
+ * chunks, so that μ and σ² do not depend on which rank holds which rows. */
+static int batch_forward_chunks(dp_norm *n, float *z, int B) {
+  int u = n->units, w = 2 * u + 1, nc = chunk_count(B, n->chunk);
+  for (int c = 0; c < nc; c++) {
+    double *s = n->chunk_sums + (size_t)c * w;
+    int rows = chunk_rows(B, n->chunk, c);
+    shifted_sums(z + (size_t)c * n->chunk * u, rows, u, n->running_mean, s, s + u);
+    s[2 * u] = rows;
+  }
+  DP_TRY(n->chunk_reduce(n->reduce_ctx, n->chunk_sums, nc, w, n->work));
+  n->count = n->work[2 * u];
+  if (n->count <= 0.0)
+    return 0;
+  batch_stats(n, n->count);
+  batch_apply(n, z, B);
+  return 0;
+}
+
 static int batch_forward_train(dp_norm *n, float *z, int B) {
+  if (n->chunk)
+    return batch_forward_chunks(n, z, B);
   int u = n->units;
   int global = n->sync && n->reduce;
   if (B == 0 && !global)
@@ -121,18 +146,43 @@ static int batch_forward_train(dp_norm *n, float *z, int B) {
   return 0;
 }
 
-/* The shard's Σ_i g_ij and Σ_i g_ij ẑ_ij into sg, sgz, then into dshift, dgain. */
-static void param_grads(dp_norm *n, const float *g, int B, int accumulate, double *sg, double *sgz) {
+/* Σ_i g_ij and Σ_i g_ij ẑ_ij over rows [r0, r0 + B) into sg, sgz. */
+static void row_sums(const dp_norm *n, const float *g, int r0, int B, double *sg, double *sgz) {
   int u = n->units;
   memset(sg, 0, sizeof(double) * (size_t)u);
   memset(sgz, 0, sizeof(double) * (size_t)u);
-  for (int i = 0; i < B; i++) {
+  for (int i = r0; i < r0 + B; i++) {
     const float *gr = g + (size_t)i * u, *zh = n->zhat + (size_t)i * u; /* (units) */
     for (int j = 0; j < u; j++) {
       sg[j] += gr[j];
       sgz[j] += (double)gr[j] * zh[j];
     }
   }
+}
+
+/* Deterministic mode: every chunk's sums, for its own dshift, dgain (dp_norm_chunk_grads). */
+static int chunk_param_sums(dp_norm *n, const float *g, int B) {
+  int u = n->units, nc = chunk_count(B, n->chunk);
+  for (int c = 0; c < nc; c++) {
+    double *s = n->chunk_sums + (size_t)c * 2 * u;
+    row_sums(n, g, c * n->chunk, chunk_rows(B, n->chunk, c), s, s + u);
+  }
+  return nc;
+}
+
+void dp_norm_chunk_grads(dp_norm *n, int c) {
+  int u = n->units;
+  const double *s = n->chunk_sums + (size_t)c * 2 * u;
+  for (int j = 0; j < u; j++) {
+    n->dshift[j] = (float)s[j];
+    n->dgain[j] = (float)s[u + j];
+  }
+}
+
+/* The shard's Σ_i g_ij and Σ_i g_ij ẑ_ij into sg, sgz, then into dshift, dgain. */
+static void param_grads(dp_norm *n, const float *g, int B, int accumulate, double *sg, double *sgz) {
+  int u = n->units;
+  row_sums(n, g, 0, B, sg, sgz);
   float keep = accumulate ? 1.0f : 0.0f;
   for (int j = 0; j < u; j++) {
     n->dshift[j] = keep * n->dshift[j] + (float)sg[j];
@@ -140,7 +190,36 @@ static void param_grads(dp_norm *n, const float *g, int B, int accumulate, doubl
   }
 }
 
+/* g <- dz from the global means s1 = mean dẑ, s2 = mean dẑ·ẑ. */
+static void batch_backward_rows(const dp_norm *n, float *g, int B, const double *s1, const double *s2) {
+  int u = n->units;
+  for (int i = 0; i < B; i++) {
+    float *gr = g + (size_t)i * u;
+    const float *zh = n->zhat + (size_t)i * u; /* (units) */
+    for (int j = 0; j < u; j++)
+      gr[j] = (float)(n->inv_std[j] * ((double)n->gain[j] * gr[j] - s1[j] - zh[j] * s2[j]));
+  }
+}
+
+/* Deterministic mode: the chunks' exact global Σg, Σg·ẑ, times the gain afterwards (the chunks keep
+ * the unscaled sums for their own dshift, dgain). */
+static int batch_backward_chunks(dp_norm *n, float *g, int B) {
+  int u = n->units, nc = chunk_param_sums(n, g, B);
+  double *s1 = n->work, *s2 = n->work + u;
+  DP_TRY(n->chunk_reduce(n->reduce_ctx, n->chunk_sums, nc, 2 * u, n->work));
+  if (B == 0 || n->count <= 0.0)
+    return 0;
+  for (int j = 0; j < u; j++) {
+    s1[j] = n->gain[j] * s1[j] / n->count;
+    s2[j] = n->gain[j] * s2[j] / n->count;
+  }
+  batch_backward_rows(n, g, B, s1, s2);
+  return 0;
+}
+
 static int batch_backward(dp_norm *n, float *g, int B, int accumulate) {
+  if (n->chunk)
+    return batch_backward_chunks(n, g, B);
   int u = n->units;
   int global = n->sync && n->reduce;
   double *s1 = n->work, *s2 = n->work + u;
@@ -160,12 +239,7 @@ static int batch_backward(dp_norm *n, float *g, int B, int accumulate) {
     s1[j] /= n->count;
     s2[j] /= n->count;
   }
-  for (int i = 0; i < B; i++) {
-    float *gr = g + (size_t)i * u;
-    const float *zh = n->zhat + (size_t)i * u; /* (units) */
-    for (int j = 0; j < u; j++)
-      gr[j] = (float)(n->inv_std[j] * ((double)n->gain[j] * gr[j] - s1[j] - zh[j] * s2[j]));
-  }
+  batch_backward_rows(n, g, B, s1, s2);
   return 0;
 }
 
@@ -216,7 +290,10 @@ static void layer_forward_eval(const dp_norm *n, float *z, int B) {
 
 static void layer_backward(dp_norm *n, float *g, int B, int accumulate) {
   int u = n->units;
-  param_grads(n, g, B, accumulate, n->work, n->work + u);
+  if (n->chunk)
+    chunk_param_sums(n, g, B);
+  else
+    param_grads(n, g, B, accumulate, n->work, n->work + u);
   for (int i = 0; i < B; i++) {
     float *gr = g + (size_t)i * u;
     const float *zh = n->zhat + (size_t)i * u; /* (units) */

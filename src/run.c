@@ -29,31 +29,46 @@ static int fits_in_memory(const dp_config *cfg, const dp_comm *comm, const dp_da
 }
 
 typedef struct {
-  dp_dataset train, test;
-  int has_test;
+  dp_dataset train, test, val;
+  int has_test, has_val; /* has_val: the file's /val group (val_fraction's rows are the trainer's) */
 } run_data;
+
+/* An evaluation set: each rank holds its slice in memory when it fits, and checks it. */
+static int prepare_eval_set(const dp_config *cfg, dp_comm *comm, dp_dataset *ds) {
+  int64_t lo, hi;
+  dp_split_range(ds->n, comm->rank, comm->size, &lo, &hi);
+  int rc = 0;
+  if (hi > lo && fits_in_memory(cfg, comm, ds, hi - lo))
+    rc = dp_dataset_load(ds, lo, hi);
+  return rc == 0 ? dp_dataset_check_finite(ds, lo, hi) : rc;
+}
+
+/* The file's /val group, unless val_fraction holds rows out of /train instead: not both. */
+static int open_val(const dp_config *cfg, dp_comm *comm, run_data *d) {
+  int rc = dp_dataset_open(&d->val, cfg->data.path, "val", &d->has_val);
+  if (rc == 0 && d->has_val && cfg->data.val_fraction > 0)
+    rc = dp_fail(DP_ECONFIG, "%s: [data] val_fraction = %g, but %s has a /val group: validate on one or the other "
+                 "(val_fraction = 0 evaluates /val)", cfg->file, cfg->data.val_fraction, cfg->data.path);
+  return dp_comm_agree(comm, rc, NULL);
+}
 
 static int open_data(const dp_config *cfg, dp_comm *comm, run_data *d) {
   int rc = dp_dataset_open(&d->train, cfg->data.path, "train", NULL);
   DP_TRY(dp_comm_agree(comm, rc < 0 ? rc : 0, NULL));
   rc = dp_dataset_open(&d->test, cfg->data.path, "test", &d->has_test);
   DP_TRY(dp_comm_agree(comm, rc < 0 ? rc : 0, NULL));
-  dp_dataset_standardize(&d->train, cfg->data.mean, cfg->data.std);
-  dp_dataset_standardize(&d->test, cfg->data.mean, cfg->data.std);
-  rc = 0;
-  if (fits_in_memory(cfg, comm, &d->train, d->train.n))
+  DP_TRY(open_val(cfg, comm, d));
+  rc = dp_dataset_apply_standardize(&d->train, cfg);
+  if (rc == 0 && fits_in_memory(cfg, comm, &d->train, d->train.n))
     rc = dp_dataset_load(&d->train, 0, d->train.n);
   int64_t lo, hi; /* NaN or Inf in float x: each rank checks its share of the rows */
   dp_split_range(d->train.n, comm->rank, comm->size, &lo, &hi);
   if (rc == 0)
     rc = dp_dataset_check_finite(&d->train, lo, hi);
-  if (rc == 0 && d->has_test) {
-    dp_split_range(d->test.n, comm->rank, comm->size, &lo, &hi);
-    if (hi > lo && fits_in_memory(cfg, comm, &d->test, hi - lo))
-      rc = dp_dataset_load(&d->test, lo, hi);
-    if (rc == 0)
-      rc = dp_dataset_check_finite(&d->test, lo, hi);
-  }
+  if (rc == 0 && d->has_test)
+    rc = prepare_eval_set(cfg, comm, &d->test);
+  if (rc == 0 && d->has_val)
+    rc = prepare_eval_set(cfg, comm, &d->val);
   return dp_comm_agree(comm, rc, NULL);
 }
 
@@ -63,6 +78,29 @@ static int write_config_copy(const dp_config *cfg) {
   char path[DP_FILE_PATH_MAX];
   snprintf(path, sizeof path, "%s/config.ini", cfg->train.out_dir);
   return dp_write_durable_stdio(path, "the configuration", write_config, (void *)cfg);
+}
+
+/* The epochs' order and, for a streamed set, the reader's ring. */
+static void print_order(FILE *out, const dp_trainer *t) {
+  const dp_order *o = &t->order;
+  if (!o->blocks) {
+    fprintf(out, "order: random (%s)\n",
+            o->shuffle ? "every epoch a permutation of all rows" : "shuffle = false: file order");
+    return;
+  }
+  double block = dp_stream_block_bytes(t->train, o->block_rows);
+  fprintf(out, "order: blocks of %lld row%s (%.3g MB), rows shuffled within windows of %lld block%s",
+          (long long)o->block_rows, dp_plural(o->block_rows), block / 1e6, (long long)o->window, dp_plural(o->window));
+  if (t->streaming)
+    fprintf(out, "; a reader thread per rank prefetches into %.3g MB (%lld block%s%s)",
+            (double)t->ring_slots * block / 1e6, (long long)t->ring_slots, dp_plural(t->ring_slots),
+            t->prefetch_cap > 0 ? ", prefetch_mb limited to half this rank's share of the node's memory" : "");
+  if (t->streaming && t->train->direct)
+    fprintf(out, "; chunks read with O_DIRECT, past the page cache");
+  else if (t->streaming && dp_stream_drops_cache(t->train))
+    fprintf(out, "; the file is larger than half the node's memory (%.3g GB): the reader drops the pages it "
+            "read from the page cache", dp_node_memory() / 1e9);
+  fputc('\n', out);
 }
 
 /* per_node: ranks per node, then BLAS threads per rank, each as min and max over the ranks. */
@@ -95,12 +133,19 @@ static void print_startup(FILE *out, const dp_trainer *t, const run_data *d, con
             dp_plural((long long)n));
   }
   fprintf(out, "data: %s: train %lld x %lld (%s, %s)", d->train.path, (long long)d->train.n, (long long)d->train.d,
-          d->train.x_u8 ? "uint8" : "float32", d->train.mem_hi > d->train.mem_lo ? "in memory" : "read per batch");
+          d->train.x_u8 ? "uint8" : "float32",
+          d->train.mem_hi > d->train.mem_lo ? "in memory" : t->streaming ? "streamed" : "read per batch");
   if (d->has_test)
     fprintf(out, ", test %lld", (long long)d->test.n);
+  if (t->val.n_val > 0)
+    fprintf(out, ", validation %lld (val_fraction, held out of train)", (long long)t->val.n_val);
+  else if (d->has_val)
+    fprintf(out, ", validation %lld (/val)", (long long)d->val.n);
+  fputc('\n', out);
+  print_order(out, t);
   int64_t lo, hi;
   dp_split_range(t->batch, 0, c->size, &lo, &hi);
-  fprintf(out, "\ntraining: global batch %lld, shards of %lld", (long long)t->batch, (long long)(hi - lo));
+  fprintf(out, "training: global batch %lld, shards of %lld", (long long)t->batch, (long long)(hi - lo));
   if (t->batch % c->size)
     fprintf(out, "-%lld", (long long)(hi - lo - 1));
   fprintf(out, " row%s per rank, %lld step%s/epoch, %lld step%s, gradients in %d allreduce bucket%s\n",
@@ -175,7 +220,8 @@ typedef struct {
   FILE *out;
   interval iv;
   double train_s, eval_s;
-  dp_scores test;         /* the last evaluation's */
+  dp_scores test, val;    /* the last evaluation's */
+  int has_val;            /* validation data: the file's /val or val_fraction's rows */
   int evaluated;
   int io;                 /* rank 0's pending failure, sent along with the next step */
   int stop, save, converged; /* the last step's agreed flags */
@@ -194,6 +240,13 @@ typedef struct {
   int64_t skips, skips_in_row; /* on_nonfinite = skip_step: registered, so bounded across resumes */
   double first_loss;      /* the run's first step's loss, divergence's yardstick; 0 = none yet */
   int warned_divergence;
+  /* The best validation figure (val_acc with keep_best = val_acc, else val_loss) and its step (-1:
+   * none yet); early stopping's reference (the last improvement by at least min_delta) and the
+   * evaluations since it. Registered: a resume keeps them. */
+  double best, stop_ref;
+  int64_t best_step, stale_evals;
+  int early_stop;         /* early_stop_patience ran out at the last evaluation */
+  char run_id[DP_STATE_STR_MAX]; /* registered: which run a checkpoint belongs to */
 } run_state;
 
 /* The interval's time per step split, mean and max over ranks (one collective, at log steps only,
@@ -266,24 +319,33 @@ static int on_divergence(run_state *s, const char *why) {
   return 0;
 }
 
+static void track_best(run_state *s);
+
 /* The ranks' slices of the test set may take them unequal times: a known slow phase for the watchdog. */
 static int evaluate(run_state *s) {
   double t0 = MPI_Wtime();
   dp_comm_slow_phase(s->t.comm, "an evaluation", 0);
-  DP_TRY(dp_trainer_evaluate(&s->t, &s->d->test, &s->test));
+  if (s->d->has_test)
+    DP_TRY(dp_trainer_evaluate(&s->t, &s->d->test, &s->test));
+  if (s->d->has_val)
+    DP_TRY(dp_trainer_evaluate(&s->t, &s->d->val, &s->val));
+  else if (s->has_val)
+    DP_TRY(dp_trainer_evaluate_rows(&s->t, &s->d->train, s->t.val.rows, s->t.val.n_val, &s->val));
   dp_comm_slow_phase_end(s->t.comm);
   s->eval_s += MPI_Wtime() - t0;
   dp_timeline_span(s->t.tl, "evaluate", -1, t0, MPI_Wtime());
   s->evaluated = 1;
-  int rc = dp_metrics_eval(&s->mt, s->t.step, s->t.epoch, &s->test, s->train_s);
+  int rc = dp_metrics_eval(&s->mt, s->t.step, s->t.epoch, s->d->has_test ? &s->test : NULL,
+                           s->has_val ? &s->val : NULL, s->train_s);
   if (rc < 0 && s->io == 0)
     s->io = rc;
+  track_best(s);
   return 0;
 }
 
 /* Rank 0 writes the checkpoint; the others go on. A failure reaches them with the next step's
  * allreduce (io), or through the agreement the caller makes when it stops here. */
-static void write_checkpoint(run_state *s) {
+static void write_checkpoint(run_state *s, int best) {
   int rc = dp_trainer_sync_stats(&s->t); /* every rank: a collective only with local batch norm */
   if (rc < 0 && s->io == 0)
     s->io = rc;
@@ -292,12 +354,13 @@ static void write_checkpoint(run_state *s) {
   char path[DP_FILE_PATH_MAX];
   double t0 = MPI_Wtime();
   dp_fault_slow_checkpoint();
-  rc = dp_ckpt_save(&s->t.state, s->ckpt_dir, s->t.step, s->t.cfg->checkpoint.keep_last, path, sizeof path);
+  rc = best ? dp_ckpt_save_as(&s->t.state, s->ckpt_dir, "best.h5", path, sizeof path)
+            : dp_ckpt_save(&s->t.state, s->ckpt_dir, s->t.step, s->t.cfg->checkpoint.keep_last, path, sizeof path);
   dp_timeline_span(s->t.tl, "checkpoint", -1, t0, MPI_Wtime());
   if (rc < 0 && s->io == 0)
     s->io = rc;
   if (rc == 0)
-    dp_metrics_note(&s->mt, "checkpoint: %s\n", path);
+    dp_metrics_note(&s->mt, "%s: %s\n", best ? "best" : "checkpoint", path);
 }
 
 /* The others wait for rank 0's write in their next collective, however long it takes: no deadline
@@ -306,8 +369,53 @@ static void save(run_state *s) {
   s->saved_step = s->t.step;
   s->last_save = MPI_Wtime();
   dp_comm_slow_phase(s->t.comm, "rank 0's checkpoint write", 0);
-  write_checkpoint(s);
+  write_checkpoint(s, 0);
   dp_comm_slow_phase_end(s->t.comm);
+}
+
+static const char *watched_name(const dp_config *cfg) {
+  return cfg->checkpoint.keep_best == DP_BEST_VAL_ACC ? "val_acc" : "val_loss";
+}
+
+/* After an evaluation with validation data. A better figure is the new best (best.h5 with keep_best);
+ * early stopping counts the evaluations since the figure last improved by at least min_delta. Every
+ * rank holds the same reduced figures, so all decide alike (and all make best.h5's collective). */
+static void track_best(run_state *s) {
+  const dp_config *cfg = s->t.cfg;
+  if (!s->has_val)
+    return;
+  int up = cfg->checkpoint.keep_best == DP_BEST_VAL_ACC; /* larger is better */
+  double v = up ? s->val.acc : s->val.loss, delta = cfg->train.early_stop_min_delta;
+  int first = s->best_step < 0;
+  if (isfinite(v) && (first || (up ? v > s->best : v < s->best))) {
+    s->best = v, s->best_step = s->t.step;
+    if (cfg->checkpoint.keep_best != DP_BEST_OFF) {
+      dp_comm_slow_phase(s->t.comm, "rank 0's best.h5 write", 0);
+      write_checkpoint(s, 1);
+      dp_comm_slow_phase_end(s->t.comm);
+    }
+  }
+  double gain = up ? v - s->stop_ref : s->stop_ref - v;
+  if (isfinite(v) && (first || (gain > 0 && gain >= delta)))
+    s->stop_ref = v, s->stale_evals = 0;
+  else
+    s->stale_evals++;
+  s->early_stop = cfg->train.early_stop_patience > 0 && s->stale_evals >= cfg->train.early_stop_patience;
+}
+
+/* The run's last line when early stopping ended it: which evaluation was best, and where its model is. */
+static void note_early_stop(run_state *s) {
+  const dp_config *cfg = s->t.cfg;
+  char where[DP_FILE_PATH_MAX + 64];
+  if (cfg->checkpoint.keep_best != DP_BEST_OFF)
+    snprintf(where, sizeof where, "its model is %s/best.h5", s->ckpt_dir);
+  else
+    snprintf(where, sizeof where, "[checkpoint] keep_best = %s would have kept its model", watched_name(cfg));
+  dp_metrics_note(&s->mt, "early stop at step %lld: %s did not improve by early_stop_min_delta = %g in %lld "
+                  "evaluation%s (early_stop_patience); the best was %s %.5g at step %lld: %s\n",
+                  (long long)s->t.step, watched_name(cfg), cfg->train.early_stop_min_delta,
+                  (long long)s->stale_evals, dp_plural(s->stale_evals), watched_name(cfg), s->best,
+                  (long long)s->best_step, where);
 }
 
 static int checkpoint_due(const run_state *s, int epoch_end) {
@@ -465,7 +573,7 @@ static int one_step(run_state *s) {
    * ends an epoch: eval_every thins the evaluations out). */
   int epoch_end = t->pos == t->steps_per_epoch;
   int due = cfg->train.eval_every > 0 ? t->step % cfg->train.eval_every == 0 : epoch_end;
-  if (s->d->has_test && due)
+  if ((s->d->has_test || s->has_val) && due)
     DP_TRY(evaluate(s));
   if (s->stop || checkpoint_due(s, epoch_end))
     save(s);
@@ -498,7 +606,7 @@ static int timeline_start(run_state *s) {
 static int train_loop(run_state *s) {
   dp_trainer *t = &s->t;
   DP_TRY(timeline_start(s));
-  while (t->step < t->total_steps && !s->converged && !s->stop) {
+  while (t->step < t->total_steps && !s->converged && !s->stop && !s->early_stop) {
     DP_TRY(one_step(s));
     DP_TRY(timeline_due(s, 0));
   }
@@ -509,10 +617,12 @@ static int train_loop(run_state *s) {
               (long long)t->step);
     return 0;
   }
-  if (s->d->has_test && !s->evaluated && t->step > s->start_step) /* not for a resumed, finished run */
+  if ((s->d->has_test || s->has_val) && !s->evaluated && t->step > s->start_step) /* not for a resumed, finished run */
     DP_TRY(evaluate(s));
   if (t->cfg->checkpoint.at_end && s->saved_step != t->step)
     save(s);
+  if (s->early_stop && t->step < t->total_steps)
+    note_early_stop(s);
   return dp_comm_agree(t->comm, s->io, NULL);
 }
 
@@ -531,11 +641,13 @@ static void print_summary(run_state *s, double startup_s) {
             (long long)t->step, dp_plural(t->step), samples, dp_plural((long long)samples), s->train_s,
             s->train_s > 0 ? samples / s->train_s : 0.0, startup_s,
             s->eval_s);
-  if (s->evaluated && s->mt.regression)
-    fprintf(s->out, "final: test_loss %.5f  test_rmse %.5g  test_mae %.5g\n", s->test.loss, s->test.rmse,
-            s->test.mae);
-  else if (s->evaluated)
-    fprintf(s->out, "final: test_loss %.5f  test_acc %.4f\n", s->test.loss, s->test.acc);
+  char test[128] = "", val[128] = "";
+  if (s->evaluated && s->d->has_test)
+    dp_scores_format(test, sizeof test, "test", &s->test, s->mt.regression);
+  if (s->evaluated && s->has_val)
+    dp_scores_format(val, sizeof val, "val", &s->val, s->mt.regression);
+  if (s->evaluated)
+    fprintf(s->out, "final: %s%s%s\n", test, test[0] && val[0] ? "  " : "", val);
   fflush(s->out);
 }
 
@@ -552,13 +664,69 @@ static void check_finished(run_state *s, const char *path) {
             dp_optim_line_search(&t->optim) ? ", or optimizer.max_iter" : "");
 }
 
+/* A checkpoint from outside the checkpoint directory must not continue there among another run's
+ * (an older checkpoint carries no run id: unknown, so not the same). Rank 0, after the load, which
+ * reports a damaged file first; collective. */
+static int same_run(run_state *s, const char *path, int overwrite) {
+  char note[3 * DP_FILE_PATH_MAX] = "";
+  int rc = 0;
+  if (s->t.comm->rank == 0)
+    rc = dp_rundir_resume(s->t.cfg->train.out_dir, s->ckpt_dir, path, dp_state_loaded(&s->t.state, DP_RUN_ID),
+                          overwrite, note, sizeof note);
+  DP_TRY(dp_comm_agree(s->t.comm, rc, NULL));
+  if (s->out)
+    fputs(note, s->out);
+  return 0;
+}
+
+/* A resume goes on with the input transform the weights were trained on: one that differs from what
+ * this configuration and data file give is refused like another changed data key. Not after
+ * init_from, whose checkpoint's transform the run took. Collective. */
+static int load_same_transform(run_state *s, const char *path) {
+  const dp_dataset *ds = s->t.train;
+  size_t bytes = sizeof(float) * (size_t)ds->d;
+  float *mine = malloc(2 * bytes);
+  int rc = dp_comm_agree(s->t.comm, mine ? 0 : dp_fail(DP_ENOMEM, "out of memory"), NULL);
+  if (rc == 0) {
+    memcpy(mine, ds->x_scale, bytes);
+    memcpy((char *)mine + bytes, ds->x_shift, bytes);
+    rc = load_state(s, path); /* every rank has its status: the load agreed on it */
+  }
+  int changed = rc == 0 && s->t.comm->rank == 0 && !s->t.cfg->model.init_from[0] &&
+                (memcmp(mine, ds->x_scale, bytes) || memcmp((char *)mine + bytes, ds->x_shift, bytes));
+  free(mine);
+  if (rc < 0)
+    return rc;
+  if (changed)
+    rc = dp_fail(DP_ECONFIG, "%s: its input transform (/input/scale, /input/shift) differs from the one [data] "
+                 "standardize, mean and std give with %s (its statistics or scale changed?): a resume must see the "
+                 "inputs the weights were trained on (start afresh, or train from it with [model] init_from)", path,
+                 ds->path);
+  return dp_comm_agree(s->t.comm, rc, NULL);
+}
+
+/* A run that early stopping ended stays ended when resumed, until the patience is raised. */
+static void check_stopped_early(run_state *s, const char *path) {
+  int patience = s->t.cfg->train.early_stop_patience;
+  if (s->finished || patience == 0 || s->stale_evals < patience)
+    return;
+  s->finished = 1;
+  if (s->out)
+    fprintf(s->out, "resume: %s: early stopping ended this run at step %lld (%s did not improve in %lld evaluation%s; "
+                    "the best was at step %lld): nothing to train (raise train.early_stop_patience to go on)\n",
+            path, (long long)s->t.step, watched_name(s->t.cfg), (long long)s->stale_evals,
+            dp_plural(s->stale_evals), (long long)s->best_step);
+}
+
 /* The checkpoint at path, once its stored configuration is found compatible with this one. */
-static int resume_at(run_state *s, const char *path) {
+static int resume_at(run_state *s, const char *path, int overwrite) {
   dp_trainer *t = &s->t;
   dp_config *stored = NULL;
   int rc = dp_comm_agree(t->comm, t->comm->rank == 0 ? dp_resume_check(t, path, &stored) : 0, NULL);
   if (rc == 0)
-    rc = load_state(s, path);
+    rc = load_same_transform(s, path);
+  if (rc == 0)
+    rc = same_run(s, path, overwrite);
   if (rc == 0) {
     s->saved_step = s->start_step = t->step;
     s->start_samples = dp_trainer_samples_seen(t);
@@ -568,6 +736,7 @@ static int resume_at(run_state *s, const char *path) {
     if (s->out && stored)
       dp_resume_report(stored, t, s->out);
     check_finished(s, path);
+    check_stopped_early(s, path);
   }
   free(stored);
   return rc;
@@ -575,7 +744,7 @@ static int resume_at(run_state *s, const char *path) {
 
 /* --resume PATH, or auto: the newest complete checkpoint in the directory; *fresh = 1 when auto
  * finds none. */
-static int resume(run_state *s, const char *how, int *fresh) {
+static int resume(run_state *s, const char *how, int overwrite, int *fresh) {
   dp_trainer *t = &s->t;
   char path[DP_FILE_PATH_MAX] = "";
   int have = 1;
@@ -593,7 +762,7 @@ static int resume(run_state *s, const char *how, int *fresh) {
   } else {
     snprintf(path, sizeof path, "%s", how);
   }
-  return resume_at(s, path);
+  return resume_at(s, path, overwrite);
 }
 
 /* The interval's timing sums (seconds): written since a resume's first line counts the steps before
@@ -628,6 +797,40 @@ static int register_interval(run_state *s) {
   return dp_state_i64(st, &s->iv.samples, 0, INT64_MAX, 0, "interval_samples");
 }
 
+/* A fresh start's id stays; a resume loads the run's own (an older checkpoint has none: the run goes
+ * on under the new one). Rank 0's alone matters: only it writes checkpoints. */
+static int register_run_id(run_state *s) {
+  if (s->t.comm->rank == 0)
+    dp_rundir_new_id(s->run_id, sizeof s->run_id);
+  return dp_state_str(&s->t.state, s->run_id, sizeof s->run_id, DP_ST_OPTIONAL, DP_RUN_ID);
+}
+
+/* keep_best's and early stopping's standing, so that a resumed run stops where an uninterrupted one
+ * would; older checkpoints lack them (no best yet). */
+static int register_best(run_state *s) {
+  dp_state *st = &s->t.state;
+  DP_TRY(dp_state_f64(st, &s->best, -INFINITY, INFINITY, DP_ST_OPTIONAL, "best_value"));
+  DP_TRY(dp_state_i64(st, &s->best_step, -1, INT64_MAX, DP_ST_OPTIONAL, "best_step"));
+  DP_TRY(dp_state_f64(st, &s->stop_ref, -INFINITY, INFINITY, DP_ST_OPTIONAL, "early_stop_ref"));
+  return dp_state_i64(st, &s->stale_evals, 0, INT64_MAX, DP_ST_OPTIONAL, "early_stop_stale");
+}
+
+/* keep_best and early stopping judge validation figures: without any, they are a mistake. */
+static int check_val_keys(const run_state *s) {
+  const dp_config *cfg = s->t.cfg;
+  if (s->has_val || (cfg->checkpoint.keep_best == DP_BEST_OFF && cfg->train.early_stop_patience == 0))
+    return 0;
+  char keys[128] = "";
+  if (cfg->checkpoint.keep_best != DP_BEST_OFF)
+    snprintf(keys, sizeof keys, "[checkpoint] keep_best = %s%s", watched_name(cfg),
+             cfg->train.early_stop_patience > 0 ? " and " : "");
+  if (cfg->train.early_stop_patience > 0)
+    snprintf(keys + strlen(keys), sizeof keys - strlen(keys), "[train] early_stop_patience = %d",
+             cfg->train.early_stop_patience);
+  return dp_fail(DP_ECONFIG, "%s: %s need%s validation data: set [data] val_fraction, or add a /val group to %s",
+                 cfg->file, keys, strstr(keys, " and ") ? "" : "s", cfg->data.path);
+}
+
 int dp_run_init_from(dp_trainer *t) {
   const char *path = t->cfg->model.init_from;
   return path[0] ? dp_ckpt_load(&t->state, path, DP_ST_MODEL, t->comm) : 0;
@@ -657,7 +860,7 @@ static int claim_dirs(run_state *s, const dp_config *cfg) {
 static int start_point(run_state *s, const char *how, int overwrite) {
   int fresh = 1;
   if (how)
-    DP_TRY(resume(s, how, &fresh));
+    DP_TRY(resume(s, how, overwrite, &fresh));
   if (!fresh)
     return 0;
   DP_TRY(dp_run_init_from(&s->t));
@@ -681,6 +884,14 @@ static int start_output(run_state *s, const dp_config *cfg, const dp_run_opts *o
   return dp_comm_agree(comm, rc, NULL);
 }
 
+/* A stop signal during start-up ends the run before its first step, at the end of the phase it came
+ * in (a read cannot be cut short): nothing trained, so no checkpoint to write (exit 0). */
+static void startup_stopped(FILE *out) {
+  if (out)
+    fprintf(out, "stopped by a signal during start-up, before the first step: nothing trained, no checkpoint "
+                 "written; start it the same way again to go on\n");
+}
+
 static int run_with_data(const dp_config *cfg, dp_comm *comm, run_data *d, const char *resume_from, FILE *out,
                          const dp_run_opts *o, double start) {
   dp_blas_threads threads;
@@ -691,6 +902,7 @@ static int run_with_data(const dp_config *cfg, dp_comm *comm, run_data *d, const
   s->d = d;
   s->out = out;
   s->saved_step = -1;
+  s->best_step = -1;
   dp_rundir_lock_init(&s->lock);
   s->last_save = MPI_Wtime();
   if (cfg->checkpoint.dir[0])
@@ -704,20 +916,37 @@ static int run_with_data(const dp_config *cfg, dp_comm *comm, run_data *d, const
     rc = dp_trainer_create(&s->t, cfg, comm, &d->train);
   if (rc == 0)
     rc = dp_comm_agree(comm, register_interval(s), NULL);
+  if (rc == 0)
+    rc = dp_comm_agree(comm, register_best(s), NULL);
+  if (rc == 0)
+    rc = dp_comm_agree(comm, register_run_id(s), NULL);
   if (rc == 0 && d->has_test)
     rc = dp_check_data_fits(cfg, comm, &d->test, s->t.model.in_dim, s->t.model.out_dim);
+  if (rc == 0 && d->has_val)
+    rc = dp_check_data_fits(cfg, comm, &d->val, s->t.model.in_dim, s->t.model.out_dim);
+  s->has_val = d->has_val || s->t.val.n_val > 0;
+  if (rc == 0)
+    rc = dp_comm_agree(comm, check_val_keys(s), NULL);
   if (rc == 0)
     rc = claim_dirs(s, cfg);
+  dp_fault_slow_startup("checkpoint");
   if (rc == 0)
     rc = start_point(s, resume_from, o->overwrite);
+  dp_dataset_copy_transform(&d->test, &d->train); /* the one the start point's model came with */
+  dp_dataset_copy_transform(&d->val, &d->train);
   if (rc == 0 && !s->finished)
     rc = start_output(s, cfg, o);
-  double per_node[4] = {-(double)comm->node_size, (double)comm->node_size, -(double)threads.threads,
-                        (double)threads.threads}; /* minima and maxima, one collective */
+  if (rc == 0 && !s->finished)
+    rc = dp_comm_agree(comm, dp_trainer_prefetch(&s->t), NULL);
+  /* minima and maxima, one collective, which also tells every rank of a stop signal during start-up */
+  double per_node[5] = {-(double)comm->node_size, (double)comm->node_size, -(double)threads.threads,
+                        (double)threads.threads, stop_signal != 0};
   if (rc == 0)
-    rc = dp_comm_allreduce_max_f64(comm, per_node, 4);
+    rc = dp_comm_allreduce_max_f64(comm, per_node, 5);
   per_node[0] = -per_node[0], per_node[2] = -per_node[2];
-  if (rc == 0 && !s->finished) {
+  if (rc == 0 && !s->finished && per_node[4] > 0)
+    startup_stopped(out);
+  else if (rc == 0 && !s->finished) {
     if (out)
       print_startup(out, &s->t, d, &threads, per_node);
     double startup = MPI_Wtime() - start;
@@ -742,12 +971,21 @@ int dp_train_run(const dp_config *cfg, dp_comm *comm, const char *resume_from, c
   memset(&d, 0, sizeof d);
   dp_dataset_init(&d.train);
   dp_dataset_init(&d.test);
+  dp_dataset_init(&d.val);
   int rc = dp_paths_check(cfg, comm, resume_from);
+  dp_fault_slow_startup("data");
   if (rc == 0)
     rc = open_data(cfg, comm, &d);
+  double stop = stop_signal != 0; /* the data, the longest part of a start-up, may take minutes */
   if (rc == 0)
+    rc = dp_comm_allreduce_max_f64(comm, &stop, 1);
+  if (rc == 0 && stop > 0)
+    startup_stopped(out);
+  else if (rc == 0)
     rc = run_with_data(cfg, comm, &d, resume_from, out, o, start);
   dp_dataset_close(&d.train);
   dp_dataset_close(&d.test);
+  dp_dataset_close(&d.val);
+  dp_fault_peak_rss(comm->rank);
   return rc;
 }

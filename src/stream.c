@@ -263,8 +263,7 @@ static void free_ring(dp_stream *s) {
 }
 
 int dp_stream_drops_cache(const dp_dataset *ds) {
-  double mem = dp_node_memory();
-  return !ds->direct && mem > 0 && (double)ds->id_size > mem / 2;
+  return !ds->direct && dp_dataset_larger_than_memory(ds);
 }
 
 int dp_stream_start(dp_stream **out, const dp_stream_cfg *c) {
@@ -286,7 +285,7 @@ int dp_stream_start(dp_stream **out, const dp_stream_cfg *c) {
   pthread_cond_init(&s->cv, NULL);
   int rc = alloc_ring(s);
   if (rc == 0)
-    rc = dp_dataset_stream_x(c->ds);
+    rc = dp_dataset_stream_x(c->ds, DP_DIRECT_FALSE); /* the trainer chose direct reads already, or not */
   s->drop_behind = dp_stream_drops_cache(c->ds);
   if (rc == 0) {
     sigset_t all, old;
@@ -312,6 +311,17 @@ void dp_stream_order(dp_stream *s, int64_t epoch, const int64_t *rows, int64_t n
   s->order_epoch[epoch & 1] = epoch;
   pthread_cond_broadcast(&s->cv);
   pthread_mutex_unlock(&s->mu);
+}
+
+int dp_stream_wait(dp_stream *s, int64_t step) {
+  pthread_mutex_lock(&s->mu);
+  while (s->planned <= step && !s->err && !s->stop)
+    pthread_cond_wait(&s->cv, &s->mu);
+  int rc = s->planned > step ? 0 : s->err;
+  char msg[sizeof s->msg];
+  memcpy(msg, s->msg, sizeof msg);
+  pthread_mutex_unlock(&s->mu);
+  return rc < 0 ? dp_fail(rc, "%s", msg) : 0;
 }
 
 int dp_stream_acquire(dp_stream *s, int64_t step, int64_t *n) {

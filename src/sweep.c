@@ -103,7 +103,8 @@ static int sweep_one(const dp_config *base, dp_comm *group, dp_dataset *ds, cons
 static int open_train(const dp_config *cfg, dp_comm *group, dp_dataset *ds) {
   dp_dataset_init(ds);
   int rc = dp_dataset_open(ds, cfg->data.path, "train", NULL);
-  dp_dataset_standardize(ds, cfg->data.mean, cfg->data.std);
+  if (rc == 0)
+    rc = dp_dataset_apply_standardize(ds, cfg);
   if (rc == 0 && cfg->data.in_memory != DP_INMEM_FALSE)
     rc = dp_dataset_load(ds, 0, ds->n);
   return dp_comm_agree(group, rc, NULL);

@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "dptrain/error.h"
-#include "dptrain/rng.h"
+#include "faults.h"
 
 /* Rows per forward/backward pass: a rank's shard larger than this is processed in pieces with the
  * gradients accumulated, so "full" batches need no more activation memory than ordinary ones. */
@@ -55,7 +55,10 @@ int dp_check_data_fits(const dp_config *cfg, dp_comm *comm, dp_dataset *ds, int6
 
 static int plan_steps(dp_trainer *t) {
   const dp_config *cfg = t->cfg;
-  t->n_train = t->train->n;
+  /* Only the training split holds validation rows out (eval and predict pass other sets). */
+  if (!strcmp(t->train->group, "train"))
+    DP_TRY(dp_val_split_make(&t->val, t->train->n, cfg->data.val_fraction, cfg->train.seed, cfg->file));
+  t->n_train = t->train->n - t->val.n_val;
   t->batch = cfg->train.batch_size == 0 ? t->n_train : cfg->train.batch_size;
   t->steps_per_epoch = cfg->train.drop_last ? t->n_train / t->batch : ceil_div(t->n_train, t->batch);
   if (t->steps_per_epoch == 0)
@@ -92,9 +95,12 @@ static int check_model_size(const dp_trainer *t, int64_t max_batch) {
     in = cfg->layer[i].units;
   }
   double bytes = 4.0 * (weights * 4 + acts); /* params, grads, up to two optimizer slots */
+  if (cfg->train.deterministic)
+    bytes += 8.0 * weights; /* the fixed-point sums */
   /* Every rank on the node holds as much, besides the epoch's order and the rows it keeps in memory. */
   const dp_dataset *ds = t->train;
-  double data = 8.0 * (double)ds->n + dp_dataset_mem_bytes(ds, ds->mem_hi - ds->mem_lo);
+  double data = 8.0 * (double)ds->n * (t->streaming ? 2 : 1) + dp_dataset_mem_bytes(ds, ds->mem_hi - ds->mem_lo) +
+                (double)t->ring_slots * dp_stream_block_bytes(ds, t->order.block_rows);
   /* ... and one rank builds each checkpoint in memory: parameters and optimizer slots once more. */
   double image = 4.0 * weights * 3;
   double mem = dp_node_memory(), ranks = t->comm->node_size, need = (bytes + data) * ranks + image;
@@ -109,17 +115,28 @@ static int check_model_size(const dp_trainer *t, int64_t max_batch) {
   return dp_comm_agree(t->comm, rc, NULL); /* nodes differ: the ranks of a smaller one must not go alone */
 }
 
+/* [train] deterministic: passes of whole chunks (a rank's chunks in one pass with batch norm). */
+static int64_t exact_pass_rows(const dp_trainer *t, int batch_norm) {
+  int64_t C = t->cfg->train.chunk_rows;
+  int64_t rows = ceil_div(ceil_div(t->batch, C), t->comm->size) * C;
+  if (!batch_norm && rows > DP_MICRO_MAX)
+    rows = (DP_MICRO_MAX / C > 1 ? DP_MICRO_MAX / C : 1) * C;
+  return rows;
+}
+
 static int alloc_buffers(dp_trainer *t) {
   int64_t local = ceil_div(t->batch, t->comm->size);
   int batch_norm = 0;
   for (int i = 0; i < t->cfg->n_layers; i++)
     batch_norm |= t->cfg->layer[i].norm == DP_NORM_BATCH;
+  if (t->cfg->train.deterministic)
+    local = exact_pass_rows(t, batch_norm);
   if (batch_norm && local > INT_MAX / 4)
     return dp_fail(DP_ECONFIG, "%s: batch norm needs a rank's whole shard (%lld rows) in one pass: too many",
                    t->cfg->file, (long long)local);
   /* Batch statistics cover the whole global batch: a shard must go through in one pass. */
   int max_batch = (int)(batch_norm || local < DP_MICRO_MAX ? local : DP_MICRO_MAX);
-  if (max_batch < DP_EVAL_ROWS)
+  if (max_batch < DP_EVAL_ROWS && !t->cfg->train.deterministic) /* which evaluates a chunk a pass */
     max_batch = DP_EVAL_ROWS;
   DP_TRY(check_model_size(t, max_batch));
   const dp_config *cfg = t->cfg;
@@ -128,7 +145,9 @@ static int alloc_buffers(dp_trainer *t) {
   dp_optim_hparams_from_cfg(&h, &cfg->optimizer);
   DP_TRY(dp_optim_create(&t->optim, &h, t->model.n_floats));
   size_t B = (size_t)max_batch;
-  t->perm = malloc(sizeof(int64_t) * (size_t)t->n_train);
+  t->perm = malloc(sizeof(int64_t) * (size_t)t->train->n); /* drawn over every row, then filtered */
+  if (t->streaming && !(t->perm_next = malloc(sizeof(int64_t) * (size_t)t->train->n)))
+    return dp_fail(DP_ENOMEM, "trainer: cannot allocate the next epoch's order of %lld rows", (long long)t->n_train);
   t->rows = malloc(sizeof(int64_t) * B);
   t->x = malloc(sizeof(float) * B * (size_t)t->train->d);
   t->labels = malloc(sizeof(int32_t) * B);
@@ -136,6 +155,62 @@ static int alloc_buffers(dp_trainer *t) {
   if (!t->perm || !t->rows || !t->x || !t->labels || !t->targets)
     return dp_fail(DP_ENOMEM, "trainer: cannot allocate batch buffers for %lld rows", (long long)t->n_train);
   return 0;
+}
+
+/* The reader's ring: prefetch_mb (at most half of this rank's share of the node's memory) in whole
+ * blocks, and never fewer than a step's shard may need. */
+static int plan_ring(dp_trainer *t) {
+  const dp_config *cfg = t->cfg;
+  const dp_dataset *ds = t->train;
+  int64_t br = t->order.block_rows, nblocks = ceil_div(ds->n, br), shard = ceil_div(t->batch, t->comm->size);
+  double block = dp_stream_block_bytes(ds, br), budget = cfg->data.prefetch_mb * 1e6;
+  double share = dp_node_memory() / t->comm->node_size / 2;
+  if (share > 0 && budget > share)
+    budget = t->prefetch_cap = share;
+  int64_t slots = (int64_t)(budget / block), need = dp_stream_slots_needed(shard, br, t->order.window,
+                                                                          t->order.shuffle, nblocks);
+  /* Held-out rows leave gaps in the order: a shard's rows then span at most themselves and all of
+   * those in the unfiltered order (and still at most one block each). */
+  int64_t gapped = dp_stream_slots_needed(shard + t->val.n_val, br, t->order.window, t->order.shuffle, nblocks);
+  if (t->val.n_val > 0 && gapped > need)
+    need = gapped < shard ? gapped : shard;
+  if (slots > nblocks)
+    slots = nblocks;
+  if (slots > (int64_t)UINT32_MAX / br) /* ring rows are 32-bit */
+    slots = (int64_t)UINT32_MAX / br;
+  t->ring_slots = slots;
+  if (slots >= need)
+    return 0;
+  return dp_fail(DP_ECONFIG,
+                 "%s: [data] prefetch_mb = %g%s holds %lld block%s of %lld rows (%.3g MB each), but a step's shard of "
+                 "%lld rows may need %lld (shuffle_blocks = %lld): raise prefetch_mb to %.0f, or lower shuffle_blocks "
+                 "or block_rows",
+                 cfg->file, cfg->data.prefetch_mb, t->prefetch_cap > 0 ? " (limited by the node's memory)" : "",
+                 (long long)slots, dp_plural(slots), (long long)br, block / 1e6, (long long)shard, (long long)need,
+                 (long long)t->order.window, ceil((double)need * block / 1e6));
+}
+
+/* [data] order for this data set: by default blocks when it is read from the file, random when held
+ * in memory; blocks of the file's chunks, or about 2 MB of rows when it is not chunked. */
+static int resolve_order(dp_trainer *t) {
+  const dp_config *cfg = t->cfg;
+  const dp_dataset *ds = t->train;
+  int in_memory = ds->mem_lo == 0 && ds->mem_hi == ds->n;
+  int blocks = cfg->data.order == DP_ORDER_BLOCKS || (cfg->data.order == DP_ORDER_AUTO && !in_memory);
+  int64_t br = cfg->data.block_rows ? cfg->data.block_rows : dp_dataset_chunk_rows(ds);
+  if (br == 0)
+    br = (int64_t)(2e6 / (double)dp_row_bytes(ds->d, ds->x_u8));
+  br = br < 1 ? 1 : br > ds->n ? ds->n : br;
+  t->order = (dp_order){cfg->train.seed, cfg->train.shuffle, blocks, br, cfg->data.shuffle_blocks};
+  if (blocks)
+    snprintf(t->order_text, sizeof t->order_text, "blocks %lld %d", (long long)br, cfg->data.shuffle_blocks);
+  else
+    snprintf(t->order_text, sizeof t->order_text, "random");
+  /* The reader plans the default split of rows; deterministic mode's chunks read their rows directly. */
+  t->streaming = blocks && !in_memory && !cfg->train.deterministic;
+  if (t->streaming) /* now, so the start-up report can say how the reader will read */
+    DP_TRY(dp_dataset_stream_x(t->train, cfg->data.direct_io));
+  return t->streaming ? plan_ring(t) : 0;
 }
 
 /* A line search (L-BFGS) needs the same objective at every evaluation: the full batch. */
@@ -171,6 +246,16 @@ static int register_state(dp_trainer *t) {
   DP_TRY(dp_state_i64(st, &t->seed, INT64_MIN, INT64_MAX, DP_ST_INFO, "seed"));
   /* Written since on_nonfinite = restore; older checkpoints ran at the full step size. */
   DP_TRY(dp_state_f64(st, &t->lr_factor, DBL_MIN, 1.0, DP_ST_OPTIONAL, "lr_factor"));
+  /* The resolved order: position means a place in it (order = auto resolves by in_memory, block_rows = 0
+   * by the file's chunks). Older checkpoints lack it. */
+  DP_TRY(dp_state_str(st, t->order_text, sizeof t->order_text, DP_ST_CONST | DP_ST_OPTIONAL, "data_order"));
+  /* The input transform the weights were trained on is part of the model: a model load (eval,
+   * init_from, predict) applies the checkpoint's. Older checkpoints lack it: the configuration's stays. */
+  int64_t d[2] = {t->train->d, 1};
+  DP_TRY(dp_state_tensor(st, DP_T_F32, t->train->x_scale, 1, d, DP_ST_MODEL | DP_ST_OPTIONAL, "input/scale"));
+  DP_TRY(dp_state_tensor(st, DP_T_F32, t->train->x_shift, 1, d, DP_ST_MODEL | DP_ST_OPTIONAL, "input/shift"));
+  if (t->cfg->train.deterministic)
+    DP_TRY(dp_exactsync_register(&t->exact, st));
   DP_TRY(config_text(t));
   int64_t len[2] = {(int64_t)strlen(t->config_text), 1};
   return dp_state_tensor(st, DP_T_U8, t->config_text, 1, len, DP_ST_INFO, "config");
@@ -185,16 +270,23 @@ static int create(dp_trainer *t, const dp_config *cfg, dp_comm *comm, dp_dataset
   t->comm = comm;
   t->train = train;
   t->perm_epoch = -1;
+  t->next_epoch = -1;
+  t->stream_step = -1;
   t->lr_factor = 1.0;
   t->world_size = comm->size;
   t->seed = (int64_t)cfg->train.seed;
   dp_state_init(&t->state);
   int rc = plan_steps(t);
   if (rc == 0)
+    rc = resolve_order(t);
+  if (rc == 0)
     rc = alloc_buffers(t);
   if (rc == 0) {
     dp_model_set_reduce(&t->model, reduce_f64, comm);
-    dp_gradsync_init(&t->sync, &t->model, comm, cfg->train.bucket_mb);
+    if (cfg->train.deterministic)
+      rc = dp_exactsync_init(&t->exact, &t->model, comm, cfg->train.chunk_rows);
+    else
+      dp_gradsync_init(&t->sync, &t->model, comm, cfg->train.bucket_mb);
   }
   if (rc == 0)
     rc = check_full_batch(t);
@@ -216,7 +308,10 @@ int dp_trainer_create(dp_trainer *t, const dp_config *cfg, dp_comm *comm, dp_dat
 }
 
 void dp_trainer_free(dp_trainer *t) {
+  dp_stream_stop(t->stream); /* first: it reads the data set and perm */
+  free(t->perm_next);
   dp_state_free(&t->state);
+  dp_exactsync_free(&t->exact);
   free(t->config_text);
   dp_model_free(&t->model);
   dp_optim_free(&t->optim);
@@ -225,26 +320,93 @@ void dp_trainer_free(dp_trainer *t) {
   free(t->x);
   free(t->labels);
   free(t->targets);
+  dp_val_split_free(&t->val);
   memset(t, 0, sizeof *t);
 }
 
-/* The epoch's order of the rows: drawn from (seed, epoch) alone, so every rank — and a resumed run
- * at any rank count — computes the same permutation without communicating. */
-static void draw_permutation(dp_trainer *t) {
-  int64_t n = t->n_train;
-  for (int64_t i = 0; i < n; i++)
-    t->perm[i] = i;
-  if (t->cfg->train.shuffle) {
-    dp_rng rng;
-    dp_rng_seed(&rng, t->cfg->train.seed, 0x5eed0000ULL + (uint64_t)t->epoch);
-    for (int64_t i = n - 1; i > 0; i--) {
-      int64_t j = (int64_t)dp_rng_below(&rng, (uint64_t)i + 1);
-      int64_t tmp = t->perm[i];
-      t->perm[i] = t->perm[j];
-      t->perm[j] = tmp;
+/* The epoch's order of the rows, drawn from (seed, epoch) alone, so every rank — and a resumed run
+ * at any rank count — computes the same order without communicating. The one place the list of
+ * training rows is made: the reader follows these arrays (order.h). */
+static void draw_order(dp_trainer *t, int64_t epoch, int64_t *rows) {
+  dp_order_epoch(&t->order, epoch, t->train->n, rows);
+  dp_val_split_filter(&t->val, rows, t->train->n); /* the held-out rows leave; n_train remain */
+}
+
+static int start_stream(dp_trainer *t) {
+  dp_stream_cfg c = {.ds = t->train,
+                     .block_rows = t->order.block_rows,
+                     .slots = t->ring_slots,
+                     .rank = t->comm->rank,
+                     .size = t->comm->size,
+                     .batch = t->batch,
+                     .steps_per_epoch = t->steps_per_epoch,
+                     .total_steps = t->total_steps,
+                     .epoch = t->epoch,
+                     .pos = t->pos,
+                     .step = t->step,
+                     .max_rows = ceil_div(t->batch, t->comm->size)};
+  DP_TRY(dp_stream_start(&t->stream, &c));
+  dp_stream_order(t->stream, t->epoch, t->perm, t->n_train);
+  return 0;
+}
+
+/* This epoch's order in perm (drawn now, or ahead for the reader); when streaming, the reader runs
+ * and has the next epoch's order too (perm_next), so that it reads across the epoch's end. The
+ * previous epoch's array is reused only now: the reader planned all of its steps before the
+ * trainer could take the last one. */
+static int epoch_order(dp_trainer *t) {
+  if (t->perm_epoch != t->epoch) {
+    if (t->next_epoch == t->epoch) {
+      int64_t *p = t->perm;
+      t->perm = t->perm_next, t->perm_next = p, t->next_epoch = -1;
+    } else {
+      draw_order(t, t->epoch, t->perm);
+      if (t->stream)
+        dp_stream_order(t->stream, t->epoch, t->perm, t->n_train);
     }
+    t->perm_epoch = t->epoch;
   }
-  t->perm_epoch = t->epoch;
+  if (!t->streaming)
+    return 0;
+  if (!t->stream)
+    DP_TRY(start_stream(t));
+  if (t->next_epoch != t->epoch + 1 && (t->epoch + 1) * t->steps_per_epoch < t->total_steps) {
+    draw_order(t, t->epoch + 1, t->perm_next);
+    t->next_epoch = t->epoch + 1;
+    dp_stream_order(t->stream, t->next_epoch, t->perm_next, t->n_train);
+  }
+  return 0;
+}
+
+int dp_trainer_prefetch(dp_trainer *t) {
+  if (!t->streaming || t->step >= t->total_steps)
+    return 0;
+  DP_TRY(epoch_order(t));
+  return dp_stream_wait(t->stream, t->step);
+}
+
+/* The step's rows from the reader's ring, once per step (a line search evaluates the same rows
+ * several times). */
+static int acquire_rows(dp_trainer *t, int64_t n) {
+  if (!t->stream || t->stream_step == t->step)
+    return 0;
+  int64_t got = 0;
+  DP_TRY(dp_stream_acquire(t->stream, t->step, &got));
+  t->stream_step = t->step;
+  if (got != n)
+    return dp_fail(DP_EINVAL, "step %lld: the streaming reader holds %lld rows of this rank, the step takes %lld",
+                   (long long)t->step + 1, (long long)got, (long long)n);
+  return 0;
+}
+
+static int gather(dp_trainer *t, const int64_t *rows, int64_t c, int nb) {
+  int32_t *labels = t->train->has_labels ? t->labels : NULL;
+  float *targets = t->train->has_labels ? NULL : t->targets;
+  if (t->stream) {
+    dp_stream_copy(t->stream, c, nb, t->x, labels, targets);
+    return 0;
+  }
+  return dp_dataset_gather(t->train, rows + c, nb, t->x, labels, targets);
 }
 
 /* An empty pass: zero gradients, and the same batch-norm reduces every other rank makes. */
@@ -280,8 +442,7 @@ static int shard_gradients(dp_trainer *t, const int64_t *rows, int64_t n, float 
   for (int64_t c = 0; c < n; c += m->max_batch) {
     int nb = (int)(n - c < m->max_batch ? n - c : m->max_batch);
     double t0 = MPI_Wtime();
-    int rc = dp_dataset_gather(t->train, rows + c, nb, t->x, t->train->has_labels ? t->labels : NULL,
-                               t->train->has_labels ? NULL : t->targets);
+    int rc = gather(t, rows, c, nb);
     if (rc < 0) {
       if (c == 0)
         empty_pass(t, scale);
@@ -301,10 +462,49 @@ static int shard_gradients(dp_trainer *t, const int64_t *rows, int64_t n, float 
   return m->err;
 }
 
+/* [train] deterministic: this rank takes a contiguous range of whole chunks of the global batch
+ * (maybe none), and the chunks' contributions are added exactly (gradsync.h): the same sums at any
+ * rank count. A redo (a gradient far larger or smaller than the last) passes over the rows again. */
+static int batch_gradient_exact(dp_trainer *t, int64_t g0, int64_t g1, const dp_step_request *req, int local_status,
+                                dp_step_result *r) {
+  int64_t Bg = g1 - g0, C = t->cfg->train.chunk_rows, chunks = ceil_div(Bg, C), c0, c1;
+  dp_split_range(chunks, t->comm->rank, t->comm->size, &c0, &c1);
+  int64_t lo = c0 * C < Bg ? c0 * C : Bg, hi = c1 * C < Bg ? c1 * C : Bg;
+  float scale = 1.0f / (float)Bg;
+  int rc = local_status, redo = 1;
+  dp_exact_sums s;
+  for (int attempt = 0; redo; attempt++) {
+    double t0 = MPI_Wtime(), loss, abserr; /* the chunks' own sums are the ones that count */
+    int correct;
+    dp_exactsync_begin(&t->exact, chunks, c1 - c0);
+    if (rc == 0)
+      rc = shard_gradients(t, t->perm + g0 + lo, hi - lo, scale, &loss, &correct, &abserr);
+    else
+      empty_pass(t, scale);
+    double t1 = MPI_Wtime();
+    redo = dp_exactsync_finish(&t->exact, rc < 0, req->stop, req->save, attempt == 0, &s);
+    if (redo < 0)
+      return redo;
+    t->time.compute += t1 - t0;
+    t->time.comm += MPI_Wtime() - t1;
+  }
+  r->stop = s.stop > 0;
+  r->save = s.save > 0;
+  if (s.failed > 0)
+    return dp_comm_agree(t->comm, rc, NULL);
+  int regression = t->model.loss == DP_LOSS_MSE;
+  r->loss = s.loss / (double)Bg;
+  r->acc = regression ? NAN : (double)s.correct / (double)Bg;
+  r->mae = regression ? s.abserr / ((double)Bg * t->model.out_dim) : NAN;
+  return 0;
+}
+
 /* Gradient of the mean loss over rows [g0, g1) of this epoch's order, summed across ranks into the
  * gradient block, with the loss and accuracy riding on the same allreduce. */
 static int batch_gradient(dp_trainer *t, int64_t g0, int64_t g1, const dp_step_request *req, int local_status,
                           dp_step_result *r) {
+  if (t->cfg->train.deterministic)
+    return batch_gradient_exact(t, g0, g1, req, local_status, r);
   int64_t Bg = g1 - g0, lo, hi;
   dp_split_range(Bg, t->comm->rank, t->comm->size, &lo, &hi);
   float scale = 1.0f / (float)Bg;
@@ -312,6 +512,10 @@ static int batch_gradient(dp_trainer *t, int64_t g0, int64_t g1, const dp_step_r
   int correct = 0, rc = local_status;
   double t0 = MPI_Wtime();
   dp_gradsync_begin(&t->sync);
+  if (rc == 0)
+    rc = acquire_rows(t, hi - lo);
+  if (rc == 0)
+    dp_fault_dump_rows(t->comm->rank, t->step + 1, t->perm + g0 + lo, hi - lo);
   if (rc == 0)
     rc = shard_gradients(t, t->perm + g0 + lo, hi - lo, scale, &sum, &correct, &abserr);
   else
@@ -483,8 +687,10 @@ int dp_trainer_step(dp_trainer *t, const dp_step_request *req, dp_step_result *r
     t->epoch++;
     t->pos = 0;
   }
-  if (t->perm_epoch != t->epoch)
-    draw_permutation(t);
+  /* A reader that cannot start fails this step on this rank, through its allreduce like any other. */
+  int local = epoch_order(t);
+  if (req->local_status < 0)
+    local = req->local_status;
   dp_comm_set_step(t->comm, t->step + 1);
   int64_t g0 = t->pos * t->batch, g1 = g0 + t->batch < t->n_train ? g0 + t->batch : t->n_train;
   *r = (dp_step_result){.lr = dp_schedule_lr(&t->sched, t->step) * t->lr_factor, .batch = g1 - g0,
@@ -492,12 +698,16 @@ int dp_trainer_step(dp_trainer *t, const dp_step_request *req, dp_step_result *r
   t->time = (dp_step_time){0};
   /* A line search carries the loss and gradient at its point; a local failure still goes through
    * an evaluation's allreduce, so that every rank stops here. */
-  if (dp_optim_needs_gradient(&t->optim) || req->local_status < 0)
-    DP_TRY(batch_gradient(t, g0, g1, req, req->local_status, r));
+  if (dp_optim_needs_gradient(&t->optim) || local < 0)
+    DP_TRY(batch_gradient(t, g0, g1, req, local, r));
   if (dp_optim_line_search(&t->optim))
     DP_TRY(line_search_update(t, req, r));
   else
     DP_TRY(first_order_update(t, req, r));
+  if (t->stream_step == t->step) {
+    dp_stream_release(t->stream);
+    t->stream_step = -1;
+  }
   r->time = t->time;
   t->pos++;
   t->step++;
@@ -511,12 +721,16 @@ void dp_trainer_resumed(dp_trainer *t) {
     t->pos = 0;
   }
   t->perm_epoch = -1; /* redrawn from (seed, epoch) at the next step */
+  dp_stream_stop(t->stream); /* restarted there, from the position loaded */
+  t->stream = NULL;
+  t->stream_step = t->next_epoch = -1;
   t->samples_seen = dp_trainer_samples_seen(t);
 }
 
 void dp_trainer_set_timeline(dp_trainer *t, dp_timeline *tl) { t->tl = t->sync.tl = tl; }
 
-static int evaluate_shard(dp_trainer *t, dp_dataset *ds, dp_scores *e);
+static int evaluate_shard(dp_trainer *t, dp_dataset *ds, const int64_t *rows, int64_t count, dp_scores *e);
+static int evaluate_exact(dp_trainer *t, dp_dataset *ds, const int64_t *rows, int64_t count, dp_scores *e);
 
 /* Running statistics of unsynchronised batch norm differ per rank: evaluation and checkpoints use
  * their mean, so that every rank evaluates the same model. */
@@ -534,24 +748,37 @@ int dp_trainer_sync_stats(dp_trainer *t) {
 }
 
 int dp_trainer_evaluate(dp_trainer *t, dp_dataset *ds, dp_scores *e) {
+  return dp_trainer_evaluate_rows(t, ds, NULL, ds->n, e);
+}
+
+int dp_trainer_evaluate_rows(dp_trainer *t, dp_dataset *ds, const int64_t *rows, int64_t count, dp_scores *e) {
   dp_model *m = &t->model;
   DP_TRY(dp_trainer_sync_stats(t));
   dp_model_set_eval(m, 1);
-  int rc = evaluate_shard(t, ds, e);
+  int rc = t->cfg->train.deterministic ? evaluate_exact(t, ds, rows, count, e) : evaluate_shard(t, ds, rows, count, e);
   dp_model_set_eval(m, 0);
   return rc;
 }
 
-static int evaluate_shard(dp_trainer *t, dp_dataset *ds, dp_scores *e) {
+/* The scores from the sums of loss, hits and Σ|y - t| over n rows. */
+static void scores(const dp_model *m, const double sums[3], double n, dp_scores *e) {
+  int regression = m->loss == DP_LOSS_MSE;
+  *e = (dp_scores){.loss = sums[0] / n,
+                   .acc = regression ? NAN : sums[1] / n,
+                   .rmse = regression ? sqrt(sums[0] / n) : NAN, /* the loss is the per-element MSE */
+                   .mae = regression ? sums[2] / (n * m->out_dim) : NAN};
+}
+
+static int evaluate_shard(dp_trainer *t, dp_dataset *ds, const int64_t *rows, int64_t count, dp_scores *e) {
   dp_model *m = &t->model;
   int64_t lo, hi;
-  dp_split_range(ds->n, t->comm->rank, t->comm->size, &lo, &hi);
+  dp_split_range(count, t->comm->rank, t->comm->size, &lo, &hi);
   double sums[3] = {0.0, 0.0, 0.0}; /* loss, hits, Σ|y - t| */
   int rc = 0;
   for (int64_t c = lo; c < hi && rc == 0; c += m->max_batch) {
     int nb = (int)(hi - c < m->max_batch ? hi - c : m->max_batch);
     for (int i = 0; i < nb; i++)
-      t->rows[i] = c + i;
+      t->rows[i] = rows ? rows[c + i] : c + i;
     rc = dp_dataset_gather(ds, t->rows, nb, t->x, ds->has_labels ? t->labels : NULL,
                            ds->has_labels ? NULL : t->targets);
     if (rc == 0) {
@@ -563,12 +790,38 @@ static int evaluate_shard(dp_trainer *t, dp_dataset *ds, dp_scores *e) {
   }
   DP_TRY(dp_comm_agree(t->comm, rc, NULL));
   DP_TRY(dp_comm_allreduce_f64(t->comm, sums, 3));
-  double n = (double)ds->n;
-  int regression = m->loss == DP_LOSS_MSE;
-  *e = (dp_scores){.loss = sums[0] / n,
-                   .acc = regression ? NAN : sums[1] / n,
-                   .rmse = regression ? sqrt(sums[0] / n) : NAN, /* the loss is the per-element MSE */
-                   .mae = regression ? sums[2] / (n * m->out_dim) : NAN};
+  scores(m, sums, (double)count, e);
+  return 0;
+}
+
+/* [train] deterministic: the rows in chunks of chunk_rows, each rank a range of whole chunks, each
+ * chunk's sums on their own, added exactly: the same scores at any rank count. */
+static int evaluate_exact(dp_trainer *t, dp_dataset *ds, const int64_t *rows, int64_t count, dp_scores *e) {
+  dp_model *m = &t->model;
+  int64_t C = t->cfg->train.chunk_rows, chunks = ceil_div(count, C), c0, c1;
+  dp_split_range(chunks, t->comm->rank, t->comm->size, &c0, &c1);
+  double *v = calloc((size_t)(c1 - c0) * 3 + 3, sizeof(double)), sums[3];
+  int rc = v ? 0 : dp_fail(DP_ENOMEM, "evaluation: cannot allocate the sums of %lld chunks", (long long)(c1 - c0));
+  for (int64_t c = c0; c < c1 && rc == 0; c++) {
+    int nb = (int)(count - c * C < C ? count - c * C : C);
+    for (int i = 0; i < nb; i++)
+      t->rows[i] = rows ? rows[c * C + i] : c * C + i;
+    rc = dp_dataset_gather(ds, t->rows, nb, t->x, ds->has_labels ? t->labels : NULL,
+                           ds->has_labels ? NULL : t->targets);
+    if (rc == 0) {
+      double *s = v + (c - c0) * 3; /* loss, hits, Σ|y - t| */
+      int hits = 0;
+      s[2] = abs_error_sum(m, dp_model_forward(m, t->x, nb), t->targets, nb);
+      s[0] = dp_model_loss(m, t->labels, t->targets, nb, &hits);
+      s[1] = hits;
+    }
+  }
+  rc = dp_comm_agree(t->comm, rc, NULL);
+  if (rc == 0)
+    rc = dp_reprosum_chunks(&t->exact.sums, v, (int)(c1 - c0), 3, chunks, sums);
+  free(v);
+  DP_TRY(rc);
+  scores(m, sums, (double)count, e);
   return 0;
 }
 

@@ -131,6 +131,8 @@ static void test_minimal_defaults(void **state) {
   assert_true(cfg.train.shuffle);
   assert_false(cfg.train.drop_last);
   assert_int_equal(cfg.train.log_every, 50);
+  assert_false(cfg.train.deterministic);
+  assert_int_equal(cfg.train.chunk_rows, 128); /* batch 256 at 2 ranks: a chunk each, the default's shapes */
   assert_string_equal(cfg.train.out_dir, "runs/default");
   assert_int_equal(cfg.train.threads, 0);
   assert_string_equal(cfg.sweep.lr, "1e-4:1:9");
@@ -320,6 +322,9 @@ static void test_enum_values(void **state) {
     const char *section, *key, *names;
   } want[] = {
       {"data", "in_memory", "auto|true|false"},
+      {"data", "standardize", "none|scalar|per_feature"},
+      {"data", "order", "auto|random|blocks"},
+      {"data", "direct_io", "auto|true|false"},
       {"model", "loss", "softmax_cross_entropy|mse"},
       {"layer", "activation", "identity|relu|tanh|sigmoid"},
       {"layer", "init", "auto|uniform_fanin|xavier_uniform|xavier_normal"},
@@ -332,6 +337,7 @@ static void test_enum_values(void **state) {
       {"schedule", "lr_scale", "none|linear"},
       {"train", "on_nonfinite", "abort|skip_step|restore"},
       {"train", "on_divergence", "warn|abort"},
+      {"checkpoint", "keep_best", "off|val_loss|val_acc"},
   };
   size_t n, enums = 0;
   const dp_key *k = dp_config_keys(&n);

@@ -420,8 +420,14 @@ static void test_label_range_and_finite(void **state) {
   assert_true(lo == 2 && hi == 9);
   assert_int_equal(dp_dataset_label_range(&ds, 1, 3, &lo, &hi), 0);
   assert_true(lo == 5 && hi == 7);
-  assert_int_equal(dp_dataset_check_finite(&ds, 0, 6), 0);
-  expect_err(dp_dataset_check_finite(&ds, 0, N), DP_EDATA, P("nan.h5"), "/train/x", "row 6, column 2", "NaN", NULL);
+  /* A training set read from the file is checked as its rows are read, not up front. */
+  assert_int_equal(dp_dataset_check_finite(&ds, 0, N), 0);
+  int64_t rows[3] = {1, 6, 7};
+  float got[4 * D];
+  int32_t gl[4];
+  expect_err(dp_dataset_gather(&ds, rows, 3, got, gl, NULL), DP_EDATA, P("nan.h5"), "/train/x", "row 6, column 2",
+             "NaN", NULL);
+  expect_err(dp_dataset_read_block(&ds, 4, 4, got, gl, NULL), DP_EDATA, "row 6, column 2", NULL);
   assert_int_equal(dp_dataset_load(&ds, 4, 8), 0); /* the same from memory */
   assert_int_equal(dp_dataset_label_range(&ds, 4, 8, &lo, &hi), 0);
   assert_true(lo == 2 && hi == 8);

@@ -3,7 +3,8 @@
  * Each case trains on the world communicator, and rank 0 trains the same configuration again on
  * MPI_COMM_SELF: the loss trajectories and final weights must agree within 1e-5 relative, and all
  * ranks must hold bit-identical weights. Every assertion is made on a value all ranks agree on
- * (reduced first), so a failing check fails on every rank instead of leaving ranks in a collective. */
+ * (reduced first), so a failing check fails on every rank instead of leaving ranks in a collective.
+ * test_exact_collectives calls the deterministic mode's collectives of comm.h directly. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,6 +22,7 @@
 #include "dptrain/config.h"
 #include "dptrain/data.h"
 #include "dptrain/error.h"
+#include "dptrain/reprosum.h"
 #include "dptrain/rng.h"
 #include "dptrain/train.h"
 
@@ -279,6 +281,68 @@ static void test_buckets_match_one_allreduce(void **state) {
   free(b.params);
 }
 
+/* 1 when every rank passes ok. */
+static int all_ok(int ok) {
+  MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  return ok;
+}
+
+/* The deterministic mode's collectives (comm.h): the ring reduce-scatter leaves each rank the other
+ * ranks' sum of its slice, the allgather takes uneven counts (an empty one too), batch norm's
+ * gathered sums match the two collectives', the max-and-sum allreduce does both in one call. */
+static void test_exact_collectives(void **state) {
+  (void)state;
+  enum { S = 1001 };
+  int P = world.size, r = world.rank, ok = 1;
+  int64_t *all = malloc(sizeof(int64_t) * S * (size_t)P), *others = malloc(sizeof(int64_t) * S * 2);
+  for (int i = 0; i < S * P; i++)
+    all[i] = ((int64_t)1 << 50) - (int64_t)i * 977 * (r + 1) + r;
+  for (int i = 0; i < S; i++)
+    others[i] = 0; /* untouched at 1 rank */
+  assert_int_equal(dp_comm_reduce_scatter_i64(&world, all, others, others + S, S), 0);
+  int64_t tri = (int64_t)P * (P + 1) / 2, mine = (int64_t)r * S;
+  for (int i = 0; i < S; i++) /* all ranks' sum, less this rank's own part */
+    ok &= others[i] + all[mine + i] == ((int64_t)1 << 50) * P - (mine + i) * 977 * tri + tri - P;
+  assert_true(all_ok(ok));
+
+  int counts[64], displs[64], n = 0;
+  assert_true(P <= 64);
+  for (int q = 0; q < P; q++)
+    displs[q] = n, counts[q] = q == 1 ? 0 : 5 + q, n += counts[q];
+  float *f = calloc((size_t)n, sizeof(float));
+  for (int j = 0; j < counts[r]; j++)
+    f[displs[r] + j] = (float)(r * 100 + j);
+  assert_int_equal(dp_comm_allgatherv_f32(&world, f, counts, displs), 0);
+  for (int q = 0; q < P; q++)
+    for (int j = 0; j < counts[q]; j++)
+      ok &= f[displs[q] + j] == (float)(q * 100 + j);
+  assert_true(all_ok(ok));
+
+  /* Batch norm's sums with no more chunks than ranks: gathered, the same bits as the two collectives
+   * (all = NULL takes those), also for a NaN and for a rank without a chunk. */
+  dp_reprosum gathered, two;
+  assert_int_equal(dp_reprosum_init(&gathered, &world, 4), 0);
+  assert_int_equal(dp_reprosum_init(&two, &world, 4), 0);
+  free(two.all);
+  two.all = NULL;
+  int64_t nt = P > 1 ? P - 1 : 1;
+  double x[4] = {1e20 * (r % 2 ? -1 : 1), 3e-20 * (r + 1), 5.0 + r, r == 1 ? NAN : 0.25}, o1[4], o2[4];
+  assert_int_equal(dp_reprosum_chunks(&gathered, x, r < nt, 4, nt, o1), 0);
+  assert_int_equal(dp_reprosum_chunks(&two, x, r < nt, 4, nt, o2), 0);
+  ok &= memcmp(o1, o2, sizeof o1) == 0 && isnan(o1[3]) == (nt > 1); /* rank 1 has the NaN */
+  assert_true(all_ok(ok));
+  dp_reprosum_free(&gathered);
+  dp_reprosum_free(&two);
+
+  int64_t v[5] = {r == P - 1 ? 7 : -3, -(int64_t)r, (int64_t)1 << 40, r, 1};
+  assert_int_equal(dp_comm_allreduce_max_sum_i64(&world, v, 2, 3), 0);
+  ok &= v[0] == 7 && v[1] == 0 && v[2] == ((int64_t)1 << 40) * P && v[3] == tri - P && v[4] == P;
+  assert_true(all_ok(ok));
+  free(all);
+  free(others);
+  free(f);
+}
+
 /* Every step is a collective: ranks must agree on the number of steps for any split. */
 static void test_step_counts_agree(void **state) {
   (void)state;
@@ -444,6 +508,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_regression_mse),
       cmocka_unit_test(test_large_shard_accumulates),
       cmocka_unit_test(test_buckets_match_one_allreduce),
+      cmocka_unit_test(test_exact_collectives),
       cmocka_unit_test(test_step_counts_agree),
       cmocka_unit_test(test_optim_sgd_variants),
       cmocka_unit_test(test_optim_adaptive),

@@ -1,7 +1,7 @@
 /* The training-state registry and the checkpoint code that iterates it: a round trip restores every
  * registered tensor and scalar; loads refuse a missing entry, an out-of-range scalar, a constant that
- * differs, a tensor of another shape, and change nothing when they refuse; optional entries keep
- * their value; a model-only load reads only the model. */
+ * differs, a tensor of another shape, and change nothing when they refuse; optional entries (scalars
+ * and tensors) keep their value when absent; a model-only load reads only the model. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -181,12 +181,31 @@ static void test_optional(void **state) {
   save(&a, path, sizeof path);
   build(&b, 3);
   double later = 0.5;
+  float scale[3] = {2, 3, 4}; /* an optional tensor (the input transform) that older files lack */
+  int64_t sd[2] = {3, 1};
   assert_int_equal(dp_state_f64(&b.st, &later, 0, 1, DP_ST_OPTIONAL, "added_later"), 0);
+  assert_int_equal(dp_state_tensor(&b.st, DP_T_F32, scale, 1, sd, DP_ST_MODEL | DP_ST_OPTIONAL, "input/scale"), 0);
   assert_int_equal(dp_ckpt_read(&b.st, path, 0), 0);
   assert_true(later == 0.5);
+  assert_true(scale[0] == 2 && scale[2] == 4);
   assert_int_equal(b.step, 42);
+  assert_int_equal(dp_ckpt_read(&b.st, path, DP_ST_MODEL), 0);
+  assert_true(scale[1] == 3);
+  /* present, it is read like any tensor, and a wrong shape is still refused */
+  float stored[3] = {5, 6, 7}, small[2];
+  int64_t d2[2] = {2, 1};
+  assert_int_equal(dp_state_tensor(&a.st, DP_T_F32, stored, 1, sd, DP_ST_MODEL | DP_ST_OPTIONAL, "input/scale"), 0);
+  a.step = 43;
+  save(&a, path, sizeof path);
+  assert_int_equal(dp_ckpt_read(&b.st, path, DP_ST_MODEL), 0);
+  assert_true(scale[0] == 5 && scale[2] == 7);
+  fixture c;
+  build(&c, 3);
+  assert_int_equal(dp_state_tensor(&c.st, DP_T_F32, small, 1, d2, DP_ST_MODEL | DP_ST_OPTIONAL, "input/scale"), 0);
+  assert_int_equal(dp_ckpt_read(&c.st, path, DP_ST_MODEL), DP_ECKPT);
   dp_state_free(&a.st);
   dp_state_free(&b.st);
+  dp_state_free(&c.st);
 }
 
 /* inspect prints the stored configuration's numbers in their shortest form, as config.ini now has

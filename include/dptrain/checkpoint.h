@@ -25,6 +25,9 @@
  * keep_last newest (0 = keep all). Rank 0 only; the path written goes to path (may be NULL). On
  * failure the temp file is removed and earlier checkpoints are untouched. */
 int dp_ckpt_save(const dp_state *s, const char *dir, int64_t step, int keep_last, char *path, size_t path_len);
+/* The same written as <dir>/<name> (best.h5), just as atomically; keep_last never removes it and
+ * --resume auto never picks it. */
+int dp_ckpt_save_as(const dp_state *s, const char *dir, const char *name, char *path, size_t path_len);
 
 /* The newest complete checkpoint in dir: *found = 0 when there is none (or no dir). */
 int dp_ckpt_latest(const char *dir, char *path, size_t path_len, int *found);

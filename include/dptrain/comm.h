@@ -30,6 +30,22 @@ int dp_comm_allreduce_f32(dp_comm *c, float *buf, size_t n);
 /* The same for a gradient bucket: a stuck peer is reported as stuck in "the gradient allreduce". */
 int dp_comm_allreduce_grads(dp_comm *c, float *buf, size_t n);
 int dp_comm_allreduce_f64(dp_comm *c, double *buf, size_t n);
+/* Exact in-place sums of int64 (the deterministic mode's fixed-point values). */
+int dp_comm_allreduce_i64(dp_comm *c, int64_t *buf, size_t n);
+/* all: size · n_each int64 on every rank. others: the sum over the other ranks of rank r's n_each
+ * (all + r · n_each), to which r adds its own; untouched at 1 rank. work: n_each of scratch. */
+int dp_comm_reduce_scatter_i64(dp_comm *c, const int64_t *all, int64_t *others, int64_t *work, int n_each);
+/* MPI_Alltoallv of floats: rank r's send + sdispls[q] (scounts[q]) reach rank q's recv + rdispls[r]. */
+int dp_comm_alltoallv_f32(dp_comm *c, const float *send, const int *scounts, const int *sdispls, float *recv,
+                          const int *rcounts, const int *rdispls);
+/* In place: rank r's counts[r] floats at all + displs[r] reach every rank's all. */
+int dp_comm_allgatherv_f32(dp_comm *c, float *all, const int *counts, const int *displs);
+/* Every rank's n_each doubles into all, by rank. */
+int dp_comm_allgather_f64(dp_comm *c, const double *mine, double *all, int n_each);
+/* In place, in one collective: the maximum over the ranks of buf[0 .. n_max) and the sum of the
+ * n_sum after them; n_max + n_sum <= DP_COMM_MAX_SUM. */
+enum { DP_COMM_MAX_SUM = 1022 };
+int dp_comm_allreduce_max_sum_i64(dp_comm *c, int64_t *buf, int n_max, int n_sum);
 /* In-place maximum over all ranks. */
 int dp_comm_allreduce_max_f64(dp_comm *c, double *buf, int n);
 int dp_comm_bcast(dp_comm *c, void *buf, size_t bytes, int root);
@@ -38,6 +54,10 @@ int dp_comm_iallreduce_f32(dp_comm *c, float *buf, size_t n, MPI_Request *req);
 /* Progresses pending requests (MPI_Testall); waits for all of them (MPI_Waitall). */
 int dp_comm_test_all(dp_comm *c, MPI_Request *req, int n);
 int dp_comm_wait_all(dp_comm *c, MPI_Request *req, int n);
+
+/* n floats from every rank into all on root (counts, displs: per rank, read on root only). */
+int dp_comm_gatherv_f32(dp_comm *c, const float *mine, int n, float *all, const int *counts, const int *displs,
+                        int root);
 
 /* Gathers bytes from every rank on this node into all (node_size * bytes, by node_rank). A
  * collective over all of c: every rank of every node calls it. */

@@ -29,6 +29,36 @@ typedef enum {
   DP_IN_MEMORY_MAP(DP_IN_MEMORY_ENUM)
 #undef DP_IN_MEMORY_ENUM
 } dp_in_memory;
+/* [checkpoint] keep_best: the validation figure best.h5 is kept by (and early stopping watches). */
+#define DP_KEEP_BEST_MAP(X) X(OFF, "off") X(VAL_LOSS, "val_loss") X(VAL_ACC, "val_acc")
+typedef enum {
+#define DP_KEEP_BEST_ENUM(e, name) DP_BEST_##e,
+  DP_KEEP_BEST_MAP(DP_KEEP_BEST_ENUM)
+#undef DP_KEEP_BEST_ENUM
+} dp_keep_best;
+/* [data] standardize: none (the file's scale only), scalar ([data] mean and std), per_feature (the
+ * training split's per-feature mean and std that `dptrain convert` stores in the file). */
+#define DP_STANDARDIZE_MAP(X) X(NONE, "none") X(SCALAR, "scalar") X(PER_FEATURE, "per_feature")
+typedef enum {
+#define DP_STANDARDIZE_ENUM(e, name) DP_STD_##e,
+  DP_STANDARDIZE_MAP(DP_STANDARDIZE_ENUM)
+#undef DP_STANDARDIZE_ENUM
+} dp_standardize;
+/* [data] order: auto (blocks when the training set is read from the file, random when held in memory). */
+#define DP_DATA_ORDER_MAP(X) X(AUTO, "auto") X(RANDOM, "random") X(BLOCKS, "blocks")
+typedef enum {
+#define DP_DATA_ORDER_ENUM(e, name) DP_ORDER_##e,
+  DP_DATA_ORDER_MAP(DP_DATA_ORDER_ENUM)
+#undef DP_DATA_ORDER_ENUM
+} dp_data_order;
+/* [data] direct_io: read a streamed x past the page cache (O_DIRECT) always (true), never (false), or
+ * when the file is larger than half the memory the node's ranks may use (auto). */
+#define DP_DIRECT_IO_MAP(X) X(AUTO, "auto") X(TRUE, "true") X(FALSE, "false")
+typedef enum {
+#define DP_DIRECT_IO_ENUM(e, name) DP_DIRECT_##e,
+  DP_DIRECT_IO_MAP(DP_DIRECT_IO_ENUM)
+#undef DP_DIRECT_IO_ENUM
+} dp_direct_io;
 #define DP_OPTIM_KIND_MAP(X) X(SGD, "sgd") X(RMSPROP, "rmsprop") X(ADAM, "adam") X(ADAMW, "adamw") X(LBFGS, "lbfgs")
 typedef enum {
 #define DP_OPTIM_KIND_ENUM(e, name) DP_OPT_##e,
@@ -122,6 +152,13 @@ typedef struct {
     char path[DP_PATH_MAX];
     dp_in_memory in_memory;
     double mean, std; /* inputs become (x - mean) / std after the file's scale */
+    dp_standardize standardize;
+    double val_fraction; /* training rows held out for validation; 0 = none (or the file's /val) */
+    dp_data_order order;
+    dp_direct_io direct_io;
+    int64_t block_rows;   /* order = blocks: rows per block; 0 = the file's chunk rows */
+    int shuffle_blocks;   /* order = blocks: the window of blocks shuffled together */
+    double prefetch_mb;   /* the streaming reader's ring of blocks */
   } data;
 
   struct {
@@ -142,6 +179,7 @@ typedef struct {
     bool at_epoch_end, at_end;
     int keep_last;         /* 0 = keep all */
     char dir[DP_PATH_MAX]; /* "" = out_dir/checkpoints */
+    dp_keep_best keep_best; /* best.h5 beside the rolling checkpoints */
   } checkpoint;
 
   struct {
@@ -163,6 +201,8 @@ typedef struct {
     char out_dir[DP_PATH_MAX];
     int threads; /* BLAS threads per rank; 0 = the variables, else the affinity mask (dp_blas_set_threads) */
     double bucket_mb; /* gradient allreduce buckets; 0 = one allreduce after the backward pass */
+    bool deterministic; /* the same bits at any rank count: chunks of chunk_rows rows, exact sums */
+    int chunk_rows;
     char timeline[DP_PATH_MAX]; /* Chrome trace of the first timeline_steps steps; "" = none */
     int timeline_steps;
     dp_on_nonfinite on_nonfinite;
@@ -171,6 +211,8 @@ typedef struct {
     int max_consecutive_skips; /* and at most this many in a row; 0 = no limit */
     dp_on_divergence on_divergence; /* a finite loss past [sweep] diverge_factor x its first value */
     double collective_timeout; /* seconds; 0 = wait forever */
+    int early_stop_patience;   /* evaluations without an improvement before the run ends; 0 = off */
+    double early_stop_min_delta; /* the least change of the watched figure that counts as one */
   } train;
 } dp_config;
 

@@ -37,7 +37,7 @@ int dp_exit_code(int err);
 
 /* Records a message for err and returns err, so callers write `return dp_fail(DP_EDATA, ...)`. */
 int dp_fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* The message of the last dp_fail on this process, or dp_strerror of the code if none was set. */
+/* The message of the last dp_fail on this thread, or dp_strerror of the code if none was set. */
 const char *dp_errmsg(int err);
 void dp_error_clear(void);
 

@@ -20,6 +20,7 @@ typedef struct {
   float *dy;      /* (max_batch, out): dL/dy, turned into dL/dz in place by the backward pass */
   dp_norm norm;   /* kind DP_NORM_NONE: no normalisation */
   int eval;       /* 1: the norm uses its running statistics (evaluation) */
+  int chunk;      /* rows per chunk ([train] deterministic): every product runs on whole chunks; 0 = off */
 } dp_dense;
 
 /* y = f(x Wᵀ + b) for x (B, in). 0, or the norm's error (a failed reduce). A layer with synchronised
@@ -28,5 +29,8 @@ int dp_dense_forward(dp_dense *l, const float *x, int B);
 /* From l->dy (B, out) and the forward input x (B, in): gradients into dw, db (overwritten when
  * accumulate is 0, added to otherwise) and, if dx is not NULL, dL/dx (B, in) into dx. */
 int dp_dense_backward(dp_dense *l, const float *x, int B, float *dx, int accumulate);
+/* With chunk: dp_dense_backward computes dx only; this puts chunk c's own weight and bias (or gain,
+ * shift) gradients, from its rows alone, into dw, db (overwritten). */
+void dp_dense_chunk_grads(dp_dense *l, const float *x, int B, int c);
 
 #endif

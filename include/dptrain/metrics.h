@@ -63,9 +63,13 @@ int dp_metrics_step(dp_metrics *m, const dp_step_log *s);
 void dp_metrics_progress(dp_metrics *m, const dp_progress *p);
 /* A message line for the user (rank 0's out), printed above the progress bar. */
 void dp_metrics_note(dp_metrics *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* An evaluation line; train_s is the training time so far (the steps' wall time, evaluations and
- * start-up excluded; every step ends in an allreduce, so the ranks' clocks agree on it). */
-int dp_metrics_eval(dp_metrics *m, int64_t step, int64_t epoch, const dp_scores *e, double train_s);
+/* An evaluation line of the test and the validation figures (either may be NULL: none); train_s is
+ * the training time so far (the steps' wall time, evaluations and start-up excluded; every step ends
+ * in an allreduce, so the ranks' clocks agree on it). */
+int dp_metrics_eval(dp_metrics *m, int64_t step, int64_t epoch, const dp_scores *test, const dp_scores *val,
+                    double train_s);
+/* "<set>_loss L  <set>_acc A" (regression: _rmse, _mae), as the log lines print them. */
+void dp_scores_format(char *buf, size_t len, const char *set, const dp_scores *e, int regression);
 void dp_metrics_close(dp_metrics *m);
 
 /* mkdir -p */

@@ -42,6 +42,15 @@ typedef struct {
   int err;            /* the first error of a forward or backward pass (a failed reduce); 0 none */
   void (*on_layer_grad)(void *ctx, int layer); /* called as each layer's backward pass ends */
   void *on_layer_ctx;
+  /* [train] deterministic (dp_model_set_chunks): passes are cut into chunks of chunk_rows rows, each
+   * with its own gradients, handed one by one to on_chunk_grad, and its own loss sum and hits. */
+  int chunk_rows;     /* 0: off */
+  void (*on_chunk_grad)(void *ctx, int layer, int chunk); /* layer's gradients of chunk c are in grads */
+  void *on_chunk_ctx;
+  double *chunk_loss; /* (chunks per pass): each chunk's loss sum, set by dp_model_backward */
+  int *chunk_hits;    /* (chunks per pass): each chunk's correct predictions */
+  double *chunk_abserr; /* (chunks per pass): mse: each chunk's Σ|y - t| */
+  double *chunk_sums; /* the norms' per-chunk sums */
 } dp_model;
 
 /* Builds the stack of n_layers layers for inputs of in_dim features, passes of at most max_batch
@@ -65,6 +74,11 @@ const float *dp_model_forward(dp_model *m, const float *x, int B);
 void dp_model_set_eval(dp_model *m, int eval);
 /* How batch norm sums across the ranks that share a mini-batch (NULL: one process). */
 void dp_model_set_reduce(dp_model *m, dp_reduce_fn fn, void *ctx);
+/* Deterministic passes: chunks of rows rows (passes start on a chunk), batch norm's sums through
+ * reduce (with ctx), each chunk's gradients of each layer handed to on_grad (with grad_ctx) in the
+ * backward pass instead of accumulating. 0 or DP_ENOMEM. */
+int dp_model_set_chunks(dp_model *m, int rows, dp_chunk_reduce_fn reduce, void *ctx,
+                        void (*on_grad)(void *grad_ctx, int layer, int chunk), void *grad_ctx);
 /* After dp_model_forward(x): the loss sum of the B rows, and gradients of (loss sum × scale) into
  * the gradient block (added when accumulate is set). labels (B) for cross-entropy, targets (B, K)
  * for mse. *correct (may be NULL) counts argmax hits for cross-entropy. */

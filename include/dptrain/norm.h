@@ -41,6 +41,9 @@ int dp_norm_from_name(const char *s, dp_norm_kind *k);
 /* Sums n doubles in place across the ranks sharing the mini-batch; 0 or a negative DP_E code.
  * Every rank calls it the same number of times, in the same order. */
 typedef int (*dp_reduce_fn)(void *ctx, double *buf, int n);
+/* [train] deterministic: out (n) <- the exact sum over the chunks of every rank of x (n_chunks rows
+ * of n doubles, one per chunk of this pass), the same bits however the chunks are split. */
+typedef int (*dp_chunk_reduce_fn)(void *ctx, const double *x, int n_chunks, int n, double *out);
 
 typedef struct {
   dp_norm_kind kind;
@@ -55,6 +58,9 @@ typedef struct {
   float *zhat;                        /* (max_batch, units): ẑ, kept for the backward pass */
   float *inv_std;                     /* (units) for batch, (max_batch) for layer */
   double *work;                       /* (2·units + 1): scratch for the sums */
+  int chunk;                          /* rows per chunk (deterministic mode); 0: the pass is one piece */
+  dp_chunk_reduce_fn chunk_reduce;    /* with chunk: replaces reduce (ctx: reduce_ctx) */
+  double *chunk_sums;                 /* with chunk: (chunks, 2·units + 1) per-chunk sums, shared scratch */
   int rows;                           /* set by the training forward: its B */
   double count;                       /* set by the training forward: the rows its statistics saw */
 } dp_norm;
@@ -85,5 +91,8 @@ void dp_norm_forward_eval(const dp_norm *n, float *z, int B);
  * otherwise; an empty shard contributes zeros. Batch with sync: exactly one reduce, also when
  * B == 0. Must follow dp_norm_forward_train on the same rows: DP_EINVAL if B differs from its B. */
 int dp_norm_backward(dp_norm *n, float *g, int B, int accumulate);
+/* With chunk: the backward pass leaves each chunk's own Σg, Σg·ẑ in chunk_sums instead of dgain and
+ * dshift; this puts chunk c's into dgain, dshift. */
+void dp_norm_chunk_grads(dp_norm *n, int c);
 
 #endif

@@ -29,7 +29,7 @@ typedef enum {
 enum {
   DP_ST_MODEL = 1u << 0,    /* part of the trained model: init_from and eval read only these */
   DP_ST_INFO = 1u << 1,     /* written for readers (inspect, h5py), never loaded nor broadcast */
-  DP_ST_OPTIONAL = 1u << 2, /* may be absent (older checkpoints): the registered value stays */
+  DP_ST_OPTIONAL = 1u << 2, /* may be absent (older checkpoints): the registered value stays (tensors too) */
   DP_ST_CONST = 1u << 3     /* follows from the configuration: compared on load, never overwritten */
 };
 
@@ -44,7 +44,8 @@ typedef struct {
   size_t str_len;    /* DP_T_STR: the buffer's size */
   unsigned flags;
   double lo, hi;     /* numeric scalars: a loaded value outside [lo, hi] is refused */
-  /* Set by a load for scalars: the value found in the file (checks read it before it is used). */
+  /* Set by a load: whether the file has the entry; for scalars, the value found in the file (checks
+   * read it before it is used). */
   int found;
   union {
     int64_t i;

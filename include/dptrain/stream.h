@@ -45,6 +45,8 @@ int dp_stream_start(dp_stream **s, const dp_stream_cfg *c);
 /* The order of epoch `epoch` (n rows): the reader plans that epoch's steps from rows, which must stay
  * unchanged until the trainer has released the epoch's last step. */
 void dp_stream_order(dp_stream *s, int64_t epoch, const int64_t *rows, int64_t n);
+/* Waits until `step` is in the ring, without taking it: 0, or the reader's error. */
+int dp_stream_wait(dp_stream *s, int64_t step);
 /* Waits until `step` (the trainer's next) is in the ring: 0 with *n its rows, or the reader's error
  * (DP_EDATA, DP_EIO, DP_ECONFIG) with its message. */
 int dp_stream_acquire(dp_stream *s, int64_t step, int64_t *n);

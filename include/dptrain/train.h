@@ -19,8 +19,11 @@
 #include "dptrain/metrics.h"
 #include "dptrain/model.h"
 #include "dptrain/optim.h"
+#include "dptrain/order.h"
 #include "dptrain/schedule.h"
+#include "dptrain/split.h"
 #include "dptrain/state.h"
+#include "dptrain/stream.h"
 #include "dptrain/timeline.h"
 
 /* Where one step's time went on this rank, in seconds. */
@@ -36,6 +39,7 @@ typedef struct {
   dp_dataset *train;
   dp_model model;
   dp_gradsync sync;        /* the gradient allreduce, in buckets overlapped with the backward pass */
+  dp_exactsync exact;      /* instead, with [train] deterministic: chunks and exact sums */
   dp_optim optim;
   dp_schedule sched;
   dp_state state;          /* everything a resume needs, registered by each part above */
@@ -43,7 +47,8 @@ typedef struct {
   dp_step_time time;       /* the current step's, so far */
   dp_timeline *tl;         /* spans of the first steps; NULL when not recording */
 
-  int64_t n_train;         /* training rows */
+  dp_val_split val;        /* [data] val_fraction's rows of the training set, never trained on */
+  int64_t n_train;         /* training rows an epoch visits: the set's, less the held-out ones */
   int64_t batch;           /* global mini-batch (n_train for "full") */
   int64_t steps_per_epoch;
   int64_t total_steps;     /* over the whole run: epochs × steps_per_epoch, capped by max_steps */
@@ -56,7 +61,17 @@ typedef struct {
   int64_t world_size, seed; /* as checkpoints record them */
   char *config_text;       /* the effective configuration, stored in checkpoints */
 
-  int64_t *perm;           /* (n_train) this epoch's order of the rows */
+  int64_t *perm;           /* (train->n) this epoch's order of the rows, the first n_train used */
+  dp_order order;          /* how perm is drawn ([data] order, resolved) */
+  char order_text[64];     /* the resolved order as checkpoints record it ("blocks 4096 16", "random") */
+  /* Streaming (order = blocks, the set not in memory): the reader follows perm and perm_next. */
+  int streaming;
+  int64_t ring_slots;      /* blocks the reader's ring holds */
+  double prefetch_cap;     /* bytes prefetch_mb was limited to by the node's memory (0: not limited) */
+  dp_stream *stream;       /* running from the first step after a start or resume; NULL otherwise */
+  int64_t *perm_next;      /* (train->n) the next epoch's order, handed to the reader ahead */
+  int64_t next_epoch;      /* the epoch perm_next holds; -1 none */
+  int64_t stream_step;     /* the step acquired from the reader; -1 none */
   int64_t *rows;           /* (max_batch) row indices for evaluation passes */
   float *x;                /* (max_batch, D) gathered rows */
   int32_t *labels;         /* (max_batch) */
@@ -99,6 +114,11 @@ void dp_trainer_free(dp_trainer *t);
  * skip_step. */
 int dp_trainer_step(dp_trainer *t, const dp_step_request *req, dp_step_result *r);
 
+/* Starts a streamed set's reader (a no-op otherwise) and waits until the first step's blocks are in
+ * its ring: start-up reads them, as it loads a set held in memory, so the first step does not wait
+ * for the disk. The first step starts the reader when this was not called. */
+int dp_trainer_prefetch(dp_trainer *t);
+
 /* After the state was loaded (resume, restore): continue from the position it holds. */
 void dp_trainer_resumed(dp_trainer *t);
 
@@ -119,6 +139,8 @@ int dp_trainer_sync_stats(dp_trainer *t);
 /* Loss and accuracy (classification) or RMSE and MAE (mse) over all rows of ds, split across
  * ranks, with batch norm's running statistics. Collective. */
 int dp_trainer_evaluate(dp_trainer *t, dp_dataset *ds, dp_scores *e);
+/* The same over rows[0..count) of ds (ascending: runs of them are single reads); rows NULL: 0..count. */
+int dp_trainer_evaluate_rows(dp_trainer *t, dp_dataset *ds, const int64_t *rows, int64_t count, dp_scores *e);
 
 /* Checks that a data set's x and y fit the model (width, label range or target width). Collective. */
 int dp_check_data_fits(const dp_config *cfg, dp_comm *comm, dp_dataset *ds, int64_t in_dim, int out_dim);

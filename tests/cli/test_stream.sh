@@ -175,9 +175,13 @@ if python3 -c "import os, sys; os.close(os.open(sys.argv[1], os.O_RDONLY | os.O_
   direct() { # NAME NP [--set ...]
     local name=$1 np=$2
     shift 2
-    at_np "$np" 120 "$fbin" train "$tmp/c.ini" --set data.path="$tmp/d.h5" --set data.block_rows=0 --set data.prefetch_mb=2 \
+    at_np "$np" 120 "$fbin" train "$tmp/c.ini" --set data.path="$tmp/d.h5" --set data.block_rows=0 --set data.prefetch_mb=2 --set data.direct_io=true \
       --set train.out_dir="$tmp/$name" "$@" > "$tmp/$name.txt" 2>&1
   }
+  direct d-auto 1 --set data.direct_io=auto
+  grep -q "^order: .*prefetches into [0-9.]* MB ([0-9]* blocks)$" "$tmp/d-auto.txt" &&
+    ok "direct_io = auto on a file that fits in memory: read through the page cache" ||
+    bad "direct_io = auto: $(grep '^order' "$tmp/d-auto.txt")"
   for np in 1 2; do
     direct d-mem$np $np --set data.in_memory=true --set data.order=blocks || bad "in memory: $(tail -2 "$tmp/d-mem$np.txt")"
     direct d-np$np $np || bad "direct at $np: $(tail -2 "$tmp/d-np$np.txt")"
@@ -197,8 +201,24 @@ if python3 -c "import os, sys; os.close(os.open(sys.argv[1], os.O_RDONLY | os.O_
         ok "a damaged chunk read with O_DIRECT at $np rank(s): exit $rc, one line naming the file and rows" ||
         bad "damaged chunk at $np rank(s): exit $rc: $(grep -i error "$tmp/d-bad$np.txt")"
     done
+    # a NaN where a streamed epoch reaches it (not at start-up: a set larger than memory is checked as
+    # it is read), and by the per-batch reads of order = random
+    "$fbin" convert synthetic -o "$tmp/nan.h5" --rows 6000 --features 64 --classes 5 --test-rows 500 \
+      --chunk-mb 0.05 > /dev/null
+    /usr/bin/python3 -c "import h5py, sys; h5py.File(sys.argv[1], 'r+')['train/x'][5000, 3] = float('nan')" "$tmp/nan.h5"
+    for np in 1 2; do
+      for order in blocks random; do
+        direct nan-$order$np $np --set data.path="$tmp/nan.h5" --set data.order=$order
+        rc=$?
+        [ $rc = 1 ] && [ "$(grep -c "nan.h5: /train/x: row 5000, column 3 is NaN (expected finite values)" \
+          "$tmp/nan-$order$np.txt")" = 1 ] &&
+          { [ $order = random ] || grep -q '"loss"' "$tmp/nan-$order$np/metrics.jsonl"; } &&
+          ok "a NaN in a set read from the file ($order, $np rank(s)): exit 1 when it is read, one line naming row and column" ||
+          bad "NaN read from the file ($order, $np): exit $rc: $(grep -i error "$tmp/nan-$order$np.txt")"
+      done
+    done
   else
-    ok "SKIPPED: a damaged chunk read with O_DIRECT (needs python3-h5py)"
+    ok "SKIPPED: a damaged chunk read with O_DIRECT and a NaN read from the file (need python3-h5py)"
   fi
 else
   ok "SKIPPED: chunks read with O_DIRECT ($tmp's file system refuses O_DIRECT)"
