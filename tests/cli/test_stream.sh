@@ -162,7 +162,10 @@ peak() { # peak RSS in kB of a streamed run of one epoch on $1
     --set train.log_every=50 --set train.out_dir="$tmp/peak-$(basename "$1")" 2>&1 | sed -n 's/^rank 0 peak VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p'
 }
 big=$(peak "$tmp/big.h5") small=$(peak "$tmp/small.h5")
-if [ -n "$big" ] && [ -n "$small" ] && [ "$big" -le $((small + 8000 + 16000)) ]; then
+if nm -D "$fbin" 2> /dev/null | grep -q " __asan_init"; then # its quarantine keeps freed memory resident
+  [ -n "$big" ] && ok "a 64 MB set streamed with prefetch_mb = 8 (AddressSanitizer build: peak RSS not checked)" ||
+    bad "streamed 64 MB with prefetch_mb = 8 failed"
+elif [ -n "$big" ] && [ -n "$small" ] && [ "$big" -le $((small + 8000 + 16000)) ]; then
   ok "a 64 MB set streamed with prefetch_mb = 8: peak RSS $((big / 1000)) MB, $(((big - small) / 1000)) MB above a 2 MB set's"
 else
   bad "streamed 64 MB with prefetch_mb = 8: peak ${big:-?} kB, a 2 MB set's ${small:-?} kB"
