@@ -258,7 +258,7 @@ static int reduce_scatter_i64(dp_comm *c, const int64_t *all, int64_t *others, i
       break;
     const int64_t *own = all + (size_t)((r + 2 * P - s - 2) % P) * (size_t)n_each;
     for (int i = 0; i < n_each; i++)
-      work[i] = own[i] + others[i];
+      work[i] = (int64_t)((uint64_t)own[i] + (uint64_t)others[i]); /* wrap-around: see reprosum.c */
     send = work;
   }
   return 0;
@@ -311,7 +311,7 @@ static void max_sum_op(void *in, void *inout, int *len, MPI_Datatype *type) {
     for (int64_t i = 2; i < 2 + b[0]; i++)
       b[i] = a[i] > b[i] ? a[i] : b[i];
     for (int64_t i = 2 + b[0]; i < b[1]; i++)
-      b[i] += a[i];
+      b[i] = (int64_t)((uint64_t)b[i] + (uint64_t)a[i]);
   }
 }
 

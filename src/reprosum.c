@@ -40,7 +40,12 @@ static int64_t bits_of(double x) {
   return b;
 }
 
-int64_t dp_reprosum_fixed(double v, int e) { return bits_of(ldexp(v, e) + MAGIC) - bits_of(MAGIC); }
+/* Two's-complement wrap-around arithmetic, done in uint64 (signed overflow is undefined in C): the
+ * exact sums rely on it being associative, and the conversions below compute results they then mask. */
+static inline int64_t wrap_add(int64_t a, int64_t b) { return (int64_t)((uint64_t)a + (uint64_t)b); }
+static inline int64_t wrap_sub(int64_t a, int64_t b) { return (int64_t)((uint64_t)a - (uint64_t)b); }
+
+int64_t dp_reprosum_fixed(double v, int e) { return wrap_sub(bits_of(ldexp(v, e) + MAGIC), bits_of(MAGIC)); }
 
 double dp_reprosum_value(int64_t s, int e) { return ldexp((double)s, -e); }
 
@@ -73,9 +78,9 @@ static inline size_t to_fixed(int64_t *restrict acc, const float *restrict v, si
     int32_t a = (int32_t)(float_bits(v[i]) & 0x7fffffffu);
     int32_t ok = a < bound;
     if (mode != SCAN) {
-      int64_t q = bits_of((double)v[i] * scale + MAGIC) - magic;
+      int64_t q = wrap_sub(bits_of((double)v[i] * scale + MAGIC), magic);
       q &= -(int64_t)ok; /* a mask, not a branch: the conversion above may not be conditional */
-      acc[i] = mode == ADD ? acc[i] + q : q;
+      acc[i] = mode == ADD ? wrap_add(acc[i], q) : q;
     }
     bad += 1 - ok;
     a = a < 0x7f800000 ? a : 0;
@@ -108,7 +113,7 @@ static inline void to_float(float *restrict out, const int64_t *restrict a, cons
                             int e, int two) {
   const double scale = ldexp(1.0, -e);
   for (size_t i = 0; i < n; i++) {
-    uint64_t u = (uint64_t)(two ? a[i] + b[i] : a[i]);
+    uint64_t u = two ? (uint64_t)a[i] + (uint64_t)b[i] : (uint64_t)a[i];
     int32_t hi = (int32_t)(uint32_t)(u >> 32), lo = (int32_t)(uint32_t)(u ^ 0x80000000u);
     out[i] = (float)(((double)hi * 4294967296.0 + ((double)lo + 2147483648.0)) * scale);
   }
@@ -129,10 +134,10 @@ static inline void fixed_to_float(float *out, const float *v, const float *w, co
   const int32_t bound = fit_bound(e, limit);
   for (size_t i = 0; i < n; i++) {
     int32_t ok = (int32_t)(float_bits(v[i]) & 0x7fffffffu) < bound;
-    int64_t q = (bits_of((double)v[i] * scale + MAGIC) - magic) & -(int64_t)ok;
+    int64_t q = wrap_sub(bits_of((double)v[i] * scale + MAGIC), magic) & -(int64_t)ok;
     if (two) {
       int32_t ok_w = (int32_t)(float_bits(w[i]) & 0x7fffffffu) < bound;
-      q += (bits_of((double)w[i] * scale + MAGIC) - magic) & -(int64_t)ok_w;
+      q = wrap_add(q, wrap_sub(bits_of((double)w[i] * scale + MAGIC), magic) & -(int64_t)ok_w);
     } else {
       q += b[i];
     }
@@ -188,7 +193,7 @@ static void sum_gathered(const dp_reprosum *r, int n, int64_t n_terms, double *o
     int64_t s = 0;
     for (int q = 0; isfinite(m) && q < P; q++)
       if (all[(size_t)q * (1 + n)] != 0.0)
-        s += bits_of(all[(size_t)q * (1 + n) + 1 + j] * scale + MAGIC) - bits_of(MAGIC);
+        s = wrap_add(s, wrap_sub(bits_of(all[(size_t)q * (1 + n) + 1 + j] * scale + MAGIC), bits_of(MAGIC)));
     out[j] = isfinite(m) ? dp_reprosum_value(s, e) : NAN;
   }
 }
@@ -229,7 +234,7 @@ int dp_reprosum_chunks(dp_reprosum *r, const double *x, int n_chunks, int n, int
     double scale = ldexp(1.0, dp_reprosum_exponent(r->max[j], n_terms, 0));
     int64_t s = 0;
     for (int c = 0; isfinite(r->max[j]) && c < n_chunks; c++)
-      s += bits_of(x[(size_t)c * n + j] * scale + MAGIC) - bits_of(MAGIC);
+      s = wrap_add(s, wrap_sub(bits_of(x[(size_t)c * n + j] * scale + MAGIC), bits_of(MAGIC)));
     r->sum[j] = s;
   }
   DP_TRY(dp_comm_allreduce_i64(r->comm, r->sum, (size_t)n));
