@@ -763,9 +763,20 @@ static void note_launcher(void) {
  * with different locking); a value the user set wins. */
 static void no_file_locking(void) { setenv("HDF5_USE_FILE_LOCKING", "FALSE", 0); }
 
+/* Without a launcher, Open MPI 4.1's MPI_Init forks an orted for the lone process. A stop signal to
+ * the process group during start-up (Ctrl-C, timeout(1), a batch system's group kill) kills that
+ * daemon before it is ready, and MPI_Init aborts with exit 1 and a page of Open MPI errors. dptrain
+ * spawns no processes, so a lone process goes without the daemon (and starts ~80 ms sooner); a value
+ * the user set wins. */
+static void isolated_singleton(void) {
+  if (!launched)
+    setenv("OMPI_MCA_ess_singleton_isolated", "1", 0);
+}
+
 int main(int argc, char **argv) {
   note_launcher();
   no_file_locking();
+  isolated_singleton();
   dp_blas_fix_kernel(argv);
   if (argc < 2)
     return usage_error(usage_main, "missing command");
