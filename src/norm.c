@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "dptrain/error.h"
+#include "vec.h"
 
 #define DP_NORM_NAME(e, name) name,
 static const char *const NAMES[] = {DP_NORM_KIND_MAP(DP_NORM_NAME)};
@@ -57,6 +58,7 @@ void dp_norm_init_params(dp_norm *n) {
 /* ---- batch norm ---------------------------------------------------------------------------- */
 
 /* s1[j] = Σ_i (z_ij − K_j), s2[j] = Σ_i (z_ij − K_j)², over the shard's rows. */
+DP_VECTOR_LOOP
 static void shifted_sums(const float *z, int B, int u, const float *K, double *s1, double *s2) {
   memset(s1, 0, sizeof(double) * (size_t)u);
   memset(s2, 0, sizeof(double) * (size_t)u);
@@ -90,6 +92,7 @@ static void batch_stats(dp_norm *n, double N) {
 }
 
 /* z (B, units) in place -> α ẑ + β, ẑ kept, with μ in work[0..u). */
+DP_VECTOR_LOOP
 static void batch_apply(dp_norm *n, float *z, int B) {
   int u = n->units;
   const double *mean = n->work;
@@ -147,6 +150,7 @@ static int batch_forward_train(dp_norm *n, float *z, int B) {
 }
 
 /* Σ_i g_ij and Σ_i g_ij ẑ_ij over rows [r0, r0 + B) into sg, sgz. */
+DP_VECTOR_LOOP
 static void row_sums(const dp_norm *n, const float *g, int r0, int B, double *sg, double *sgz) {
   int u = n->units;
   memset(sg, 0, sizeof(double) * (size_t)u);
@@ -191,6 +195,7 @@ static void param_grads(dp_norm *n, const float *g, int B, int accumulate, doubl
 }
 
 /* g <- dz from the global means s1 = mean dẑ, s2 = mean dẑ·ẑ. */
+DP_VECTOR_LOOP
 static void batch_backward_rows(const dp_norm *n, float *g, int B, const double *s1, const double *s2) {
   int u = n->units;
   for (int i = 0; i < B; i++) {

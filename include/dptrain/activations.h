@@ -22,5 +22,8 @@ void dp_act_forward(dp_act a, float *x, size_t n);
 void dp_act_backward(dp_act a, const float *y, float *dy, size_t n);
 /* Fused forward for a dense layer: z (B, out) <- f(z + b), one pass over the output. */
 void dp_act_bias_forward(dp_act a, float *z, const float *b, size_t rows, size_t cols);
+/* Fused backward for a dense layer: dy (B, out) <- dy * f'(y) and db (out) <- its column sums (added
+ * to db when accumulate), one pass over dy. */
+void dp_act_bias_backward(dp_act a, const float *y, float *dy, float *db, size_t rows, size_t cols, int accumulate);
 
 #endif
