@@ -302,7 +302,8 @@ fuzz: fuzz-build
 # ---- Multi-host runs over TCP on this machine: 2 network-namespace hosts joined by a bridge, mpirun
 # launching through scripts/netns-agent.sh (an ssh stand-in), pml ob1 + btl tcp over the veths.
 # Loss trajectory vs one machine, the start-up topology line, a checkpoint resumed on one host, a
-# host's ranks SIGKILLed. Root only: prints "cluster-test: SKIPPED: <reason>" and passes otherwise.
+# host's ranks SIGKILLed, [train] comm = node across the hosts against flat. Root only: prints
+# "cluster-test: SKIPPED: <reason>" and passes otherwise.
 .PHONY: cluster-test
 cluster-test: all tests
 	@scripts/cluster-test.sh $(BUILD)

@@ -57,13 +57,19 @@ torch() { # name, args...
 # three times, interleaved, and the report takes the best of each side.
 rm -f "$out"/*.json
 for r in 1 2 3; do
-  # Target 1 and 5: the default MLP, one rank, one thread, with its GEMMs alone.
+  # Targets 1, 1g and 5: the default MLP, one rank, one thread, with its GEMMs alone.
   run small-np1-$r 1 --threads 1 --batch 128 --sgemm
   kernel=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["kernel"])' "$out/small-np1-$r.json")
   [ $have_torch = 1 ] && torch torch-small-$r
-  # Target 3: two ranks against one at global batch 256; the allreduce fit for the projection.
+  # The CNN of configs/fashion_cnn.ini, one rank, one thread, batch 128, against the same network in
+  # PyTorch; --sgemm adds its GEMM shapes (the conv layers' im2col ones) and its conv kernels alone.
+  run cnn-np1-$r 1 --threads 1 --batch 128 --config configs/fashion_cnn.ini --sgemm
+  [ $have_torch = 1 ] && torch torch-cnn-$r --config configs/fashion_cnn.ini
+  # Target 3: two ranks against one at global batch 256 (comm = node, and flat for the record); the
+  # allreduce fit for the projection.
   run b256-np1-$r 1 --threads 1 --batch 256
-  run b256-np2-$r 2 --threads 1 --batch 256 --allreduce
+  run b256-np2-$r 2 --threads 1 --batch 256 --allreduce --comm node
+  run b256-np2flat-$r 2 --threads 1 --batch 256 --comm flat
   # Target 7: [train] deterministic against the default on configs/fashion_mlp.ini, the
   # step time of 300 steps (metrics.jsonl's step_ms, evaluation and checkpoints excluded), 1 and 2 ranks.
   for np in 1 2; do

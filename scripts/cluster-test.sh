@@ -17,7 +17,10 @@
 # nodes" and the BLAS threads per rank (cores / ranks per node), and 2 hosts x 1 rank say "2 ranks
 # on 2 nodes" with all the cores' threads; (c) a checkpoint written by the 2-host run resumes on
 # one host and ends with the uninterrupted run's final loss within 1e-5; (d) SIGKILL to one host's
-# ranks in a long run ends the whole job non-zero within 10 s, leaving no rank behind.
+# ranks in a long run ends the whole job non-zero within 10 s, leaving no rank behind; (e) 2 hosts x
+# 2 ranks with [train] comm = node (one slice per local rank, allreduced across the hosts) train the
+# loss trajectory of comm = flat within 1e-6 relative, and the start-up line says so; on 2 + 1 ranks
+# comm = auto runs flat and says why, comm = node stops with one line.
 #
 # Without root, ip, unshare or kernel support for netns/veth/bridge it prints
 # "cluster-test: SKIPPED: <reason>" and exits 0. Everything it creates (namespaces, veths, bridge,
@@ -180,6 +183,7 @@ hostfile() { # FILE SLOTS HOST...
 hostfile "$tmp/hosts2x2" 2 "${hosts_list[@]}"
 hostfile "$tmp/hosts2x1" 1 "${hosts_list[@]}"
 hostfile "$tmp/hosts1x2" 2 "${hosts_list[0]}"
+{ echo "${hosts_list[0]} slots=2"; echo "${hosts_list[1]} slots=1"; } > "$tmp/hosts2+1"
 
 # shellcheck disable=SC2054 # "tcp,self" is one word
 cluster_mpirun=(mpirun --allow-run-as-root --nolocal
@@ -307,6 +311,45 @@ if grep -qF "resumed from $tmp/split/checkpoints/ckpt-15.h5 at step 15" "$tmp/re
   ok "(c) ckpt-15 of 4 ranks on 2 hosts resumed by 2 ranks on dpt-h1: final loss $got ~ $ref [$(elapsed "$t0") s]"
 else
   bad "(c) resume on one host: final loss '$got', uninterrupted '$ref': $(grep -e resumed -e ' on .* node' -e '^done' "$tmp/resume.txt" | tr '\n' ' ')"
+fi
+
+# ---- (e) comm = node across hosts: local rank l's slice allreduced with local rank l of the other host
+t0=$(date +%s.%N)
+for comm in node flat; do
+  run "$tmp/c22-$comm.txt" 60 "${cluster_mpirun[@]}" --hostfile "$tmp/hosts2x2" -np 4 "$bin" train "$tmp/train.ini" \
+    --set train.out_dir="$tmp/c22-$comm" --set train.comm=$comm ||
+    bad "(e) 2 hosts x 2 ranks, comm = $comm: $(tail -3 "$tmp/c22-$comm.txt" | tr '\n' ' ')"
+  losses "$tmp/c22-$comm/metrics.jsonl" > "$tmp/c22-$comm.loss" 2> /dev/null
+done
+line=$(grep -m1 '^training:' "$tmp/c22-node.txt")
+echo "#   2 hosts x 2 ranks, comm = node: ${line#*steps, }"
+want="gradients summed in the node's shared memory in 2 slices, each allreduced across the 2 nodes;"
+case $line in
+  *"$want"*) ok "(e) comm = node start-up line: '$want'" ;;
+  *) bad "(e) comm = node start-up line '$line', want '$want'" ;;
+esac
+grep -q '^training: .*gradients in 1 allreduce bucket$' "$tmp/c22-flat.txt" && ok "(e) comm = flat start-up line: 1 allreduce bucket" ||
+  bad "(e) comm = flat start-up line: $(grep -m1 '^training:' "$tmp/c22-flat.txt")"
+r=$(max_rel "$tmp/c22-flat.loss" "$tmp/c22-node.loss")
+if [ "$(wc -l < "$tmp/c22-node.loss")" -eq 30 ] && [ "$r" != "steps differ" ] && awk -v r="$r" 'BEGIN { exit !(r <= 1e-6) }'; then
+  ok "(e) loss trajectory of comm = node = comm = flat on 2 hosts x 2 (30 steps, max relative difference $r) [$(elapsed "$t0") s]"
+else
+  bad "(e) comm = node vs flat on 2 hosts: max relative difference $r: $(diff "$tmp/c22-flat.loss" "$tmp/c22-node.loss" | head -4 | tr '\n' ' ')"
+fi
+# Unequal nodes (2 ranks + 1): auto falls back to flat and says why; node is refused with one line.
+run "$tmp/c21-auto.txt" 60 "${cluster_mpirun[@]}" --hostfile "$tmp/hosts2+1" -np 3 "$bin" train "$tmp/train.ini" \
+  --set train.out_dir="$tmp/c21-auto" --set train.max_steps=3 &&
+  grep -q '^training: .*(comm = flat: the nodes run different numbers of ranks)$' "$tmp/c21-auto.txt" &&
+  ok "(e) 2 + 1 ranks, comm = auto: flat, the start-up line says why" ||
+  bad "(e) 2 + 1 ranks, comm = auto: $(grep -e '^training:' -e 'dptrain:' "$tmp/c21-auto.txt" | tr '\n' ' ')"
+run "$tmp/c21-node.txt" 60 "${cluster_mpirun[@]}" --hostfile "$tmp/hosts2+1" -np 3 "$bin" train "$tmp/train.ini" \
+  --set train.out_dir="$tmp/c21-node" --set train.comm=node
+rc=$?
+if [ $rc = 2 ] && [ "$(grep -c 'dptrain: error:' "$tmp/c21-node.txt")" = 1 ] &&
+  grep -q 'dptrain: error: .*comm = node needs as many ranks on every node (here 1 to 2)' "$tmp/c21-node.txt"; then
+  ok "(e) 2 + 1 ranks, comm = node: exit 2, one line naming the uneven nodes"
+else
+  bad "(e) 2 + 1 ranks, comm = node: exit $rc: $(grep 'dptrain:' "$tmp/c21-node.txt" | tr '\n' ' ')"
 fi
 
 # ---- (d) one host's ranks killed mid-run: the whole job ends, non-zero, within 10 s

@@ -195,21 +195,27 @@ int dp_comm_init(dp_comm *c, MPI_Comm parent) {
   MPI_TRY(MPI_Comm_set_errhandler(c->comm, MPI_ERRORS_RETURN));
   MPI_TRY(MPI_Comm_rank(c->comm, &c->rank));
   MPI_TRY(MPI_Comm_size(c->comm, &c->size));
-  MPI_Comm node;
-  MPI_TRY(MPI_Comm_split_type(c->comm, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node));
-  MPI_Comm_rank(node, &c->node_rank);
-  MPI_Comm_size(node, &c->node_size);
-  MPI_Comm_free(&node);
-  int leader = c->node_rank == 0;
+  c->node = c->cross = MPI_COMM_NULL;
+  MPI_TRY(MPI_Comm_split_type(c->comm, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &c->node));
+  MPI_TRY(MPI_Comm_set_errhandler(c->node, MPI_ERRORS_RETURN));
+  MPI_Comm_rank(c->node, &c->node_rank);
+  MPI_Comm_size(c->node, &c->node_size);
+  MPI_TRY(MPI_Comm_split(c->comm, c->node_rank, c->rank, &c->cross));
+  MPI_TRY(MPI_Comm_set_errhandler(c->cross, MPI_ERRORS_RETURN));
+  int leader = c->node_rank == 0, v[2] = {c->node_size, -c->node_size}, m[2];
   MPI_TRY(MPI_Allreduce(&leader, &c->n_nodes, 1, MPI_INT, MPI_SUM, c->comm));
+  MPI_TRY(MPI_Allreduce(v, m, 2, MPI_INT, MPI_MIN, c->comm)); /* the largest as the smallest negation */
+  c->node_size_min = m[0];
+  c->node_size_max = -m[1];
   return 0;
 }
 
 void dp_comm_free(dp_comm *c) {
   watch_stop(c);
-  if (c->comm != MPI_COMM_NULL)
-    MPI_Comm_free(&c->comm);
-  c->comm = MPI_COMM_NULL;
+  MPI_Comm *own[] = {&c->cross, &c->node, &c->comm};
+  for (int i = 0; i < 3; i++)
+    if (*own[i] != MPI_COMM_NULL)
+      MPI_Comm_free(own[i]);
 }
 
 /* MPI counts are int: long buffers go in pieces. */
@@ -231,6 +237,27 @@ int dp_comm_allreduce_f32(dp_comm *c, float *buf, size_t n) {
 
 int dp_comm_allreduce_grads(dp_comm *c, float *buf, size_t n) {
   WATCHED("the gradient allreduce", allreduce_chunks(c, buf, n, sizeof(float), MPI_FLOAT));
+  return 0;
+}
+
+static int node_barrier(dp_comm *c) {
+  MPI_TRY(MPI_Barrier(c->node));
+  return 0;
+}
+
+int dp_comm_node_barrier(dp_comm *c) {
+  WATCHED("the node barrier", node_barrier(c));
+  return 0;
+}
+
+static int allreduce_cross(dp_comm *c, float *buf, size_t n) {
+  dp_comm across = *c;
+  across.comm = c->cross;
+  return allreduce_chunks(&across, buf, n, sizeof(float), MPI_FLOAT);
+}
+
+int dp_comm_allreduce_cross_f32(dp_comm *c, float *buf, size_t n) {
+  WATCHED("the gradient allreduce across nodes", allreduce_cross(c, buf, n));
   return 0;
 }
 
@@ -356,6 +383,15 @@ static int bcast(dp_comm *c, void *buf, size_t bytes, int root);
 
 int dp_comm_bcast(dp_comm *c, void *buf, size_t bytes, int root) {
   WATCHED("a broadcast", bcast(c, buf, bytes, root));
+  return 0;
+}
+
+int dp_comm_bcast_leaders(dp_comm *c, void *buf, size_t bytes) {
+  if (c->node_rank != 0)
+    return 0;
+  dp_comm leaders = *c;
+  leaders.comm = c->cross;
+  WATCHED("a broadcast", bcast(&leaders, buf, bytes, 0));
   return 0;
 }
 

@@ -37,6 +37,8 @@ static const char *const scale_names[] = {DP_LR_SCALE_MAP(NAME_OF) NULL};
 static const char *const norm_names[] = {DP_NORM_KIND_MAP(NAME_OF) NULL};
 static const char *const nonfinite_names[] = {DP_ON_NONFINITE_MAP(NAME_OF) NULL};
 static const char *const divergence_names[] = {DP_ON_DIVERGENCE_MAP(NAME_OF) NULL};
+static const char *const layer_type_names[] = {DP_LAYER_TYPE_MAP(NAME_OF) NULL};
+static const char *const comm_names[] = {DP_COMM_MODE_MAP(NAME_OF) NULL};
 #undef NAME_OF
 
 #define C(f) offsetof(dp_config, f)
@@ -57,6 +59,8 @@ static const char *const divergence_names[] = {DP_ON_DIVERGENCE_MAP(NAME_OF) NUL
 
 static const dp_key keys[] = {
     STR("data", "path", NULL, C(data.path), DP_PATH_MAX, "HDF5 data file with /train/x, /train/y (and optionally /test)"),
+    {"data", "shape", DP_KEY_INTS, "", "C,H,W: each row of /train/x is a C x H x W image (row-major, PyTorch's NCHW), "
+     "for conv2d and pooling layers; empty = flat rows", C(data.shape), NULL, 1, 1 << 24, 3, NULL, DP_RESUME_MATCH},
     SAFE(ENUM, "data", "in_memory", "auto", C(data.in_memory), in_memory_names,
          "hold the training set in memory (auto: when it takes at most half of a rank's memory share)"),
     NUM("data", "mean", DP_KEY_DOUBLE, "0", C(data.mean), -1e30, 1e30,
@@ -91,7 +95,21 @@ static const dp_key keys[] = {
     FRESH(STR, "model", "init_from", "", C(model.init_from), DP_PATH_MAX,
         "start from the /model weights of this checkpoint (or any file with that layout); empty = none"),
 
-    NUM("layer", "units", DP_KEY_INT, NULL, L(units), 1, 1 << 24, "outputs of this fully-connected layer"),
+    ENUM("layer", "type", "dense", L(type), layer_type_names,
+         "dense (fully connected), conv2d, maxpool, avgpool, flatten or dropout; conv2d and the pools need [data] "
+         "shape and come before flatten and dense layers; the last layer is dense"),
+    NUM("layer", "units", DP_KEY_INT, NULL, L(units), 1, 1 << 24,
+        "dense: outputs of this fully-connected layer (required; the last layer's are the classes or targets)"),
+    NUM("layer", "filters", DP_KEY_INT, NULL, L(filters), 1, 1 << 20, "conv2d: output channels (required)"),
+    {"layer", "kernel", DP_KEY_INTS, "", "conv2d, maxpool, avgpool: the window, k (k x k) or kh,kw (pools: square; "
+     "required)", L(kernel), NULL, 1, 4096, 2, NULL, DP_RESUME_MATCH},
+    NUM("layer", "stride", DP_KEY_INT, "0", L(stride), 0, 4096,
+        "conv2d, maxpool, avgpool: the window's step; 0 = the default (conv2d 1, pools the kernel)"),
+    NUM("layer", "padding", DP_KEY_INT, "0", L(padding), 0, 4096,
+        "conv2d: zeros added on each side, or same (the output keeps the input's size at stride 1; odd kernels)"),
+    NUM("layer", "rate", DP_KEY_DOUBLE, "0.5", L(rate), 0, 1,
+        "dropout: the fraction of units zeroed in training, below 1 (the others scaled by 1/(1 - rate)); off in "
+        "evaluation"),
     ENUM("layer", "activation", "relu", L(activation), act_names, "identity, relu, tanh or sigmoid"),
     ENUM("layer", "init", "auto", L(init), init_names,
          "weight initialisation; auto follows the activation (Xavier; sigmoid x4, relu x sqrt 2)"),
@@ -175,6 +193,10 @@ static const dp_key keys[] = {
          "chunks of chunk_rows rows, every sum exact"),
     SAFE(NUM, "train", "chunk_rows", DP_KEY_INT, "128", C(train.chunk_rows), 1, 1 << 20,
          "deterministic: rows per chunk, the unit of work a rank takes (larger is faster, fewer spreads wider)"),
+    SAFE(ENUM, "train", "comm", "auto", C(train.comm), comm_names,
+         "node: the weights and optimizer state once per node in shared memory, gradients summed there and "
+         "each rank updating its slice; flat: every rank its own copy, one allreduce; auto: node where every "
+         "node runs as many ranks, more than one, and the optimizer is not lbfgs"),
     SAFE(STR, "train", "timeline", "", C(train.timeline), DP_PATH_MAX,
         "write a Chrome trace (chrome://tracing, Perfetto) of the first timeline_steps steps here; empty = none"),
     SAFE(NUM, "train", "timeline_steps", DP_KEY_INT, "20", C(train.timeline_steps), 1, 100000,
@@ -233,7 +255,7 @@ const dp_key *dp_config_keys(size_t *n) {
 }
 
 const char *dp_key_type_name(dp_key_type t) {
-  static const char *const names[] = {"int", "int64", "uint64", "float", "bool", "string", "enum", "list"};
+  static const char *const names[] = {"int", "int64", "uint64", "float", "bool", "string", "enum", "list", "ints"};
   return (unsigned)t < sizeof names / sizeof names[0] ? names[t] : "?";
 }
 
@@ -323,8 +345,10 @@ static int parse_list(const dp_key *k, const char *v, void *dst, const char *wha
   for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
     trim(tok);
     int64_t x;
-    if ((size_t)n == k->size || parse_i64(what, tok, k->min, k->max, &x) < 0 || (n && x <= arr[n - 1]))
-      return expected(what, v, "up to %zu ascending integers >= %.0f, comma-separated", k->size, k->min);
+    int ascending = k->type == DP_KEY_LIST;
+    if ((size_t)n == k->size || parse_i64(what, tok, k->min, k->max, &x) < 0 || (ascending && n && x <= arr[n - 1]))
+      return expected(what, v, "up to %zu %sintegers >= %.0f, comma-separated", k->size, ascending ? "ascending " : "",
+                      k->min);
     arr[n++] = x;
   }
   *count = n;
@@ -380,6 +404,10 @@ static int parse_value(const dp_key *k, const char *v, void *base, const char *w
     *(int64_t *)dst = 0;
     return 0;
   }
+  if (!strcmp(k->key, "padding") && !strcasecmp(v, "same")) {
+    *(int *)dst = DP_PAD_SAME;
+    return 0;
+  }
   switch (k->type) {
   case DP_KEY_STRING:
     if (strlen(v) >= k->size || (!v[0] && !(k->def && !k->def[0]))) /* empty only where it is the default */
@@ -394,12 +422,14 @@ static int parse_value(const dp_key *k, const char *v, void *base, const char *w
   case DP_KEY_ENUM:
     return parse_enum(k, v, dst, what);
   case DP_KEY_LIST:
+  case DP_KEY_INTS:
     return parse_list(k, v, dst, what);
   default: {
     int rc = parse_number(k, v, dst, what);
-    if (rc == 0 || strcmp(k->key, "batch_size"))
+    if (rc == 0 || (strcmp(k->key, "batch_size") && strcmp(k->key, "padding")))
       return rc;
-    return expected(what, v, "an integer >= 1 or 'full'");
+    return strcmp(k->key, "padding") ? expected(what, v, "an integer >= 1 or 'full'")
+                                     : expected(what, v, "an integer >= 0 or 'same'");
   }
   }
 }
@@ -481,6 +511,34 @@ static int canonical_key(int i) {
 }
 
 static int known_section(const char *s) { return lookup_choice(sections, s) >= 0; }
+
+/* Key i's bit in dp_layer_cfg.given: its place among the layer keys. */
+static unsigned layer_key_bit(int i) {
+  unsigned b = 0;
+  for (int j = 0; j < i; j++)
+    b += !strcmp(keys[j].section, "layer");
+  return 1u << b;
+}
+
+/* The layer keys each type takes besides `type`. */
+static const char *const type_keys[] = {
+    [DP_LAYER_DENSE] = "units, activation, init, init_dist, norm, sync, eps, norm_momentum",
+    [DP_LAYER_CONV2D] = "filters, kernel, stride, padding, activation, init, init_dist, norm, sync, eps, norm_momentum",
+    [DP_LAYER_MAXPOOL] = "kernel, stride",
+    [DP_LAYER_AVGPOOL] = "kernel, stride",
+    [DP_LAYER_FLATTEN] = "",
+    [DP_LAYER_DROPOUT] = "rate",
+};
+
+static int key_applies(dp_layer_type t, const char *key) {
+  size_t n = strlen(key);
+  if (!strcmp(key, "type"))
+    return 1;
+  for (const char *s = type_keys[t]; (s = strstr(s, key)); s += n)
+    if ((s == type_keys[t] || s[-1] == ' ') && (s[n] == ',' || s[n] == 0))
+      return 1;
+  return 0;
+}
 
 /* "unknown key 'x' in [s] (did you mean 'y'?)" — or where the key does belong. */
 static void unknown_key_text(const char *section, const char *key, char *buf, size_t len) {
@@ -713,6 +771,8 @@ static int handler(void *user, const char *section, const char *name, const char
     parse_error(p, p->line, "%s", dp_errmsg(DP_ECONFIG)); /* adds the file and line */
     return 0;
   }
+  if (!strcmp(p->section, "layer"))
+    p->c->layer[p->c->n_layers - 1].given |= layer_key_bit(i);
   return 1;
 }
 
@@ -766,7 +826,10 @@ static int set_key(const char *spec, const char *section, const char *name, cons
   memcpy(val, value, strlen(value) + 1);
   trim(val);
   snprintf(what, sizeof what, "--set %s", spec);
-  return parse_value(&keys[i], val, base, what);
+  DP_TRY(parse_value(&keys[i], val, base, what));
+  if (!strcmp(section, "layer"))
+    ((dp_layer_cfg *)base)->given |= layer_key_bit(i);
+  return 0;
 }
 
 static int apply_set(dp_config *c, const char *spec) {
@@ -792,13 +855,82 @@ static int apply_set(dp_config *c, const char *spec) {
 
 /* ---- validation across keys, once everything is read ---- */
 
+/* The keys of layer i that its type does not take. */
+static int check_layer_keys(parser *p, int i) {
+  const dp_layer_cfg *l = &p->c->layer[i];
+  for (int k = 0; k < N_KEYS; k++)
+    if (!strcmp(keys[k].section, "layer") && (l->given & layer_key_bit(k)) && !key_applies(l->type, keys[k].key))
+      return parse_error(p, l->line, "[layer %d] %s does not apply to type = %s (its keys: %s)", i, keys[k].key,
+                         layer_type_names[l->type], type_keys[l->type][0] ? type_keys[l->type] : "none");
+  return 0;
+}
+
+/* Layer i's own required keys and values. */
+static int check_layer_values(parser *p, int i) {
+  const dp_layer_cfg *l = &p->c->layer[i];
+  const char *type = layer_type_names[l->type];
+  int pool = l->type == DP_LAYER_MAXPOOL || l->type == DP_LAYER_AVGPOOL;
+  if (l->type == DP_LAYER_DENSE && l->units < 1)
+    return parse_error(p, l->line, "[layer %d] units is required", i);
+  if (l->type == DP_LAYER_CONV2D && l->filters < 1)
+    return parse_error(p, l->line, "[layer %d] filters is required for type = conv2d", i);
+  if ((pool || l->type == DP_LAYER_CONV2D) && l->n_kernel == 0)
+    return parse_error(p, l->line, "[layer %d] kernel is required for type = %s (k, or kh,kw)", i, type);
+  if (pool && l->n_kernel == 2 && l->kernel[0] != l->kernel[1])
+    return parse_error(p, l->line, "[layer %d] kernel = %lld,%lld: %s takes a square kernel", i,
+                       (long long)l->kernel[0], (long long)l->kernel[1], type);
+  int odd = l->n_kernel > 0 && l->kernel[0] % 2 && l->kernel[l->n_kernel - 1] % 2;
+  if (l->type == DP_LAYER_CONV2D && l->padding == DP_PAD_SAME && !odd)
+    return parse_error(p, l->line, "[layer %d] padding = same needs an odd kernel (or give the padding)", i);
+  if (l->type == DP_LAYER_CONV2D && l->norm == DP_NORM_LAYER)
+    return parse_error(p, l->line, "[layer %d] norm = layer: conv2d takes none or batch", i);
+  if (l->type == DP_LAYER_DROPOUT && l->rate >= 1.0)
+    return parse_error(p, l->line, "[layer %d] rate = %g: expected a rate in [0, 1) (1 would drop every unit)", i,
+                       l->rate);
+  return 0;
+}
+
+/* Image layers first: conv2d and the pools need [data] shape and no dense or flatten before them;
+ * a pool works on a convolution's output; the last layer is dense. */
+static int check_layer_order(parser *p) {
+  const dp_config *c = p->c;
+  int flat = -1, conv = 0; /* flat: the first dense or flatten layer */
+  for (int i = 0; i < c->n_layers; i++) {
+    const dp_layer_cfg *l = &c->layer[i];
+    const char *type = layer_type_names[l->type];
+    int image = l->type == DP_LAYER_CONV2D || l->type == DP_LAYER_MAXPOOL || l->type == DP_LAYER_AVGPOOL;
+    if ((image || l->type == DP_LAYER_FLATTEN) && c->data.n_shape == 0)
+      return parse_error(p, l->line, "[layer %d] type = %s needs [data] shape = C,H,W (the image a row holds)", i,
+                         type);
+    if ((image || l->type == DP_LAYER_FLATTEN) && flat >= 0)
+      return parse_error(p, l->line, "[layer %d] type = %s after [layer %d] (%s): image layers come before flatten "
+                         "and dense layers", i, type, flat, layer_type_names[c->layer[flat].type]);
+    if (image && l->type != DP_LAYER_CONV2D && !conv)
+      return parse_error(p, l->line, "[layer %d] type = %s needs a conv2d before it (pooling works on its output)", i,
+                         type);
+    conv |= l->type == DP_LAYER_CONV2D;
+    if (flat < 0 && (l->type == DP_LAYER_DENSE || l->type == DP_LAYER_FLATTEN))
+      flat = i;
+  }
+  const dp_layer_cfg *last = &c->layer[c->n_layers - 1];
+  if (last->type != DP_LAYER_DENSE)
+    return parse_error(p, last->line, "[layer %d] type = %s: the last layer must be dense (its units are the classes "
+                       "or targets)", c->n_layers - 1, layer_type_names[last->type]);
+  return 0;
+}
+
 static int check_layers(parser *p) {
   dp_config *c = p->c;
   if (c->n_layers == 0)
     return parse_error(p, 0, "no [layer] section: the model needs at least one layer");
-  for (int i = 0; i < c->n_layers; i++)
-    if (c->layer[i].units < 1)
-      return parse_error(p, c->layer[i].line, "[layer %d] units is required", i);
+  if (c->data.n_shape != 0 && c->data.n_shape != 3)
+    return parse_error(p, 0, "[data] shape: expected C,H,W (three positive integers), got %d value%s",
+                       c->data.n_shape, c->data.n_shape > 1 ? "s" : "");
+  for (int i = 0; i < c->n_layers; i++) {
+    DP_TRY(check_layer_keys(p, i));
+    DP_TRY(check_layer_values(p, i));
+  }
+  DP_TRY(check_layer_order(p));
   for (int i = 0; i < c->n_layers; i++) /* a shard's own statistics depend on the rank count */
     if (c->train.deterministic && c->layer[i].norm == DP_NORM_BATCH && !c->layer[i].sync)
       return parse_error(p, c->layer[i].line, "[layer %d] sync = false: [train] deterministic needs batch norm "
@@ -909,7 +1041,10 @@ static void format_value(const dp_key *k, const void *base, char *buf, size_t le
   const void *v = (const char *)base + k->offset;
   switch (k->type) {
   case DP_KEY_INT:
-    snprintf(buf, len, "%d", *(const int *)v);
+    if (!strcmp(k->key, "padding") && *(const int *)v == DP_PAD_SAME)
+      snprintf(buf, len, "same");
+    else
+      snprintf(buf, len, "%d", *(const int *)v);
     return;
   case DP_KEY_INT64:
     if (!strcmp(k->key, "batch_size") && *(const int64_t *)v == 0)
@@ -932,7 +1067,8 @@ static void format_value(const dp_key *k, const void *base, char *buf, size_t le
   case DP_KEY_ENUM:
     snprintf(buf, len, "%s", k->choices[*(const int *)v]);
     return;
-  case DP_KEY_LIST: {
+  case DP_KEY_LIST:
+  case DP_KEY_INTS: {
     const int64_t *arr = v;
     int n = *(const int *)(arr + k->size);
     buf[0] = 0;
@@ -950,6 +1086,11 @@ static void write_section(FILE *f, const char *section, const void *base) {
   for (int i = 0; i < N_KEYS; i++) {
     if (strcmp(keys[i].section, section) || keys[i].alias_of)
       continue;
+    dp_layer_type type = !strcmp(section, "layer") ? ((const dp_layer_cfg *)base)->type : DP_LAYER_DENSE;
+    if (!strcmp(section, "layer") && !key_applies(type, keys[i].key))
+      continue; /* it would be refused when read back */
+    if (!strcmp(section, "layer") && !strcmp(keys[i].key, "type") && type == DP_LAYER_DENSE)
+      continue; /* a dense layer's file reads as before layer types existed */
     char buf[1100];
     format_value(&keys[i], base, buf, sizeof buf);
     fprintf(f, "%s = %s\n", keys[i].key, buf);
@@ -1060,8 +1201,10 @@ void dp_config_list(FILE *f) {
 static const char *const section_intro[] = {
     "The training data.",
     "The loss and an optional starting point.",
-    "One `[layer]` section per fully-connected layer, in order from input to output; the last one's "
-    "`units` is the number of classes (or regression targets). On the command line: "
+    "One `[layer]` section per layer, in order from input to output: dense (fully connected) by default, or "
+    "an image layer (conv2d, maxpool, avgpool: they need `[data] shape`), flatten or dropout, each taking "
+    "only its own keys. The last one is dense and its `units` is the number of classes (or regression "
+    "targets). On the command line: "
     "`--set layer.<i>.key=value`, i from 0.",
     "The optimizer; each key names the optimizers it applies to.",
     "The step size gamma of each step: an optional linear warm-up, then the schedule.",
@@ -1112,6 +1255,9 @@ static void md_range(const dp_key *k, char *buf, size_t len) {
   case DP_KEY_LIST:
     snprintf(buf, len, "up to %zu ascending integers ≥ %s, comma-separated", k->size, lo);
     return;
+  case DP_KEY_INTS:
+    snprintf(buf, len, "up to %zu integers from %s to %s, comma-separated, may be empty", k->size, lo, hi);
+    return;
   case DP_KEY_UINT64:
     snprintf(buf, len, "0 to 2^64 − 1");
     return;
@@ -1120,9 +1266,9 @@ static void md_range(const dp_key *k, char *buf, size_t len) {
       snprintf(buf, len, "≥ %s", lo);
     else
       snprintf(buf, len, "%s to %s", lo, hi);
-    if (!strcmp(k->key, "batch_size")) {
+    if (!strcmp(k->key, "batch_size") || !strcmp(k->key, "padding")) {
       size_t n = strlen(buf);
-      snprintf(buf + n, len - n, ", or `full`");
+      snprintf(buf + n, len - n, ", or `%s`", strcmp(k->key, "padding") ? "full" : "same");
     }
     return;
   }

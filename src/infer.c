@@ -40,21 +40,32 @@ static int fail(int rc, const char *fmt, ...) {
 
 const char *dp_infer_last_error(void) { return last_error; }
 
-/* The input width (layer 0's weight) and whether the checkpoint stores the input transform. */
-static int probe(const char *path, int64_t *n_in, int *has_transform) {
+/* The input width and whether the checkpoint stores the input transform. The width is the stored
+ * transform's, else the configured image's C·H·W, else layer 0's weight's (checkpoints from before
+ * /input hold dense layers only): a conv2d's weight or a first layer without one does not give it. */
+static int probe(const char *path, const dp_config *cfg, int64_t *n_in, int *has_transform) {
   hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
   if (f < 0)
     return dp_fail(DP_ECKPT, "%s: HDF5 cannot open it (truncated or damaged)", path);
   int rank = 0, a = 0, b = 0;
-  int64_t dims[2] = {0, 0};
-  int rc = h5u_shape(f, "model/layer0/weight", &rank, dims);
-  if (rc < 0 || rank != 2 || dims[1] < 1 || dims[1] > INT32_MAX)
-    rc = dp_fail(DP_ECKPT, "%s: no 2-dimensional /model/layer0/weight (not a model checkpoint)", path);
-  if (rc == 0 && (h5u_exists(f, "input/scale", &a) < 0 || h5u_exists(f, "input/shift", &b) < 0))
-    rc = dp_fail(DP_ECKPT, "%s: cannot read the /input group (damaged file)", path);
-  H5Fclose(f);
-  *n_in = dims[1];
+  int rc = h5u_exists(f, "input/scale", &a) < 0 || h5u_exists(f, "input/shift", &b) < 0
+               ? dp_fail(DP_ECKPT, "%s: cannot read the /input group (damaged file)", path)
+               : 0;
   *has_transform = a && b;
+  const int64_t *shape = cfg->data.shape;
+  if (rc == 0 && !*has_transform && cfg->data.n_shape) {
+    *n_in = shape[0] * shape[1] * shape[2];
+  } else if (rc == 0) {
+    /* input/scale is (n_in), layer 0's weight (out, n_in) */
+    const char *what = *has_transform ? "input/scale" : "model/layer0/weight";
+    int want = *has_transform ? 1 : 2;
+    int64_t dims[2] = {0, 0};
+    rc = h5u_shape(f, what, &rank, dims);
+    *n_in = dims[want - 1];
+    if (rc < 0 || rank != want || *n_in < 1 || *n_in > INT32_MAX)
+      rc = dp_fail(DP_ECKPT, "%s: no %d-dimensional /%s (not a model checkpoint)", path, want, what);
+  }
+  H5Fclose(f);
   return rc;
 }
 
@@ -95,8 +106,9 @@ static int build(dp_infer *m, const char *path, dp_config *cfg, char *text) {
   snprintf(name, sizeof name, "%s:/config", path);
   DP_TRY(dp_ckpt_config_text(path, text, INFER_CONFIG_MAX));
   DP_TRY(dp_config_parse_string(cfg, text, name, NULL, 0));
-  DP_TRY(probe(path, &m->n_in, &has_transform));
-  DP_TRY(dp_model_create(&m->model, cfg->layer, cfg->n_layers, cfg->model.loss, (int)m->n_in, INFER_BATCH));
+  DP_TRY(probe(path, cfg, &m->n_in, &has_transform));
+  DP_TRY(dp_model_create(&m->model, cfg->layer, cfg->n_layers, cfg->model.loss,
+                         cfg->data.n_shape ? cfg->data.shape : NULL, (int)m->n_in, INFER_BATCH));
   m->n_out = m->model.out_dim;
   m->classifier = cfg->model.loss != DP_LOSS_MSE;
   m->scale = malloc(sizeof(float) * (size_t)m->n_in);

@@ -3,6 +3,8 @@
 #include <cblas.h>
 #include <string.h>
 
+#include "vec.h"
+
 /* Products of a deterministic pass run chunk by chunk: the same shapes whatever rows share the pass,
  * so the same kernel and blocking produce the same bits. */
 static int piece(const dp_dense *l, int B) { return l->chunk > 0 ? l->chunk : B; }
@@ -28,6 +30,7 @@ int dp_dense_forward(dp_dense *l, const float *x, int B) {
   return 0;
 }
 
+DP_VECTOR_LOOP
 static void bias_grad(float *db, const float *dz, int B, int out, int accumulate) {
   if (!accumulate)
     memset(db, 0, sizeof(float) * (size_t)out);
@@ -39,7 +42,12 @@ static void bias_grad(float *db, const float *dz, int B, int out, int accumulate
 }
 
 int dp_dense_backward(dp_dense *l, const float *x, int B, float *dx, int accumulate) {
-  dp_act_backward(l->act, l->y, l->dy, (size_t)B * l->out); /* dy -> d(norm output) or dz */
+  /* A bias (there is no norm then) is summed while dz's rows are in L1; a chunked pass sums it per
+   * chunk (dp_dense_chunk_grads). */
+  if (l->db && !l->chunk)
+    dp_act_bias_backward(l->act, l->y, l->dy, l->db, (size_t)B, (size_t)l->out, accumulate);
+  else
+    dp_act_backward(l->act, l->y, l->dy, (size_t)B * l->out); /* dy -> d(norm output) or dz */
   if (l->norm.kind != DP_NORM_NONE) {
     int rc = dp_norm_backward(&l->norm, l->dy, B, accumulate); /* -> dz; collective with sync */
     if (rc < 0)
@@ -54,19 +62,14 @@ int dp_dense_backward(dp_dense *l, const float *x, int B, float *dx, int accumul
     return 0;
   }
   if (B == 0) {
-    /* An empty shard still contributes (zero) gradients to the allreduce. */
-    if (!accumulate) {
+    /* An empty shard still contributes (zero) gradients to the allreduce; db's were set above. */
+    if (!accumulate)
       memset(l->dw, 0, sizeof(float) * (size_t)l->out * l->in);
-      if (l->db)
-        memset(l->db, 0, sizeof(float) * (size_t)l->out);
-    }
     return 0;
   }
   /* dW (out, in) = dzᵀ (out, B) · x (B, in) */
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, l->out, l->in, B, 1.0f, l->dy, l->out, x, l->in,
               accumulate ? 1.0f : 0.0f, l->dw, l->in);
-  if (l->db)
-    bias_grad(l->db, l->dy, B, l->out, accumulate);
   if (dx) /* dx (B, in) = dz (B, out) · W (out, in) */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, l->in, l->out, 1.0f, l->dy, l->out, l->w, l->in, 0.0f,
                 dx, l->in);
@@ -82,4 +85,12 @@ void dp_dense_chunk_grads(dp_dense *l, const float *x, int B, int c) {
     bias_grad(l->db, dz, m, l->out, 0);
   else
     dp_norm_chunk_grads(&l->norm, c);
+}
+
+void dp_dense_input_grad(const dp_dense *l, int B, float *dx) {
+  for (int r = 0; r < B; r += piece(l, B)) { /* dx (B, in) = dz (B, out) · W (out, in) */
+    int m = B - r < piece(l, B) ? B - r : piece(l, B);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, l->in, l->out, 1.0f, l->dy + (size_t)r * l->out, l->out,
+                l->w, l->in, 0.0f, dx + (size_t)r * l->in, l->in);
+  }
 }

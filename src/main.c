@@ -132,15 +132,18 @@ static const char usage_convert[] =
     "idx and csv write chunks of about 2 MB too: a streamed block is one or a few chunks.\n";
 
 static const char usage_bench[] =
-    "usage: dptrain bench [--data FILE] [--hidden 512,256] [--batch 128] [--seconds 3] [--threads N]\n"
-    "                     [--bucket-mb MB] [--sgemm] [--allreduce] [--ckpt-dir DIR]\n"
+    "usage: dptrain bench [--data FILE] [--hidden 512,256 | --config CONFIG] [--batch 128] [--seconds 3]\n"
+    "                     [--threads N] [--bucket-mb MB] [--comm auto|node|flat] [--sgemm] [--allreduce]\n"
+    "                     [--ckpt-dir DIR]\n"
     "\n"
     "Times training steps of a ReLU MLP (784-hidden-10, SGD momentum) on FILE (default\n"
-    "data/fashion_mnist.h5) at the GLOBAL batch given, and prints one JSON object: samples/s,\n"
-    "GFLOP/s, the step split (compute, communication wait, optimizer; max over ranks), peak RSS\n"
-    "with its parts. --sgemm also times the step's GEMM shapes alone; --allreduce times allreduces\n"
-    "of 1 KiB .. 16 MiB and fits t(n) = alpha + n beta; --ckpt-dir times a checkpoint write against\n"
-    "a plain write of as many bytes. `make bench` runs the whole benchmark (scripts/bench.sh).\n";
+    "data/fashion_mnist.h5), or of CONFIG's model with its optimizer (on its data unless --data), at\n"
+    "the GLOBAL batch given, and prints one JSON object: samples/s, GFLOP/s, the step split\n"
+    "(compute, communication wait, optimizer; max over ranks), peak RSS with its parts. --sgemm also\n"
+    "times the step's GEMM shapes alone (a conv2d's on its im2col rows) and each conv2d layer's\n"
+    "kernels alone; --allreduce times allreduces of 1 KiB .. 16 MiB and fits t(n) = alpha + n beta;\n"
+    "--ckpt-dir times a checkpoint write against a plain write of as many bytes. `make bench` runs\n"
+    "the whole benchmark (scripts/bench.sh).\n";
 
 static const char usage_ckpt[] =
     "usage: dptrain inspect CKPT.h5\n"
@@ -408,8 +411,15 @@ static int bench_option(const char *s, const char *v, dp_bench_opts *o) {
     o->data = v;
   else if (!strcmp(s, "--hidden"))
     o->hidden = v;
+  else if (!strcmp(s, "--config"))
+    o->config = v;
   else if (!strcmp(s, "--ckpt-dir"))
     o->ckpt_dir = v;
+  else if (!strcmp(s, "--comm")) {
+    if (strcmp(v, "auto") && strcmp(v, "node") && strcmp(v, "flat"))
+      return dp_fail(DP_EUSAGE, "--comm expects auto, node or flat, got '%s'", v);
+    o->comm = v;
+  }
   else if (!strcmp(s, "--seconds"))
     return opt_double(s, v, -DBL_MAX, DBL_MAX, "a number", &o->seconds);
   else if (!strcmp(s, "--bucket-mb"))
@@ -444,7 +454,7 @@ static int parse_bench(int argc, char **argv, dp_bench_opts *o) {
 }
 
 static int cmd_bench(int argc, char **argv) {
-  dp_bench_opts o = {.data = "data/fashion_mnist.h5", .hidden = "512,256", .batch = 128, .seconds = 3,
+  dp_bench_opts o = {.hidden = "512,256", .batch = 128, .seconds = 3,
                      .bucket_mb = 1};
   for (int i = 0; i < argc; i++)
     if (is_help(argv[i])) {

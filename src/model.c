@@ -21,20 +21,54 @@ static float *alloc_floats(size_t n) {
 
 /* Sizes of every block, walked in one place so that counting and assigning views cannot drift. */
 typedef struct {
-  size_t params, acts, stats, scratch, work;
+  size_t params, acts, stats, scratch, work, aux, col;
 } block_sizes;
 
-/* Counts layer l's share of each block and, when m's blocks exist, points l's views into them. */
-static void place_layer(dp_model *m, dp_dense *l, block_sizes *o) {
+static int has_params(const dp_layer_geom *g) { return g->type == DP_LAYER_DENSE || g->type == DP_LAYER_CONV2D; }
+
+/* A dense layer fed an NHWC image flattens it first (the implicit flatten). */
+static int flattens(const dp_layer_geom *g) { return g->type == DP_LAYER_DENSE && g->h > 0 && !g->nchw; }
+
+/* Layer g's masks, winners and flattened inputs in the aux block; the im2col scratch it needs. */
+static void place_aux(dp_model *m, dp_layer_geom *g, block_sizes *o) {
   int have = m->params != NULL;
-  size_t B = (size_t)m->max_batch, u = (size_t)l->out;
+  size_t B = (size_t)m->max_batch, n = 0;
+  if (g->type == DP_LAYER_DROPOUT) {
+    if (have)
+      g->mask = m->aux + o->aux;
+    n = B * g->n_out;
+  } else if (g->type == DP_LAYER_MAXPOOL) {
+    if (have)
+      g->arg = (int32_t *)(m->aux + o->aux); /* int32 and float are both 4 bytes */
+    n = B * g->n_out;
+  } else if (flattens(g)) {
+    if (have)
+      g->flat = m->aux + o->aux, g->dflat = m->aux + o->aux + pad16(B * g->n_in);
+    n = pad16(B * g->n_in) + B * g->n_in;
+  }
+  o->aux += pad16(n);
+  if (g->type == DP_LAYER_CONV2D) {
+    size_t col = dp_conv_col_floats(&g->conv, m->max_batch);
+    o->col = col > o->col ? col : o->col;
+  }
+}
+
+/* Counts layer i's share of each block and, when m's blocks exist, points its views into them. */
+static void place_layer(dp_model *m, int i, block_sizes *o) {
+  int have = m->params != NULL;
+  dp_dense *l = &m->layer[i];
+  dp_layer_geom *g = &m->geom[i];
+  size_t B = (size_t)m->max_batch * (size_t)g->pix, u = has_params(g) ? (size_t)l->out : g->n_out;
   dp_norm *n = &l->norm;
   if (have) {
     l->w = m->params + o->params, l->dw = m->grads + o->params;
     l->y = m->acts + o->acts, l->dy = m->acts + o->acts + pad16(B * u);
   }
-  o->params += pad16(u * (size_t)l->in);
+  o->params += pad16((size_t)l->out * (size_t)l->in);
   o->acts += 2 * pad16(B * u);
+  place_aux(m, g, o);
+  if (!has_params(g))
+    return;
   if (n->kind == DP_NORM_NONE) {
     if (have)
       l->b = m->params + o->params, l->db = m->grads + o->params;
@@ -51,7 +85,7 @@ static void place_layer(dp_model *m, dp_dense *l, block_sizes *o) {
       n->running_mean = m->stats + o->stats, n->running_var = m->stats + o->stats + pad16(u);
   }
   o->params += 2 * pad16(u);
-  o->scratch += pad16(dp_norm_scratch_floats(n->kind, l->out, m->max_batch));
+  o->scratch += pad16(dp_norm_scratch_floats(n->kind, l->out, m->max_batch * g->pix));
   o->work += dp_norm_work_doubles(n->kind, l->out);
   o->stats += n->kind == DP_NORM_BATCH ? 2 * pad16(u) : 0;
 }
@@ -59,20 +93,95 @@ static void place_layer(dp_model *m, dp_dense *l, block_sizes *o) {
 static void place_all(dp_model *m, block_sizes *o) {
   memset(o, 0, sizeof *o);
   for (int i = 0; i < m->n_layers; i++)
-    place_layer(m, &m->layer[i], o);
+    place_layer(m, i, o);
 }
 
-static void configure_layer(dp_model *m, dp_dense *l, const dp_layer_cfg *lc, int in) {
+/* The dense part: in inputs and out outputs per row, pix rows per sample. */
+static void configure_dense(dp_model *m, dp_dense *l, const dp_layer_cfg *lc, int in, int out, int pix) {
   l->in = in;
-  l->out = lc->units;
+  l->out = out;
   l->act = lc->activation;
   l->norm = (dp_norm){.kind = (dp_norm_kind)lc->norm,
-                      .units = lc->units,
-                      .max_batch = m->max_batch,
+                      .units = out,
+                      .max_batch = m->max_batch * pix,
                       .eps = (float)lc->eps,
                       .momentum = (float)lc->norm_momentum,
                       .sync = lc->sync};
   m->n_params += dp_dense_params(l->in, l->out, lc->norm != DP_NORM_NONE);
+}
+
+static void set_output(dp_layer_geom *g, int c, int h, int w) {
+  g->oc = c, g->oh = h, g->ow = w;
+  g->n_out = (size_t)c * (size_t)(h ? h : 1) * (size_t)(w ? w : 1);
+}
+
+/* An image layer's geometry from its input g->c, h, w; DP_ECONFIG naming the layer when it does not fit. */
+static int configure_image(dp_layer_geom *g, const dp_layer_cfg *lc, int i) {
+  int kh = (int)lc->kernel[0], kw = lc->n_kernel > 1 ? (int)lc->kernel[1] : kh, rc;
+  if (g->type == DP_LAYER_CONV2D) {
+    rc = dp_conv_geom_init(&g->conv, g->c, g->h, g->w, lc->filters, kh, kw, lc->stride ? lc->stride : 1, lc->padding);
+    set_output(g, lc->filters, g->conv.oh, g->conv.ow);
+    g->pix = g->conv.oh * g->conv.ow;
+  } else {
+    rc = dp_pool_geom_init(&g->pool, g->c, g->h, g->w, kh, lc->stride ? lc->stride : kh, g->type == DP_LAYER_MAXPOOL);
+    set_output(g, g->c, g->pool.oh, g->pool.ow);
+  }
+  if (rc == 0)
+    return 0;
+  char msg[256]; /* dp_fail writes where dp_errmsg reads */
+  snprintf(msg, sizeof msg, "%s", dp_errmsg(rc));
+  return dp_fail(DP_ECONFIG, "[layer %d] %s", i, msg);
+}
+
+/* Layer i's kind and sizes from its input (g->c, h, w, nchw already set). */
+static int configure(dp_model *m, int i, const dp_layer_cfg *lc) {
+  dp_layer_geom *g = &m->geom[i];
+  g->type = lc->type;
+  g->n_in = (size_t)g->c * (size_t)(g->h ? g->h : 1) * (size_t)(g->w ? g->w : 1);
+  g->pix = 1;
+  switch (lc->type) {
+  case DP_LAYER_DENSE:
+    set_output(g, lc->units, 0, 0);
+    configure_dense(m, &m->layer[i], lc, (int)g->n_in, lc->units, 1);
+    return 0;
+  case DP_LAYER_CONV2D:
+    DP_TRY(configure_image(g, lc, i));
+    configure_dense(m, &m->layer[i], lc, g->c * g->conv.kh * g->conv.kw, lc->filters, g->pix);
+    return 0;
+  case DP_LAYER_MAXPOOL:
+  case DP_LAYER_AVGPOOL:
+    return configure_image(g, lc, i);
+  case DP_LAYER_FLATTEN:
+    set_output(g, (int)g->n_in, 0, 0);
+    return 0;
+  case DP_LAYER_DROPOUT:
+    set_output(g, g->c, g->h, g->w);
+    g->rate = (float)lc->rate;
+    return 0;
+  }
+  return dp_fail(DP_EINVAL, "[layer %d]: unknown type %d", i, (int)lc->type);
+}
+
+/* Every layer's geometry, each from the previous one's output. */
+static int configure_all(dp_model *m, const dp_layer_cfg *layers, const int64_t *shape) {
+  int c = m->in_dim, h = 0, w = 0, nchw = 1;
+  if (shape) {
+    if (shape[0] * shape[1] * shape[2] != m->in_dim)
+      return dp_fail(DP_ECONFIG, "[data] shape = %lld,%lld,%lld is %lld values per row, the data's rows have %d",
+                     (long long)shape[0], (long long)shape[1], (long long)shape[2],
+                     (long long)(shape[0] * shape[1] * shape[2]), m->in_dim);
+    c = (int)shape[0], h = (int)shape[1], w = (int)shape[2];
+  }
+  for (int i = 0; i < m->n_layers; i++) {
+    dp_layer_geom *g = &m->geom[i];
+    g->c = c, g->h = h, g->w = w, g->nchw = nchw;
+    DP_TRY(configure(m, i, &layers[i]));
+    c = g->oc, h = g->oh, w = g->ow;
+    /* conv2d and the pools write NHWC, flatten and dense rows; dropout keeps its input's layout */
+    nchw = g->type == DP_LAYER_DROPOUT ? nchw : !(g->type == DP_LAYER_CONV2D || g->type == DP_LAYER_MAXPOOL ||
+                                                  g->type == DP_LAYER_AVGPOOL);
+  }
+  return 0;
 }
 
 static int alloc_blocks(dp_model *m, const block_sizes *o) {
@@ -81,16 +190,20 @@ static int alloc_blocks(dp_model *m, const block_sizes *o) {
   m->grads = m->grad_block ? m->grad_block + 16 : NULL;
   m->extra = m->grads ? m->grads - DP_GRAD_EXTRA : NULL;
   m->acts = alloc_floats(o->acts);
+  m->aux = alloc_floats(o->aux);
+  m->col = alloc_floats(o->col);
   m->stats = alloc_floats(o->stats);
   m->norm_scratch = alloc_floats(o->scratch);
   m->norm_work = calloc(o->work ? o->work : 1, sizeof(double));
-  if (!m->params || !m->grads || !m->acts || !m->stats || !m->norm_scratch || !m->norm_work)
-    return dp_fail(DP_ENOMEM, "model: cannot allocate %zu parameters and %zu activation floats", o->params, o->acts);
+  if (!m->params || !m->grads || !m->acts || !m->aux || !m->col || !m->stats || !m->norm_scratch || !m->norm_work)
+    return dp_fail(DP_ENOMEM, "model: cannot allocate %zu parameters and %zu activation floats", o->params,
+                   o->acts + o->aux + o->col);
   return 0;
 }
 
-int dp_model_create(dp_model *m, const dp_layer_cfg *layers, int n_layers, dp_loss_kind loss, int in_dim,
-                    int max_batch) {
+/* The layers configured and every block counted, nothing allocated. */
+static int plan(dp_model *m, const dp_layer_cfg *layers, int n_layers, dp_loss_kind loss, const int64_t *shape,
+                int in_dim, int max_batch, block_sizes *o) {
   memset(m, 0, sizeof *m);
   if (n_layers < 1 || n_layers > DP_MAX_LAYERS || in_dim < 1 || max_batch < 1)
     return dp_fail(DP_EINVAL, "model: needs at least one layer, inputs and a batch");
@@ -98,17 +211,34 @@ int dp_model_create(dp_model *m, const dp_layer_cfg *layers, int n_layers, dp_lo
   m->in_dim = in_dim;
   m->max_batch = max_batch;
   m->loss = loss;
-  int in = in_dim;
-  for (int i = 0; i < m->n_layers; i++) {
-    configure_layer(m, &m->layer[i], &layers[i], in);
-    in = m->layer[i].out;
-  }
-  m->out_dim = in;
+  DP_TRY(configure_all(m, layers, shape));
+  m->out_dim = m->layer[n_layers - 1].out;
+  place_all(m, o); /* count */
+  m->n_floats = o->params;
+  m->n_stats = o->stats;
+  return 0;
+}
+
+int dp_model_plan(const dp_layer_cfg *layers, int n_layers, dp_loss_kind loss, const int64_t *shape, int in_dim,
+                  int max_batch, double *params, double *other) {
+  dp_model *m = malloc(sizeof *m); /* large: its layer arrays */
+  if (!m)
+    return dp_fail(DP_ENOMEM, "model: out of memory");
+  block_sizes o = {0};
+  int rc = plan(m, layers, n_layers, loss, shape, in_dim, max_batch, &o);
+  *params = (double)o.params;
+  *other = (double)(o.acts + o.stats + o.scratch + o.aux + o.col) + 2.0 * (double)o.work;
+  free(m);
+  return rc;
+}
+
+int dp_model_create(dp_model *m, const dp_layer_cfg *layers, int n_layers, dp_loss_kind loss, const int64_t *shape,
+                    int in_dim, int max_batch) {
   block_sizes o;
-  place_all(m, &o); /* count */
-  m->n_floats = o.params;
-  m->n_stats = o.stats;
-  int rc = alloc_blocks(m, &o);
+  int rc = plan(m, layers, n_layers, loss, shape, in_dim, max_batch, &o);
+  if (rc < 0)
+    return rc;
+  rc = alloc_blocks(m, &o);
   if (rc < 0) {
     dp_model_free(m);
     return rc;
@@ -118,9 +248,15 @@ int dp_model_create(dp_model *m, const dp_layer_cfg *layers, int n_layers, dp_lo
 }
 
 void dp_model_free(dp_model *m) {
-  free(m->params);
-  free(m->grad_block);
+  if (!m->shared_params)
+    free(m->params);
+  if (!m->shared_grads)
+    free(m->grad_block);
+  m->shared_params = m->shared_grads = 0;
   free(m->acts);
+  free(m->aux);
+  free(m->col);
+  m->aux = m->col = NULL;
   free(m->stats);
   free(m->norm_scratch);
   free(m->norm_work);
@@ -161,7 +297,7 @@ int dp_model_set_chunks(dp_model *m, int rows, dp_chunk_reduce_fn reduce, void *
   m->on_chunk_ctx = grad_ctx;
   for (int i = 0; i < m->n_layers; i++) {
     dp_dense *l = &m->layer[i];
-    l->chunk = l->norm.chunk = rows;
+    l->chunk = l->norm.chunk = rows * m->geom[i].pix; /* a conv2d's chunk: its samples' pixels */
     l->norm.chunk_reduce = reduce;
     l->norm.reduce_ctx = ctx;
     l->norm.chunk_sums = m->chunk_sums;
@@ -169,14 +305,28 @@ int dp_model_set_chunks(dp_model *m, int rows, dp_chunk_reduce_fn reduce, void *
   return 0;
 }
 
+/* A conv2d's weights by the table with fan_in = c·kh·kw, fan_out = filters·kh·kw (PyTorch's). */
+static void init_conv(const dp_dense *l, const dp_layer_geom *g, const dp_layer_cfg *lc, dp_rng *rng) {
+  int is_normal;
+  double width;
+  dp_init_params(lc->init, lc->init_dist, l->act, l->in, l->out * g->conv.kh * g->conv.kw, &is_normal, &width);
+  for (size_t i = 0; i < (size_t)l->in * (size_t)l->out; i++)
+    l->w[i] = (float)(is_normal ? width * dp_rng_normal(rng) : width * (2.0 * dp_rng_uniform(rng) - 1.0));
+}
+
 void dp_model_init(dp_model *m, const dp_layer_cfg *layers, uint64_t seed) {
   dp_rng rng;
   for (int i = 0; i < m->n_layers; i++) {
     dp_dense *l = &m->layer[i];
     const dp_layer_cfg *lc = &layers[i];
+    if (!has_params(&m->geom[i]))
+      continue;
     /* One stream per layer: adding a layer does not change the others' initial weights. */
     dp_rng_seed(&rng, seed, 0x1000 + (uint64_t)i);
-    dp_init_weights(l->w, l->in, l->out, lc->init, lc->init_dist, l->act, &rng);
+    if (m->geom[i].type == DP_LAYER_CONV2D)
+      init_conv(l, &m->geom[i], lc, &rng);
+    else
+      dp_init_weights(l->w, l->in, l->out, lc->init, lc->init_dist, l->act, &rng);
     if (l->b)
       memset(l->b, 0, sizeof(float) * (size_t)l->out);
     if (l->norm.kind != DP_NORM_NONE)
@@ -184,9 +334,63 @@ void dp_model_init(dp_model *m, const dp_layer_cfg *layers, uint64_t seed) {
   }
 }
 
+void dp_model_set_pass(dp_model *m, uint64_t seed, int64_t step, int64_t row0) {
+  m->seed = seed;
+  m->step = step;
+  m->row0 = row0;
+}
+
+static dp_img input_layout(const dp_layer_geom *g) {
+  return g->nchw ? dp_img_nchw(g->c, g->h, g->w) : dp_img_nhwc(g->c, g->h, g->w);
+}
+
+static void dropout_forward(dp_model *m, int i, const float *x, int B) {
+  dp_dense *l = &m->layer[i];
+  dp_layer_geom *g = &m->geom[i];
+  size_t n = (size_t)B * g->n_out;
+  if (l->eval || g->rate == 0.0f) {
+    memcpy(l->y, x, sizeof(float) * n);
+    return;
+  }
+  dp_dropout_mask(m->seed, m->step, i, m->row0, B, (int)g->n_out, g->rate, g->mask);
+  for (size_t j = 0; j < n; j++)
+    l->y[j] = x[j] * g->mask[j];
+}
+
+/* Layer i's output y from its input x (B samples); 0 or the norm's error. */
+static int layer_forward(dp_model *m, int i, const float *x, int B) {
+  dp_dense *l = &m->layer[i];
+  dp_layer_geom *g = &m->geom[i];
+  switch (g->type) {
+  case DP_LAYER_DENSE:
+    if (flattens(g)) {
+      dp_nhwc_to_nchw(x, B, g->c, g->h, g->w, g->flat);
+      x = g->flat;
+    }
+    return dp_dense_forward(l, x, B);
+  case DP_LAYER_CONV2D:
+    dp_im2col(&g->conv, x, input_layout(g), B, m->col);
+    return dp_dense_forward(l, m->col, B * g->pix);
+  case DP_LAYER_MAXPOOL:
+  case DP_LAYER_AVGPOOL:
+    dp_pool_forward(&g->pool, x, B, l->y, g->arg);
+    return 0;
+  case DP_LAYER_FLATTEN:
+    if (g->nchw)
+      memcpy(l->y, x, sizeof(float) * (size_t)B * g->n_in);
+    else
+      dp_nhwc_to_nchw(x, B, g->c, g->h, g->w, l->y);
+    return 0;
+  case DP_LAYER_DROPOUT:
+    dropout_forward(m, i, x, B);
+    return 0;
+  }
+  return 0;
+}
+
 const float *dp_model_forward(dp_model *m, const float *x, int B) {
   for (int i = 0; i < m->n_layers; i++) {
-    int rc = dp_dense_forward(&m->layer[i], x, B);
+    int rc = layer_forward(m, i, x, B);
     if (rc < 0 && m->err == 0)
       m->err = rc; /* go on: every rank must make the same reduces */
     x = m->layer[i].y;
@@ -234,13 +438,70 @@ static double chunk_losses(dp_model *m, const int32_t *labels, const float *targ
   return total;
 }
 
-/* Deterministic mode: layer i's gradients chunk by chunk, each handed on before the next overwrites it. */
-static void chunk_grads(dp_model *m, int i, const float *in, int B) {
-  for (int c = 0; c * m->chunk_rows < B; c++) {
-    dp_dense_chunk_grads(&m->layer[i], in, B, c);
+/* Deterministic mode: layer i's gradients chunk by chunk, each handed on before the next overwrites it.
+ * rows: of the dense part (a conv2d's B·oh·ow). */
+static void chunk_grads(dp_model *m, int i, const float *in, int rows) {
+  for (int c = 0; c * m->layer[i].chunk < rows; c++) {
+    dp_dense_chunk_grads(&m->layer[i], in, rows, c);
     if (m->on_chunk_grad)
       m->on_chunk_grad(m->on_chunk_ctx, i, c);
   }
+}
+
+/* The dense part's gradients from l->dy and its input x (rows rows); dL/dx into dx (may be NULL). */
+static int dense_backward(dp_model *m, int i, const float *x, int rows, float *dx, int accumulate) {
+  int rc = dp_dense_backward(&m->layer[i], x, rows, dx, accumulate);
+  if (m->chunk_rows)
+    chunk_grads(m, i, x, rows);
+  return rc;
+}
+
+/* A conv2d: the forward's im2col is recomputed into the one scratch, which then takes the columns'
+ * gradient for col2im. */
+static int conv_backward(dp_model *m, int i, const float *x, int B, float *dx, int accumulate) {
+  dp_layer_geom *g = &m->geom[i];
+  dp_im2col(&g->conv, x, input_layout(g), B, m->col);
+  int rc = dense_backward(m, i, m->col, B * g->pix, NULL, accumulate);
+  if (dx) {
+    dp_dense_input_grad(&m->layer[i], B * g->pix, m->col);
+    dp_col2im(&g->conv, m->col, B, dx, input_layout(g));
+  }
+  return rc;
+}
+
+/* From layer i's dy: its parameters' gradients and dL/dx of its input x into dx (NULL: not needed). */
+static int layer_backward(dp_model *m, int i, const float *x, int B, float *dx, int accumulate) {
+  dp_dense *l = &m->layer[i];
+  dp_layer_geom *g = &m->geom[i];
+  size_t n = (size_t)B * g->n_in;
+  switch (g->type) {
+  case DP_LAYER_DENSE: {
+    if (!flattens(g))
+      return dense_backward(m, i, x, B, dx, accumulate);
+    int rc = dense_backward(m, i, g->flat, B, dx ? g->dflat : NULL, accumulate);
+    if (dx)
+      dp_nchw_to_nhwc(g->dflat, B, g->c, g->h, g->w, dx);
+    return rc;
+  }
+  case DP_LAYER_CONV2D:
+    return conv_backward(m, i, x, B, dx, accumulate);
+  case DP_LAYER_MAXPOOL:
+  case DP_LAYER_AVGPOOL:
+    if (dx)
+      dp_pool_backward(&g->pool, l->dy, B, g->arg, dx);
+    return 0;
+  case DP_LAYER_FLATTEN:
+    if (dx && g->nchw)
+      memcpy(dx, l->dy, sizeof(float) * n);
+    else if (dx)
+      dp_nchw_to_nhwc(l->dy, B, g->c, g->h, g->w, dx);
+    return 0;
+  case DP_LAYER_DROPOUT:
+    for (size_t j = 0; dx && j < n; j++)
+      dx[j] = l->eval || g->rate == 0.0f ? l->dy[j] : l->dy[j] * g->mask[j];
+    return 0;
+  }
+  return 0;
 }
 
 double dp_model_backward(dp_model *m, const float *x, const int32_t *labels, const float *targets, int B,
@@ -254,11 +515,9 @@ double dp_model_backward(dp_model *m, const float *x, const int32_t *labels, con
   for (int i = m->n_layers - 1; i >= 0; i--) {
     const float *in = i ? m->layer[i - 1].y : x;
     float *dx = i ? m->layer[i - 1].dy : NULL; /* the input needs no gradient */
-    int rc = dp_dense_backward(&m->layer[i], in, B, dx, accumulate);
+    int rc = layer_backward(m, i, in, B, dx, accumulate);
     if (rc < 0 && m->err == 0)
       m->err = rc;
-    if (m->chunk_rows)
-      chunk_grads(m, i, in, B);
     if (m->on_layer_grad)
       m->on_layer_grad(m->on_layer_ctx, i);
   }
@@ -268,12 +527,14 @@ double dp_model_backward(dp_model *m, const float *x, const int32_t *labels, con
 double dp_model_flops_forward(const dp_model *m) {
   double f = 0.0;
   for (int i = 0; i < m->n_layers; i++)
-    f += 2.0 * m->layer[i].in * m->layer[i].out;
+    f += 2.0 * m->geom[i].pix * m->layer[i].in * m->layer[i].out;
   return f;
 }
 
 int dp_model_tensors(const dp_model *m, int i, dp_tensor t[DP_MAX_TENSORS]) {
   const dp_dense *l = &m->layer[i];
+  if (!has_params(&m->geom[i]))
+    return 0;
   t[0] = (dp_tensor){"weight", (size_t)(l->w - m->params), 2, {l->out, l->in}};
   if (l->norm.kind == DP_NORM_NONE) {
     t[1] = (dp_tensor){"bias", (size_t)(l->b - m->params), 1, {l->out, 0}};
@@ -324,4 +585,23 @@ int dp_model_register(dp_model *m, dp_state *st) {
   m->n_layers_i64 = m->n_layers;
   DP_TRY(dp_state_i64(st, &m->n_layers_i64, 0, DP_MAX_LAYERS, DP_ST_MODEL | DP_ST_CONST | DP_ST_OPTIONAL, "n_layers"));
   return dp_state_add_check(st, check_layer_count, m, DP_ST_MODEL);
+}
+
+void dp_model_adopt(dp_model *m, float *params, float *grad_block) {
+  if (params) {
+    if (!m->shared_params)
+      free(m->params);
+    m->params = params;
+    m->shared_params = 1;
+  }
+  if (grad_block) {
+    if (!m->shared_grads)
+      free(m->grad_block);
+    m->grad_block = grad_block;
+    m->grads = grad_block + 16;
+    m->extra = m->grads - DP_GRAD_EXTRA;
+    m->shared_grads = 1;
+  }
+  block_sizes o;
+  place_all(m, &o);
 }

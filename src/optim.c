@@ -6,11 +6,13 @@
 #include <string.h>
 
 #include "dptrain/error.h"
+#include "vec.h"
 
 /* Each update loop also notes whether g held a NaN or an Inf (g − g is 0 exactly for finite g): an
  * integer OR that vectorises with the loop, so checking the gradient costs no pass of its own. */
 #define NONFINITE(x) (!((x) - (x) == 0.0f))
 
+DP_VECTOR_LOOP
 int dp_sgd_momentum(size_t n, float lr, float beta, const float *restrict g, float *restrict w, float *restrict p) {
   int bad = 0;
   for (size_t i = 0; i < n; i++) {
@@ -21,6 +23,7 @@ int dp_sgd_momentum(size_t n, float lr, float beta, const float *restrict g, flo
   return bad;
 }
 
+DP_VECTOR_LOOP
 int dp_sgd_full(size_t n, float lr, float beta, float dampening, float weight_decay, int nesterov, int first,
                 const float *restrict g, float *restrict w, float *restrict p) {
   /* PyTorch's convention: the first step's buffer is the gradient itself, undampened. */
@@ -36,6 +39,7 @@ int dp_sgd_full(size_t n, float lr, float beta, float dampening, float weight_de
   return bad;
 }
 
+DP_VECTOR_LOOP
 int dp_sgd_difference(size_t n, float lr, float beta, const float *restrict g, float *restrict w,
                       float *restrict prev) {
   int bad = 0;
@@ -48,6 +52,7 @@ int dp_sgd_difference(size_t n, float lr, float beta, const float *restrict g, f
   return bad;
 }
 
+DP_VECTOR_LOOP
 int dp_rmsprop(size_t n, float lr, float alpha, float eps, float mu, float l2, const float *restrict g,
                float *restrict w, float *restrict v, float *restrict b) {
   int bad = 0;
@@ -70,6 +75,7 @@ int dp_rmsprop(size_t n, float lr, float alpha, float eps, float mu, float l2, c
   return bad;
 }
 
+DP_VECTOR_LOOP
 int dp_adam(size_t n, float lr, float beta1, float beta2, float eps, int eps_inside, float c1, float c2, float l2,
              float decoupled, const float *restrict g, float *restrict w, float *restrict m, float *restrict v) {
   float shrink = 1.0f - lr * decoupled, step = lr / c1, inv_c2 = 1.0f / c2;
@@ -152,8 +158,10 @@ int dp_optim_create(dp_optim *o, const dp_optim_hparams *h, size_t n) {
 }
 
 void dp_optim_free(dp_optim *o) {
-  free(o->state);
+  if (!o->shared)
+    free(o->state);
   o->state = NULL;
+  o->shared = 0;
   dp_lbfgs_free(&o->lbfgs);
 }
 
@@ -185,6 +193,7 @@ const char *dp_optim_slot_name(const dp_optim *o, int i) {
 
 float *dp_optim_slot(dp_optim *o, int i) { return i >= 0 && i < o->n_slots ? o->state + (size_t)i * o->n : NULL; }
 
+DP_VECTOR_LOOP
 static int sgd_plain(size_t n, float lr, float weight_decay, const float *restrict g, float *restrict w) {
   int bad = 0;
   for (size_t i = 0; i < n; i++) {
@@ -194,50 +203,71 @@ static int sgd_plain(size_t n, float lr, float weight_decay, const float *restri
   return bad;
 }
 
-static int sgd_step(dp_optim *o, float *w, const float *g, float lr) {
+/* The update of elements [lo, lo + n): w and g point at element lo, slot(o, i, lo) at its state. */
+static float *slot(dp_optim *o, int i, size_t lo) { return dp_optim_slot(o, i) + lo; }
+
+static int sgd_step(dp_optim *o, float *w, const float *g, float lr, size_t lo, size_t n) {
   const dp_optim_hparams *h = &o->h;
+  float *p = o->n_slots ? slot(o, 0, lo) : NULL;
   if (h->difference) {
     if (o->t == 0) /* w_{-1} = w_0: the first step is a plain gradient step, as with heavy ball */
-      memcpy(o->state, w, sizeof(float) * o->n);
-    return dp_sgd_difference(o->n, lr, h->momentum, g, w, o->state);
+      memcpy(p, w, sizeof(float) * n);
+    return dp_sgd_difference(n, lr, h->momentum, g, w, p);
   }
   if (h->momentum == 0.0f)
-    return sgd_plain(o->n, lr, h->weight_decay, g, w);
+    return sgd_plain(n, lr, h->weight_decay, g, w);
   if (!h->nesterov && h->dampening == 0.0f && h->weight_decay == 0.0f)
-    return dp_sgd_momentum(o->n, lr, h->momentum, g, w, o->state);
-  return dp_sgd_full(o->n, lr, h->momentum, h->dampening, h->weight_decay, h->nesterov, o->t == 0, g, w, o->state);
+    return dp_sgd_momentum(n, lr, h->momentum, g, w, p);
+  return dp_sgd_full(n, lr, h->momentum, h->dampening, h->weight_decay, h->nesterov, o->t == 0, g, w, p);
 }
 
-static int adam_step(dp_optim *o, float *w, const float *g, float lr) {
+static int adam_step(dp_optim *o, float *w, const float *g, float lr, size_t lo, size_t n) {
   const dp_optim_hparams *h = &o->h;
   double t = (double)(o->t + 1);
   float c1 = h->bias_correction ? (float)(1.0 - pow(h->beta1, t)) : 1.0f;
   float c2 = h->bias_correction ? (float)(1.0 - pow(h->beta2, t)) : 1.0f;
   int adamw = h->kind == DP_OPT_ADAMW;
-  return dp_adam(o->n, lr, h->beta1, h->beta2, h->eps, h->eps_inside, c1, c2, adamw ? 0.0f : h->weight_decay,
-                 adamw ? h->weight_decay : 0.0f, g, w, dp_optim_slot(o, 0), dp_optim_slot(o, 1));
+  return dp_adam(n, lr, h->beta1, h->beta2, h->eps, h->eps_inside, c1, c2, adamw ? 0.0f : h->weight_decay,
+                 adamw ? h->weight_decay : 0.0f, g, w, slot(o, 0, lo), slot(o, 1, lo));
 }
 
-int dp_optim_step(dp_optim *o, float *w, const float *g, float lr) {
+int dp_optim_step_slice(dp_optim *o, float *w, const float *g, float lr, size_t lo, size_t n) {
   const dp_optim_hparams *h = &o->h;
   int bad = 0;
   switch (h->kind) {
   case DP_OPT_SGD:
-    bad = sgd_step(o, w, g, lr);
+    bad = sgd_step(o, w, g, lr, lo, n);
     break;
   case DP_OPT_RMSPROP:
-    bad = dp_rmsprop(o->n, lr, h->alpha, h->eps, h->momentum, h->weight_decay, g, w, dp_optim_slot(o, 0),
-                     dp_optim_slot(o, 1));
+    bad = dp_rmsprop(n, lr, h->alpha, h->eps, h->momentum, h->weight_decay, g, w, slot(o, 0, lo),
+                     o->n_slots > 1 ? slot(o, 1, lo) : NULL);
     break;
   case DP_OPT_ADAM:
   case DP_OPT_ADAMW:
-    bad = adam_step(o, w, g, lr);
+    bad = adam_step(o, w, g, lr, lo, n);
     break;
   case DP_OPT_LBFGS: /* not first-order: dp_optim_update searches */
-    return 0;
+    break;
   }
-  o->t++;
   return bad;
+}
+
+int dp_optim_step_range(dp_optim *o, float *w, const float *g, float lr, size_t lo, size_t hi) {
+  int bad = dp_optim_step_slice(o, w + lo, g + lo, lr, lo, hi - lo);
+  if (!dp_optim_line_search(o))
+    o->t++;
+  return bad;
+}
+
+int dp_optim_step(dp_optim *o, float *w, const float *g, float lr) { return dp_optim_step_range(o, w, g, lr, 0, o->n); }
+
+void dp_optim_adopt_state(dp_optim *o, float *state) {
+  if (!o->n_slots)
+    return;
+  if (!o->shared)
+    free(o->state);
+  o->state = state;
+  o->shared = 1;
 }
 
 int dp_optim_kind_line_search(dp_optim_kind k) { return k == DP_OPT_LBFGS; }

@@ -80,7 +80,54 @@ static int write_config_copy(const dp_config *cfg) {
   return dp_write_durable_stdio(path, "the configuration", write_config, (void *)cfg);
 }
 
+/* "1x28x28" for an image, "784" for features. */
+static void format_shape(char *buf, size_t len, int c, int h, int w) {
+  if (h > 0)
+    snprintf(buf, len, "%dx%dx%d", c, h, w);
+  else
+    snprintf(buf, len, "%d", c);
+}
+
+/* One start-up line per layer: its type, input -> output, window, and parameters. */
+static void print_layer(FILE *out, const dp_model *m, int i) {
+  const dp_dense *l = &m->layer[i];
+  const dp_layer_geom *g = &m->geom[i];
+  char in[48], o[48];
+  format_shape(in, sizeof in, g->c, g->h, g->w);
+  format_shape(o, sizeof o, g->oc, g->oh, g->ow);
+  fprintf(out, "  layer %d: ", i);
+  if (g->type == DP_LAYER_MAXPOOL || g->type == DP_LAYER_AVGPOOL) {
+    fprintf(out, "%s %s -> %s, %dx%d stride %d\n", g->pool.max ? "maxpool" : "avgpool", in, o, g->pool.k, g->pool.k,
+            g->pool.stride);
+    return;
+  }
+  if (g->type == DP_LAYER_FLATTEN) {
+    fprintf(out, "flatten %s -> %s\n", in, o);
+    return;
+  }
+  if (g->type == DP_LAYER_DROPOUT) {
+    fprintf(out, "dropout %s, rate %g\n", in, (double)g->rate);
+    return;
+  }
+  int norm = l->norm.kind != DP_NORM_NONE;
+  size_t n = dp_dense_params(l->in, l->out, norm);
+  const char *nn = norm ? dp_norm_name(l->norm.kind) : "", *ns = norm ? " norm, " : "", *act = dp_act_name(l->act);
+  if (g->type == DP_LAYER_CONV2D) {
+    const dp_conv_geom *k = &g->conv;
+    fprintf(out, "conv2d %s -> %s, %dx%d stride %d pad %d", in, o, k->kh, k->kw, k->stride, k->pad_h);
+    if (k->pad_w != k->pad_h)
+      fprintf(out, ",%d", k->pad_w);
+    fprintf(out, ", %s%s%s, weight (%d, %d, %d, %d), %zu parameter%s\n", nn, ns, act, k->f, k->c, k->kh, k->kw, n,
+            dp_plural((long long)n));
+    return;
+  }
+  fprintf(out, "dense %d -> %d, %s%s%s, weight (%d, %d), %zu parameter%s\n", l->in, l->out, nn, ns, act, l->out, l->in,
+          n, dp_plural((long long)n));
+}
+
 /* The epochs' order and, for a streamed set, the reader's ring. */
+static void print_reduction(FILE *out, const dp_trainer *t);
+
 static void print_order(FILE *out, const dp_trainer *t) {
   const dp_order *o = &t->order;
   if (!o->blocks) {
@@ -124,14 +171,8 @@ static void print_startup(FILE *out, const dp_trainer *t, const run_data *d, con
   fprintf(out, "model: %d input%s, %s, %zu parameter%s, %.3g MFLOP/sample forward (x3 to train)\n", m->in_dim,
           dp_plural(m->in_dim), dp_loss_name(m->loss), m->n_params, dp_plural((long long)m->n_params),
           dp_model_flops_forward(m) / 1e6);
-  for (int i = 0; i < m->n_layers; i++) {
-    const dp_dense *l = &m->layer[i];
-    int norm = l->norm.kind != DP_NORM_NONE;
-    size_t n = dp_dense_params(l->in, l->out, norm);
-    fprintf(out, "  layer %d: dense %d -> %d, %s%s%s, weight (%d, %d), %zu parameter%s\n", i, l->in, l->out,
-            norm ? dp_norm_name(l->norm.kind) : "", norm ? " norm, " : "", dp_act_name(l->act), l->out, l->in, n,
-            dp_plural((long long)n));
-  }
+  for (int i = 0; i < m->n_layers; i++)
+    print_layer(out, m, i);
   fprintf(out, "data: %s: train %lld x %lld (%s, %s)", d->train.path, (long long)d->train.n, (long long)d->train.d,
           d->train.x_u8 ? "uint8" : "float32",
           d->train.mem_hi > d->train.mem_lo ? "in memory" : t->streaming ? "streamed" : "read per batch");
@@ -148,9 +189,33 @@ static void print_startup(FILE *out, const dp_trainer *t, const run_data *d, con
   fprintf(out, "training: global batch %lld, shards of %lld", (long long)t->batch, (long long)(hi - lo));
   if (t->batch % c->size)
     fprintf(out, "-%lld", (long long)(hi - lo - 1));
-  fprintf(out, " row%s per rank, %lld step%s/epoch, %lld step%s, gradients in %d allreduce bucket%s\n",
-          dp_plural(hi - lo), (long long)t->steps_per_epoch, dp_plural(t->steps_per_epoch), (long long)t->total_steps,
-          dp_plural(t->total_steps), t->sync.n, dp_plural(t->sync.n));
+  fprintf(out, " row%s per rank, %lld step%s/epoch, %lld step%s, ", dp_plural(hi - lo),
+          (long long)t->steps_per_epoch, dp_plural(t->steps_per_epoch), (long long)t->total_steps,
+          dp_plural(t->total_steps));
+  print_reduction(out, t);
+}
+
+/* How the gradients are reduced and where the weights live ([train] comm, deterministic). */
+static void print_reduction(FILE *out, const dp_trainer *t) {
+  const dp_nodesync *n = &t->node;
+  const dp_comm *c = t->comm;
+  if (!n->on) {
+    if (t->cfg->train.deterministic)
+      fputs("gradients by exact sums", out);
+    else
+      fprintf(out, "gradients in %d allreduce bucket%s", t->sync.n, dp_plural(t->sync.n));
+    fprintf(out, "%s%s%s\n", t->flat_why ? " (comm = flat: " : "", t->flat_why ? t->flat_why : "",
+            t->flat_why ? ")" : "");
+    return;
+  }
+  if (n->reduce)
+    fprintf(out, "gradients summed in the node's shared memory in %d slice%s", c->node_size, dp_plural(c->node_size));
+  else
+    fputs("gradients by exact sums", out);
+  if (n->reduce && c->n_nodes > 1)
+    fprintf(out, ", each allreduced across the %d nodes", c->n_nodes);
+  fprintf(out, "; weights and optimizer state once per node (%.3g MB shared), the update split %d way%s\n",
+          n->bytes_shared / 1e6, c->node_size, dp_plural(c->node_size));
 }
 
 /* Set by SIGTERM, SIGUSR1 (what SLURM sends before a time limit) or SIGINT; read at step boundaries. */
@@ -596,7 +661,7 @@ static int timeline_start(run_state *s) {
   if (!cfg->train.timeline[0])
     return 0;
   /* per step: data, forward, backward per pass, a span per bucket, optimizer, evaluation, checkpoint */
-  int per_step = 3 * 4 + s->t.sync.n + 8;
+  int per_step = 3 * 4 + s->t.sync.n + 10;
   DP_TRY(dp_timeline_start(&s->tl, s->t.comm, cfg->train.timeline_steps * per_step + 64));
   dp_trainer_set_timeline(&s->t, &s->tl);
   s->tl_end = s->t.step + cfg->train.timeline_steps;

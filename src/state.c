@@ -131,13 +131,27 @@ double dp_state_bytes(const dp_state *s, unsigned mask) {
   return b;
 }
 
+void dp_state_flag_range(dp_state *s, const void *p, size_t bytes, unsigned flag) {
+  const char *lo = p, *hi = lo + bytes;
+  for (int i = 0; i < s->n; i++) {
+    const char *q = s->e[i].ptr;
+    if (s->e[i].rank > 0 && q >= lo && q < hi)
+      s->e[i].flags |= flag;
+  }
+}
+
 int dp_state_bcast(const dp_state *s, dp_comm *c, unsigned mask, int root) {
   if (c->size == 1)
     return 0;
+  int shared = 0;
   for (int i = 0; i < s->n; i++) {
     const dp_state_entry *e = &s->e[i];
-    if (dp_state_selected(e, mask) && !(e->flags & (DP_ST_INFO | DP_ST_CONST)))
-      DP_TRY(dp_comm_bcast(c, e->ptr, entry_bytes(e), root));
+    if (!dp_state_selected(e, mask) || (e->flags & (DP_ST_INFO | DP_ST_CONST)))
+      continue;
+    if (e->flags & DP_ST_NODE) /* one writer per node: the others would write the same bytes at once */
+      shared = 1;
+    DP_TRY(e->flags & DP_ST_NODE ? dp_comm_bcast_leaders(c, e->ptr, entry_bytes(e))
+                                 : dp_comm_bcast(c, e->ptr, entry_bytes(e), root));
   }
-  return 0;
+  return shared ? dp_comm_node_barrier(c) : 0;
 }

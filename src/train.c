@@ -94,6 +94,10 @@ static int check_model_size(const dp_trainer *t, int64_t max_batch) {
     acts += 3.0 * (double)max_batch * cfg->layer[i].units;
     in = cfg->layer[i].units;
   }
+  int rc = 0, images = cfg->data.n_shape > 0;
+  if (images) /* image layers: sizes follow from the geometry, which the model works out */
+    rc = dp_model_plan(cfg->layer, cfg->n_layers, cfg->model.loss, cfg->data.shape, (int)t->train->d, (int)max_batch,
+                       &weights, &acts);
   double bytes = 4.0 * (weights * 4 + acts); /* params, grads, up to two optimizer slots */
   if (cfg->train.deterministic)
     bytes += 8.0 * weights; /* the fixed-point sums */
@@ -104,14 +108,16 @@ static int check_model_size(const dp_trainer *t, int64_t max_batch) {
   /* ... and one rank builds each checkpoint in memory: parameters and optimizer slots once more. */
   double image = 4.0 * weights * 3;
   double mem = dp_node_memory(), ranks = t->comm->node_size, need = (bytes + data) * ranks + image;
-  int rc = 0;
-  if (mem > 0 && need > mem)
+  char why[96] = "a smaller batch_size or fewer filters need less";
+  if (!images)
+    snprintf(why, sizeof why, "[layer %d] units = %d is the largest layer", big, cfg->layer[big].units);
+  if (rc == 0 && mem > 0 && need > mem)
     rc = dp_fail(DP_ECONFIG,
                    "%s: each rank needs %.3g GB (the model's parameters, gradients, optimizer state and activations "
                    "%.3g GB, data %.3g GB): %.3g GB for the %.0f rank%s on this node, more than its %.3g GB of "
-                   "memory; [layer %d] units = %d is the largest layer%s",
+                   "memory; %s%s",
                    cfg->file, (bytes + data) / 1e9, bytes / 1e9, data / 1e9, need / 1e9, ranks, ranks > 1 ? "s" : "",
-                   mem / 1e9, big, cfg->layer[big].units, ranks > 1 ? " (or start fewer ranks per node)" : "");
+                   mem / 1e9, why, ranks > 1 ? " (or start fewer ranks per node)" : "");
   return dp_comm_agree(t->comm, rc, NULL); /* nodes differ: the ranks of a smaller one must not go alone */
 }
 
@@ -140,7 +146,8 @@ static int alloc_buffers(dp_trainer *t) {
     max_batch = DP_EVAL_ROWS;
   DP_TRY(check_model_size(t, max_batch));
   const dp_config *cfg = t->cfg;
-  DP_TRY(dp_model_create(&t->model, cfg->layer, cfg->n_layers, cfg->model.loss, (int)t->train->d, max_batch));
+  DP_TRY(dp_model_create(&t->model, cfg->layer, cfg->n_layers, cfg->model.loss, cfg->data.n_shape ? cfg->data.shape : NULL,
+                         (int)t->train->d, max_batch));
   dp_optim_hparams h;
   dp_optim_hparams_from_cfg(&h, &cfg->optimizer);
   DP_TRY(dp_optim_create(&t->optim, &h, t->model.n_floats));
@@ -264,6 +271,14 @@ static int register_state(dp_trainer *t) {
 /* Batch norm's sums across the ranks of the trainer's communicator. */
 static int reduce_f64(void *ctx, double *buf, int n) { return dp_comm_allreduce_f64(ctx, buf, (size_t)n); }
 
+/* [train] comm: node moves the parameters, the optimizer state and (unless deterministic mode reduces
+ * them exactly) the gradients into the node's shared memory. Collective. */
+static int node_comm(dp_trainer *t) {
+  int want;
+  DP_TRY(dp_nodesync_wanted(t->comm, t->cfg->train.comm, dp_optim_line_search(&t->optim), &want, &t->flat_why));
+  return want ? dp_nodesync_init(&t->node, t->comm, &t->model, &t->optim, t->cfg->train.deterministic) : 0;
+}
+
 static int create(dp_trainer *t, const dp_config *cfg, dp_comm *comm, dp_dataset *train) {
   memset(t, 0, sizeof *t);
   t->cfg = cfg;
@@ -281,17 +296,20 @@ static int create(dp_trainer *t, const dp_config *cfg, dp_comm *comm, dp_dataset
     rc = resolve_order(t);
   if (rc == 0)
     rc = alloc_buffers(t);
+  DP_TRY(dp_comm_agree(comm, rc, NULL)); /* the windows are collective */
+  rc = node_comm(t);
   if (rc == 0) {
     dp_model_set_reduce(&t->model, reduce_f64, comm);
     if (cfg->train.deterministic)
       rc = dp_exactsync_init(&t->exact, &t->model, comm, cfg->train.chunk_rows);
-    else
+    else if (!t->node.reduce)
       dp_gradsync_init(&t->sync, &t->model, comm, cfg->train.bucket_mb);
   }
   if (rc == 0)
     rc = check_full_batch(t);
   if (rc == 0)
     rc = register_state(t);
+  dp_nodesync_mark(&t->node, &t->state);
   dp_schedule_init(&t->sched, &cfg->schedule, cfg->optimizer.lr, t->total_steps, t->batch);
   DP_TRY(dp_comm_agree(comm, rc, NULL));
   DP_TRY(dp_check_data_fits(cfg, comm, train, train->d, t->model.out_dim));
@@ -315,6 +333,7 @@ void dp_trainer_free(dp_trainer *t) {
   free(t->config_text);
   dp_model_free(&t->model);
   dp_optim_free(&t->optim);
+  dp_nodesync_free(&t->node); /* after both: they no longer point into its windows */
   free(t->perm);
   free(t->rows);
   free(t->x);
@@ -409,6 +428,11 @@ static int gather(dp_trainer *t, const int64_t *rows, int64_t c, int nb) {
   return dp_dataset_gather(t->train, rows + c, nb, t->x, labels, targets);
 }
 
+/* Where the averaged gradient and the reduced extra slots are after the reduction: the model's own
+ * blocks, or with comm = node the node's shared reduced block. */
+static float *avg_grads(const dp_trainer *t) { return t->node.reduce ? t->node.reduced + 16 : t->model.grads; }
+static float *avg_extra(const dp_trainer *t) { return avg_grads(t) - DP_GRAD_EXTRA; }
+
 /* An empty pass: zero gradients, and the same batch-norm reduces every other rank makes. */
 static void empty_pass(dp_trainer *t, float scale) {
   dp_model *m = &t->model;
@@ -451,6 +475,7 @@ static int shard_gradients(dp_trainer *t, const int64_t *rows, int64_t n, float 
     int hits = 0;
     t->sync.armed = c + nb == n; /* the last pass: buckets start as its layers finish */
     double t1 = MPI_Wtime();
+    dp_model_set_pass(m, t->cfg->train.seed, t->step, (rows - t->perm) + c); /* dropout's rows: epoch positions */
     *abserr += abs_error_sum(m, dp_model_forward(m, t->x, nb), t->targets, nb);
     double t2 = MPI_Wtime();
     *loss += dp_model_backward(m, t->x, t->labels, t->targets, nb, scale, c > 0, &hits);
@@ -499,6 +524,8 @@ static int batch_gradient_exact(dp_trainer *t, int64_t g0, int64_t g1, const dp_
   return 0;
 }
 
+static int take_sums(dp_trainer *t, int64_t Bg, int rc, dp_step_result *r);
+
 /* Gradient of the mean loss over rows [g0, g1) of this epoch's order, summed across ranks into the
  * gradient block, with the loss and accuracy riding on the same allreduce. */
 static int batch_gradient(dp_trainer *t, int64_t g0, int64_t g1, const dp_step_request *req, int local_status,
@@ -528,9 +555,25 @@ static int batch_gradient(dp_trainer *t, int64_t g0, int64_t g1, const dp_step_r
   extra[DP_EXTRA_FAILED] = rc < 0 ? 1.0f : 0.0f;
   extra[DP_EXTRA_STOP] = req->stop ? 1.0f : 0.0f;
   extra[DP_EXTRA_SAVE] = req->save ? 1.0f : 0.0f;
-  DP_TRY(dp_gradsync_finish(&t->sync)); /* the buckets not started during the backward pass */
   t->time.compute += t1 - t0;
+  if (t->fused) { /* the update sums the gradient; the step's sums are taken after it */
+    t->fused_status = rc;
+    t->fused_batch = Bg;
+    return 0;
+  }
+  if (t->node.reduce) {
+    DP_TRY(dp_nodesync_reduce(&t->node));
+    dp_timeline_span(t->tl, "node reduce", -1, t1, MPI_Wtime());
+  } else
+    DP_TRY(dp_gradsync_finish(&t->sync)); /* the buckets not started during the backward pass */
   t->time.comm += MPI_Wtime() - t1; /* waiting for the slowest rank shows up here */
+  return take_sums(t, Bg, rc, r);
+}
+
+/* The reduced extra slots: the flags every rank now agrees on, the loss, the accuracy. rc: this
+ * rank's own status. */
+static int take_sums(dp_trainer *t, int64_t Bg, int rc, dp_step_result *r) {
+  const float *extra = avg_extra(t);
   r->stop = extra[DP_EXTRA_STOP] > 0.0f;
   r->save = extra[DP_EXTRA_SAVE] > 0.0f;
   /* Every rank saw the flag: one more collective, on this path only, so that when several ranks
@@ -545,12 +588,11 @@ static int batch_gradient(dp_trainer *t, int64_t g0, int64_t g1, const dp_step_r
 }
 
 /* ‖g‖₂ with 16 float lanes per block of 1024 (so the loop vectorises) and the blocks summed in
- * double (so a million parameters lose no precision). n_floats is a multiple of 16. */
-static double grad_norm(const dp_model *m) {
-  const float *g = m->grads;
+ * double (so a million parameters lose no precision). n is a multiple of 16. */
+static double grad_norm(const float *g, size_t n) {
   double s = 0.0;
-  for (size_t b = 0; b < m->n_floats; b += 1024) {
-    size_t e = b + 1024 < m->n_floats ? b + 1024 : m->n_floats;
+  for (size_t b = 0; b < n; b += 1024) {
+    size_t e = b + 1024 < n ? b + 1024 : n;
     float lane[16] = {0};
     for (size_t i = b; i < e; i += 16)
       for (int j = 0; j < 16; j++)
@@ -562,16 +604,22 @@ static double grad_norm(const dp_model *m) {
 }
 
 /* Global-norm clipping on the averaged gradient: every rank holds the same gradient, so every rank
- * computes the same norm and the same factor. */
-static double clip_gradients(dp_trainer *t, int want_norm) {
+ * computes the same norm and the same factor. *g: the gradient the update then reads — with comm =
+ * node the shared one is still being read by the others, so this rank's slice of it is scaled into
+ * its own gradient block instead. */
+static double clip_gradients(dp_trainer *t, int want_norm, const float **g) {
   double clip = t->cfg->optimizer.clip_norm;
+  float *avg = avg_grads(t);
+  *g = avg;
   if (clip <= 0.0 && !want_norm)
     return NAN; /* one more pass over the gradients, ~3% of a step: only when asked */
-  double norm = grad_norm(&t->model);
+  double norm = grad_norm(avg, t->model.n_floats);
   if (clip > 0.0 && norm > clip) {
-    float f = (float)(clip / norm);
-    for (size_t i = 0; i < t->model.n_floats; i++)
-      t->model.grads[i] *= f;
+    float f = (float)(clip / norm), *out = t->model.grads;
+    size_t lo = t->node.reduce ? t->node.lo : 0, hi = t->node.reduce ? t->node.hi : t->model.n_floats;
+    for (size_t i = lo; i < hi; i++)
+      out[i] = avg[i] * f;
+    *g = out;
   }
   return norm;
 }
@@ -621,7 +669,7 @@ static int find_nonfinite(const dp_trainer *t, double loss, char *what, size_t l
     dp_tensor ts[DP_MAX_TENSORS];
     int n = dp_model_tensors(m, i, ts);
     for (int k = 0; k < n; k++)
-      if (!all_finite(m->grads + ts[k].offset, (size_t)ts[k].dims[0] * (ts[k].rank > 1 ? ts[k].dims[1] : 1))) {
+      if (!all_finite(avg_grads(t) + ts[k].offset, (size_t)ts[k].dims[0] * (ts[k].rank > 1 ? ts[k].dims[1] : 1))) {
         snprintf(what, len, "the gradient of layer %d's %s is not finite", i, ts[k].name);
         return i;
       }
@@ -654,10 +702,30 @@ static int line_search_update(dp_trainer *t, const dp_step_request *req, dp_step
   r->acc = r->mae = NAN; /* the last evaluation's, not necessarily at the accepted point */
   r->evals = t->optim.lbfgs.evals - evals;
   r->line_step = t->optim.lbfgs.step;
-  r->grad_norm = grad_norm(&t->model);
+  r->grad_norm = grad_norm(t->model.grads, t->model.n_floats);
   char what[160];
   if (find_nonfinite(t, r->loss, what, sizeof what) >= 0)
     DP_TRY(nonfinite(t, r, what, 0));
+  return 0;
+}
+
+/* comm = node on one node, an update that needs nothing but the gradient: the slice's sum and its
+ * update in one pass, the step's sums after it. A non-finite gradient (abort only) is named from the
+ * reduced gradient, made for that. */
+static int fused_update(dp_trainer *t, dp_step_result *r) {
+  double t0 = MPI_Wtime(), wait;
+  int bad;
+  DP_TRY(dp_nodesync_reduce_update(&t->node, &t->optim, (float)r->lr, &bad, &wait));
+  t->time.comm += wait;
+  t->time.optim = MPI_Wtime() - t0 - wait;
+  dp_timeline_span(t->tl, "node reduce + optimizer", -1, t0, t0 + wait + t->time.optim);
+  DP_TRY(take_sums(t, t->fused_batch, t->fused_status, r));
+  char what[160];
+  if ((bad || !isfinite(r->loss))) {
+    DP_TRY(dp_nodesync_materialize(&t->node));
+    if (find_nonfinite(t, r->loss, what, sizeof what) >= 0)
+      DP_TRY(nonfinite(t, r, what, 0));
+  }
   return 0;
 }
 
@@ -665,15 +733,21 @@ static int line_search_update(dp_trainer *t, const dp_step_request *req, dp_step
  * otherwise the update loop itself checks the gradient (a pass over it was 3.5% of a step) and a
  * bad one stops or restores the run. */
 static int first_order_update(dp_trainer *t, const dp_step_request *req, dp_step_result *r) {
+  if (t->fused)
+    return fused_update(t, r);
   char what[160];
   int check_first = t->cfg->train.on_nonfinite == DP_NONFINITE_SKIP || !isfinite(r->loss);
   if (check_first && find_nonfinite(t, r->loss, what, sizeof what) >= 0)
     DP_TRY(nonfinite(t, r, what, 1));
   double t0 = MPI_Wtime();
   if (!r->skipped) {
-    r->grad_norm = clip_gradients(t, req->want_grad_norm);
-    dp_optim_problem p = {t->model.params, t->model.grads, &r->loss, (float)r->lr, NULL, NULL, 0};
-    DP_TRY(dp_optim_update(&t->optim, &p));
+    const float *g;
+    r->grad_norm = clip_gradients(t, req->want_grad_norm, &g);
+    dp_optim_problem p = {t->model.params, (float *)g, &r->loss, (float)r->lr, NULL, NULL, 0};
+    if (t->node.on)
+      DP_TRY(dp_nodesync_update(&t->node, &t->optim, g, p.lr, &p.nonfinite));
+    else
+      DP_TRY(dp_optim_update(&t->optim, &p));
     if (p.nonfinite && find_nonfinite(t, r->loss, what, sizeof what) >= 0)
       DP_TRY(nonfinite(t, r, what, 0));
   }
@@ -696,6 +770,9 @@ int dp_trainer_step(dp_trainer *t, const dp_step_request *req, dp_step_result *r
   *r = (dp_step_result){.lr = dp_schedule_lr(&t->sched, t->step) * t->lr_factor, .batch = g1 - g0,
                         .grad_norm = NAN, .mae = NAN, .line_step = NAN};
   t->time = (dp_step_time){0};
+  t->fused = t->node.reduce && t->comm->n_nodes == 1 && !(t->cfg->optimizer.clip_norm > 0) &&
+             t->cfg->train.on_nonfinite == DP_NONFINITE_ABORT && !req->want_grad_norm &&
+             !dp_optim_line_search(&t->optim);
   /* A line search carries the loss and gradient at its point; a local failure still goes through
    * an evaluation's allreduce, so that every rank stops here. */
   if (dp_optim_needs_gradient(&t->optim) || local < 0)

@@ -330,12 +330,14 @@ static void test_enum_values(void **state) {
       {"layer", "init", "auto|uniform_fanin|xavier_uniform|xavier_normal"},
       {"layer", "init_dist", "uniform|normal"},
       {"layer", "norm", "none|batch|layer"},
+      {"layer", "type", "dense|conv2d|maxpool|avgpool|flatten|dropout"},
       {"optimizer", "name", "sgd|rmsprop|adam|adamw|lbfgs"},
       {"optimizer", "momentum_form", "heavy_ball|difference"},
       {"optimizer", "eps_placement", "outside|inside"},
       {"schedule", "name", "constant|step|multistep|exponential|cosine"},
       {"schedule", "lr_scale", "none|linear"},
       {"train", "on_nonfinite", "abort|skip_step|restore"},
+      {"train", "comm", "auto|node|flat"},
       {"train", "on_divergence", "warn|abort"},
       {"checkpoint", "keep_best", "off|val_loss|val_acc"},
   };
@@ -357,6 +359,7 @@ static void test_enum_values(void **state) {
   assert_int_equal(DP_INIT_XAVIER_NORMAL, 3);
   assert_int_equal(DP_DIST_NORMAL, 1);
   assert_int_equal(DP_NORM_LAYER, 2);
+  assert_int_equal(DP_LAYER_DROPOUT, 5);
   assert_int_equal(DP_OPT_LBFGS, 4);
   assert_int_equal(DP_MOMENTUM_DIFFERENCE, 1);
   assert_int_equal(DP_EPS_INSIDE, 1);
@@ -386,7 +389,7 @@ static void test_enum_round_trip(void **state) {
   size_t n;
   const dp_key *k = dp_config_keys(&n);
   for (size_t i = 0; i < n; i++) {
-    if (k[i].type != DP_KEY_ENUM)
+    if (k[i].type != DP_KEY_ENUM || !strcmp(k[i].key, "type")) /* types need their own keys: test_layer_types */
       continue;
     int layer = !strcmp(k[i].section, "layer");
     for (int v = 0; k[i].choices[v]; v++) {
@@ -617,6 +620,90 @@ static void test_list(void **state) {
   free(buf);
 }
 
+#define CNN_HEAD "[data]\npath = d.h5\nshape = 2, 6, 6\n"
+#define CNN_TAIL "[layer]\ntype = flatten\n[layer]\nunits = 3\n"
+
+/* A CNN's [layer]s parse with their types' keys and defaults, and config.ini writes each layer's own
+ * keys only (a dense layer's as before types existed), reading back to the same configuration. */
+static void test_layer_types(void **state) {
+  (void)state;
+  const char *text = CNN_HEAD "[layer]\ntype = conv2d\nfilters = 4\nkernel = 3, 2\nstride = 2\npadding = same\n"
+                              "norm = batch\n[layer]\ntype = MaxPool\nkernel = 2\n[layer]\ntype = avgpool\nkernel = 1\n"
+                              "stride = 1\n[layer]\ntype = dropout\nrate = 0.25\n" CNN_TAIL;
+  const char *sets[] = {"layer.0.kernel=3,3"};
+  assert_int_equal(dp_config_parse_string(&cfg, text, "cnn.ini", sets, 1), 0);
+  assert_int_equal(cfg.data.n_shape, 3);
+  assert_true(cfg.data.shape[0] == 2 && cfg.data.shape[1] == 6 && cfg.data.shape[2] == 6);
+  const dp_layer_cfg *l = cfg.layer;
+  assert_int_equal(cfg.n_layers, 6);
+  assert_int_equal(l[0].type, DP_LAYER_CONV2D);
+  assert_int_equal(l[0].filters, 4);
+  assert_int_equal(l[0].n_kernel, 2);
+  assert_true(l[0].kernel[0] == 3 && l[0].kernel[1] == 3);
+  assert_int_equal(l[0].stride, 2);
+  assert_int_equal(l[0].padding, DP_PAD_SAME);
+  assert_int_equal(l[1].type, DP_LAYER_MAXPOOL);
+  assert_int_equal(l[1].n_kernel, 1);
+  assert_int_equal(l[1].stride, 0); /* the default: the kernel */
+  assert_int_equal(l[3].type, DP_LAYER_DROPOUT);
+  assert_true(l[3].rate == 0.25);
+  assert_int_equal(l[4].type, DP_LAYER_FLATTEN);
+  assert_int_equal(l[5].type, DP_LAYER_DENSE);
+  char *a = written(&cfg);
+  assert_contains(a, "shape = 2, 6, 6\n");
+  assert_contains(a, "[layer]\ntype = conv2d\nfilters = 4\nkernel = 3, 3\nstride = 2\npadding = same\n");
+  assert_contains(a, "[layer]\ntype = maxpool\nkernel = 2\nstride = 0\n\n");
+  assert_contains(a, "[layer]\ntype = dropout\nrate = 0.25\n\n");
+  assert_contains(a, "[layer]\ntype = flatten\n\n");
+  assert_contains(a, "[layer]\nunits = 3\n");
+  assert_int_equal(dp_config_parse_string(&cfg2, a, "w.ini", NULL, 0), 0);
+  free(a);
+  assert_int_equal(dp_config_diff(&cfg, &cfg2, NULL, 0), 0);
+  /* without a shape, dense layers only; and a first dense layer may take an image as its row */
+  assert_int_equal(dp_config_parse_string(&cfg, CNN_HEAD "[layer]\nunits = 3\n", "d.ini", NULL, 0), 0);
+  assert_int_equal(cfg.layer[0].type, DP_LAYER_DENSE);
+}
+
+/* Each misplaced or missing layer key is one error naming [layer N] and the key. */
+static void test_layer_type_errors(void **state) {
+  (void)state;
+  expect_error(HEAD "[layer]\ntype = conv3d\n", "t.ini", NULL, 0, "t.ini:6:", "[layer 1] type: expected one of dense, "
+               "conv2d, maxpool, avgpool, flatten, dropout, got 'conv3d'", NULL);
+  expect_error("[data]\npath = d.h5\n[layer]\ntype = conv2d\nfilters = 2\nkernel = 3\n" CNN_TAIL, "t.ini", NULL, 0,
+               "t.ini:3:", "[layer 0] type = conv2d needs [data] shape = C,H,W", NULL);
+  expect_error(CNN_HEAD "[layer]\ntype = conv2d\nfilters = 2\nkernel = 3\nunits = 4\n" CNN_TAIL, "t.ini", NULL, 0,
+               "t.ini:4:", "[layer 0] units does not apply to type = conv2d (its keys: filters, kernel,", NULL);
+  const char *sets[] = {"layer.1.rate=0.5"};
+  expect_error(CNN_HEAD CNN_TAIL, "t.ini", sets, 1, "t.ini:6:", "[layer 1] rate does not apply to type = dense", NULL);
+  expect_error(CNN_HEAD "[layer]\ntype = conv2d\nkernel = 3\n" CNN_TAIL, "t.ini", NULL, 0,
+               "[layer 0] filters is required for type = conv2d", NULL);
+  expect_error(CNN_HEAD "[layer]\ntype = conv2d\nfilters = 2\n" CNN_TAIL, "t.ini", NULL, 0,
+               "[layer 0] kernel is required for type = conv2d", NULL);
+  expect_error(CNN_HEAD "[layer]\ntype = conv2d\nfilters = 2\nkernel = 2\npadding = same\n" CNN_TAIL, "t.ini", NULL,
+               0, "[layer 0] padding = same needs an odd kernel", NULL);
+  expect_error(CNN_HEAD "[layer]\ntype = conv2d\nfilters = 2\nkernel = 3\nnorm = layer\n" CNN_TAIL, "t.ini", NULL, 0,
+               "[layer 0] norm = layer: conv2d takes none or batch", NULL);
+  expect_error(CNN_HEAD "[layer]\nunits = 4\n[layer]\ntype = conv2d\nfilters = 2\nkernel = 3\n" CNN_TAIL, "t.ini",
+               NULL, 0, "t.ini:6:", "[layer 1] type = conv2d after [layer 0] (dense): image layers come before", NULL);
+  expect_error(CNN_HEAD CNN_TAIL "[layer]\ntype = maxpool\nkernel = 2\n" CNN_TAIL, "t.ini", NULL, 0,
+               "[layer 2] type = maxpool after [layer 0] (flatten)", NULL);
+  expect_error(CNN_HEAD "[layer]\ntype = avgpool\nkernel = 2\n" CNN_TAIL, "t.ini", NULL, 0,
+               "[layer 0] type = avgpool needs a conv2d before it", NULL);
+  expect_error(CNN_HEAD "[layer]\ntype = conv2d\nfilters = 2\nkernel = 3\n[layer]\ntype = maxpool\nkernel = 2,3\n"
+               CNN_TAIL, "t.ini", NULL, 0, "[layer 1] kernel = 2,3: maxpool takes a square kernel", NULL);
+  expect_error(CNN_HEAD "[layer]\ntype = dropout\nrate = 1\n" CNN_TAIL, "t.ini", NULL, 0,
+               "[layer 0] rate = 1: expected a rate in [0, 1)", NULL);
+  expect_error(CNN_HEAD "[layer]\ntype = dropout\nrate = -0.1\n" CNN_TAIL, "t.ini", NULL, 0, "[layer 0] rate",
+               "expected a number in [0, 1]", NULL);
+  expect_error(CNN_HEAD "[layer]\ntype = dropout\n", "t.ini", NULL, 0, "[layer 0] type = dropout: the last layer must "
+               "be dense", NULL);
+  expect_error("[data]\npath = d.h5\nshape = 2,6\n" CNN_TAIL, "t.ini", NULL, 0, "[data] shape: expected C,H,W", NULL);
+  expect_error("[data]\npath = d.h5\nshape = 2,0,6\n" CNN_TAIL, "t.ini", NULL, 0, "[data] shape",
+               "integers >= 1", NULL);
+  expect_error(CNN_HEAD "[layer]\ntype = conv2d\nfilters = 2\nkernel = 3\npadding = full\n" CNN_TAIL, "t.ini", NULL,
+               0, "[layer 0] padding: expected an integer >= 0 or 'same'", NULL);
+}
+
 /* config.ini and inspect print numbers in the shortest form that reads back to the same double. */
 static void test_shortest_double(void **state) {
   (void)state;
@@ -645,6 +732,7 @@ int main(void) {
       cmocka_unit_test(test_enum_values),    cmocka_unit_test(test_enum_round_trip),
       cmocka_unit_test(test_shortest_double), cmocka_unit_test(test_values_as_written),
       cmocka_unit_test(test_round_trip_any_value),
+      cmocka_unit_test(test_layer_types),      cmocka_unit_test(test_layer_type_errors),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -182,7 +182,7 @@ static void test_minibatch_unbiased(void **state) {
   assert_int_equal(dp_config_parse_string(&cfg, "[data]\npath = unused.h5\n[layer]\nunits = 3\nactivation = identity\n",
                                           "unbiased.ini", NULL, 0), 0);
   dp_model m;
-  assert_int_equal(dp_model_create(&m, cfg.layer, cfg.n_layers, cfg.model.loss, D, ROWS), 0);
+  assert_int_equal(dp_model_create(&m, cfg.layer, cfg.n_layers, cfg.model.loss, NULL, D, ROWS), 0);
   dp_model_init(&m, cfg.layer, 5);
   float x[ROWS * D];
   int32_t lab[ROWS];

@@ -1,5 +1,5 @@
 /* Central-difference gradient checks (genann/kann style) for activations, losses, the dense layer
- * and a whole model, for every activation and both losses.
+ * and a whole model, for every activation and both losses, and a small CNN with every layer type.
  *
  * Everything computes in float32, so the step is h = 1e-2 and the divisor is the step actually
  * taken, (double)(p+h) - (double)(p-h) in float. Error budget of the numerical side: truncation
@@ -241,7 +241,7 @@ static void check_model(const char *layers, int mse) {
   dp_config cfg;
   assert_int_equal(dp_config_parse_string(&cfg, text, "gradcheck.ini", NULL, 0), 0);
   dp_model m;
-  assert_int_equal(dp_model_create(&m, cfg.layer, cfg.n_layers, cfg.model.loss, MIN, 2 * MB), 0);
+  assert_int_equal(dp_model_create(&m, cfg.layer, cfg.n_layers, cfg.model.loss, NULL, MIN, 2 * MB), 0);
   float x[MB * MIN], t[MB * 8];
   int32_t lab[MB];
   dp_rng r;
@@ -283,11 +283,128 @@ static void test_model_mse(void **state) {
   check_model("[layer]\nunits = 5\nactivation = sigmoid\n[layer]\nunits = 3\nactivation = tanh\n", 1);
 }
 
+/* ---- a small CNN: conv2d (rectangular kernel, stride 2, padding same, batch norm) on the data's NCHW
+ * rows, maxpool, a conv2d on NHWC activations, avgpool, flatten (explicit or implicit), dropout ---- */
+
+enum { CB = 4, CC = 2, CH = 7, CW = 6 };
+
+/* model_loss at the CNN's batch. */
+static double cnn_loss(void *p) {
+  model_ctx *c = p;
+  dp_model_forward(c->m, c->x, CB);
+  return dp_model_loss(c->m, c->lab, c->t, CB, NULL) * c->scale;
+}
+
+/* Smallest gap between a max pool window's two largest inputs: a step of h must not change the winner. */
+static float maxpool_margin(const dp_model *m) {
+  float gap = INFINITY;
+  for (int i = 1; i < m->n_layers; i++) {
+    const dp_layer_geom *g = &m->geom[i];
+    if (g->type != DP_LAYER_MAXPOOL) continue;
+    const dp_pool_geom *p = &g->pool;
+    const float *x = m->layer[i - 1].y;
+    for (int b = 0; b < CB; b++)
+      for (int oy = 0; oy < p->oh; oy++)
+        for (int ox = 0; ox < p->ow; ox++)
+          for (int c = 0; c < p->c; c++) {
+            float top = -INFINITY, second = -INFINITY;
+            for (int u = 0; u < p->k; u++)
+              for (int v = 0; v < p->k; v++) {
+                float e = x[(((size_t)b * p->h + oy * p->stride + u) * p->w + ox * p->stride + v) * p->c + c];
+                second = e > top ? top : fmaxf(second, e);
+                top = fmaxf(top, e);
+              }
+            gap = fminf(gap, top - second);
+          }
+  }
+  return gap;
+}
+
+/* The dropout layer zeroes some units and scales the rest by 1/(1 - rate) in training, none in evaluation. */
+static void check_dropout(dp_model *m, const float *x) {
+  int d = m->n_layers - 2;
+  assert_int_equal(m->geom[d].type, DP_LAYER_DROPOUT);
+  size_t n = CB * m->geom[d].n_out, dropped = 0;
+  for (int eval = 0; eval < 2; eval++) {
+    dp_model_set_eval(m, eval);
+    dp_model_forward(m, x, CB);
+    const float *in = m->layer[d - 1].y, *out = m->layer[d].y;
+    for (size_t j = 0; j < n; j++) {
+      dropped += !eval && out[j] == 0.0f;
+      float want = eval ? in[j] : out[j] == 0.0f ? 0.0f : in[j] / (1.0f - m->geom[d].rate);
+      assert_true(fabsf(out[j] - want) <= 1e-6f * (1 + fabsf(want)));
+    }
+  }
+  assert_true(dropped > 0 && dropped < n);
+  dp_model_set_eval(m, 0);
+}
+
+static void check_cnn(const char *layers, int mse) {
+  char text[1024];
+  snprintf(text, sizeof text, "[data]\npath = unused.h5\nshape = %d,%d,%d\n[model]\nloss = %s\n%s", CC, CH, CW,
+           mse ? "mse" : "softmax_cross_entropy", layers);
+  dp_config cfg;
+  assert_int_equal(dp_config_parse_string(&cfg, text, "cnn.ini", NULL, 0), 0);
+  dp_model m;
+  assert_int_equal(dp_model_create(&m, cfg.layer, cfg.n_layers, cfg.model.loss, cfg.data.shape, CC * CH * CW, CB), 0);
+  float x[CB * CC * CH * CW], t[CB * 8];
+  int32_t lab[CB];
+  dp_rng r;
+  dp_model_set_pass(&m, 7, 3, 100); /* the same dropout mask in every evaluation */
+  for (uint64_t seed = 0;; seed++) {
+    assert_true(seed < 400);
+    dp_model_init(&m, cfg.layer, seed);
+    dp_rng_seed(&r, 5, seed);
+    for (int i = 0; i < m.n_layers; i++) /* nonzero biases, so they matter too */
+      for (int j = 0; m.layer[i].b && j < m.layer[i].out; j++) m.layer[i].b[j] = unif(&r, -0.3, 0.3);
+    for (size_t i = 0; i < sizeof x / sizeof x[0]; i++) x[i] = unif(&r, -1.5, 1.5);
+    for (int i = 0; i < CB * m.out_dim; i++) t[i] = unif(&r, -1, 1);
+    for (int i = 0; i < CB; i++) lab[i] = (int32_t)dp_rng_below(&r, (uint64_t)m.out_dim);
+    dp_model_forward(&m, x, CB);
+    if (maxpool_margin(&m) >= 0.05f) break;
+  }
+  model_ctx c = {&m, x, lab, t, 0.5f};
+  dp_model_forward(&m, x, CB);
+  double loss = dp_model_backward(&m, x, lab, t, CB, c.scale, 0, NULL);
+  assert_true(fabs(loss * c.scale - cnn_loss(&c)) <= 1e-6 * fabs(loss));
+  int tensors = 0;
+  for (int i = 0; i < m.n_layers; i++) {
+    dp_tensor ts[DP_MAX_TENSORS];
+    int n = dp_model_tensors(&m, i, ts);
+    assert_int_equal(n > 0, m.geom[i].type == DP_LAYER_DENSE || m.geom[i].type == DP_LAYER_CONV2D);
+    for (int k = 0; k < n; k++, tensors++) {
+      size_t len = (size_t)ts[k].dims[0] * (size_t)(ts[k].rank > 1 ? ts[k].dims[1] : 1);
+      gradcheck(m.params + ts[k].offset, m.grads + ts[k].offset, len, cnn_loss, &c, "cnn/%s/layer%d/%s",
+                mse ? "mse" : "ce", i, ts[k].name);
+    }
+  }
+  assert_int_equal(tensors, 7); /* conv (weight, gain, shift), conv (weight, bias), dense (weight, bias) */
+  check_dropout(&m, x);
+  dp_model_free(&m);
+}
+
+#define CNN_CONVS                                                                                           \
+  "[layer]\ntype = conv2d\nfilters = 3\nkernel = 3,5\nstride = 2\npadding = same\nnorm = batch\n"           \
+  "activation = tanh\n[layer]\ntype = maxpool\nkernel = 2\n[layer]\ntype = conv2d\nfilters = 4\nkernel = 2\n" \
+  "padding = 1\nactivation = tanh\n[layer]\ntype = avgpool\nkernel = 2\n"
+
+static void test_cnn(void **state) {
+  (void)state;
+  const char *flat = CNN_CONVS "[layer]\ntype = flatten\n[layer]\ntype = dropout\nrate = 0.3\n"
+                               "[layer]\nunits = 4\nactivation = identity\n";
+  const char *implicit = CNN_CONVS "[layer]\ntype = dropout\nrate = 0.3\n[layer]\nunits = 4\nactivation = identity\n";
+  check_cnn(flat, 0);
+  check_cnn(flat, 1);
+  check_cnn(implicit, 0);
+  check_cnn(implicit, 1);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_activations),      cmocka_unit_test(test_losses),
       cmocka_unit_test(test_softmax_ce_stable_and_correct), cmocka_unit_test(test_dense),
       cmocka_unit_test(test_model_softmax_ce), cmocka_unit_test(test_model_mse),
+      cmocka_unit_test(test_cnn),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

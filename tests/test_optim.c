@@ -283,6 +283,41 @@ static void test_optim_through_config(void **state) {
   }
 }
 
+/* [train] comm = node: the node's ranks each update a slice; the slices together must give the bits
+ * of the whole update, for every optimizer and across steps (Adam's bias correction counts steps). */
+static void test_step_in_slices(void **state) {
+  (void)state;
+  const optim_case cases[] = {
+      {DP_OPT_SGD, 0.9, 0, 0, 0, 1, 0},    {DP_OPT_SGD, 0.9, 0.01, 0, 1, 1, 0}, {DP_OPT_SGD, 0.9, 0, 1, 0, 1, 0},
+      {DP_OPT_SGD, 0, 0.01, 0, 0, 0, 0},   {DP_OPT_RMSPROP, 0.9, 0, 0, 0, 2, 0}, {DP_OPT_ADAM, 0, 0.01, 0, 0, 2, 0},
+      {DP_OPT_ADAMW, 0, 0.01, 0, 0, 2, 0}};
+  const size_t cut[] = {0, 1, 3, N}; /* three slices of unequal length */
+  for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+    dp_config cfg;
+    config_for(&cfg, &cases[c]);
+    dp_optim whole, part[3];
+    assert_int_equal(optim_from_config(&whole, &cfg, N), 0);
+    for (int r = 0; r < 3; r++)
+      assert_int_equal(optim_from_config(&part[r], &cfg, N), 0);
+    float shared[2 * N] = {0}, w[N], ws[N];
+    for (int r = 0; r < 3; r++) /* one state block for all: as the node's window */
+      dp_optim_adopt_state(&part[r], part[r].n_slots ? shared : NULL);
+    memcpy(w, W0, sizeof w);
+    memcpy(ws, W0, sizeof ws);
+    for (int k = 0; k < K; k++) {
+      dp_optim_step(&whole, w, G[k], 0.05f);
+      for (int r = 0; r < 3; r++)
+        dp_optim_step_range(&part[r], ws, G[k], 0.05f, cut[r], cut[r + 1]);
+      assert_memory_equal(w, ws, sizeof w);
+      for (int sl = 0; sl < whole.n_slots; sl++)
+        assert_memory_equal(dp_optim_slot(&whole, sl), shared + sl * N, sizeof(float) * N);
+    }
+    dp_optim_free(&whole);
+    for (int r = 0; r < 3; r++)
+      dp_optim_free(&part[r]);
+  }
+}
+
 /* Every update loop reports a NaN or an Inf anywhere in the gradient (the trainer's only check of
  * the gradient when it stops or restores on one), and nothing when the gradient is finite. */
 static void test_nonfinite_reported(void **state) {
@@ -341,7 +376,7 @@ int main(void) {
       cmocka_unit_test(test_sgd_momentum),        cmocka_unit_test(test_sgd_full),
       cmocka_unit_test(test_sgd_difference),      cmocka_unit_test(test_difference_equals_heavy_ball),
       cmocka_unit_test(test_rmsprop),             cmocka_unit_test(test_adam),
-      cmocka_unit_test(test_optim_through_config),
+      cmocka_unit_test(test_optim_through_config), cmocka_unit_test(test_step_in_slices),
       cmocka_unit_test(test_nonfinite_reported), cmocka_unit_test(test_lr_zero_means_default),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

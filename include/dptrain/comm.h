@@ -17,6 +17,9 @@ typedef struct {
   int node_rank;   /* rank among the ranks sharing this node */
   int node_size;   /* ranks sharing this node */
   int n_nodes;
+  int node_size_min, node_size_max; /* over the nodes: equal when every node runs as many ranks */
+  MPI_Comm node;   /* the ranks of this node (MPI_COMM_TYPE_SHARED), by rank */
+  MPI_Comm cross;  /* the ranks of every node with this node_rank, by rank: node_rank 0's are the leaders */
   struct dp_watch *watch; /* this communicator's collective watchdog, NULL without a timeout */
 } dp_comm;
 
@@ -62,6 +65,14 @@ int dp_comm_gatherv_f32(dp_comm *c, const float *mine, int n, float *all, const 
 /* Gathers bytes from every rank on this node into all (node_size * bytes, by node_rank). A
  * collective over all of c: every rank of every node calls it. */
 int dp_comm_node_allgather(dp_comm *c, const void *mine, void *all, size_t bytes);
+
+/* [train] comm = node (nodesync.h): the node's ranks wait for each other. */
+int dp_comm_node_barrier(dp_comm *c);
+/* In-place sum over c->cross: a slice's allreduce with the same local rank of the other nodes. */
+int dp_comm_allreduce_cross_f32(dp_comm *c, float *buf, size_t n);
+/* From world rank 0 to the node leaders (node_rank 0) only, over the leaders' cross communicator;
+ * the other ranks return at once. Collective over the leaders. */
+int dp_comm_bcast_leaders(dp_comm *c, void *buf, size_t bytes);
 
 /* Every rank passes its own status (0 or a DP_E code) and gets back 0 if all ranks succeeded, else
  * the code of the lowest failing rank, which is the one that prints its message (*reporter, may be

@@ -92,6 +92,12 @@ typedef enum {
 } dp_lr_scale;
 #define DP_ON_NONFINITE_MAP(X) X(ABORT, "abort") X(SKIP, "skip_step") X(RESTORE, "restore")
 #define DP_ON_DIVERGENCE_MAP(X) X(WARN, "warn") X(ABORT, "abort")
+#define DP_COMM_MODE_MAP(X) X(AUTO, "auto") X(NODE, "node") X(FLAT, "flat")
+typedef enum {
+#define DP_COMM_MODE_ENUM(e, name) DP_COMM_##e,
+  DP_COMM_MODE_MAP(DP_COMM_MODE_ENUM)
+#undef DP_COMM_MODE_ENUM
+} dp_comm_mode;
 typedef enum {
 #define DP_ON_DIVERGENCE_ENUM(e, name) DP_DIVERGENCE_##e,
   DP_ON_DIVERGENCE_MAP(DP_ON_DIVERGENCE_ENUM)
@@ -102,6 +108,18 @@ typedef enum {
   DP_ON_NONFINITE_MAP(DP_ON_NONFINITE_ENUM)
 #undef DP_ON_NONFINITE_ENUM
 } dp_on_nonfinite;
+
+/* [layer] type: image layers (conv2d, the pools) work on C×H×W activations and come before the
+ * dense layers; flatten hands the image on as one row per sample (implicit before a first dense). */
+#define DP_LAYER_TYPE_MAP(X) \
+  X(DENSE, "dense") X(CONV2D, "conv2d") X(MAXPOOL, "maxpool") X(AVGPOOL, "avgpool") X(FLATTEN, "flatten") X(DROPOUT, "dropout")
+typedef enum {
+#define DP_LAYER_TYPE_ENUM(e, name) DP_LAYER_##e,
+  DP_LAYER_TYPE_MAP(DP_LAYER_TYPE_ENUM)
+#undef DP_LAYER_TYPE_ENUM
+} dp_layer_type;
+/* [layer] padding = same: the output keeps the input's size at stride 1. */
+#define DP_PAD_SAME (-1)
 
 #define DP_MAX_MILESTONES 32
 
@@ -134,7 +152,15 @@ typedef struct {
 } dp_optim_cfg;
 
 typedef struct {
-  int units;
+  dp_layer_type type;
+  int units;             /* dense */
+  int filters;           /* conv2d */
+  int64_t kernel[2];     /* conv2d, pools: kh, kw (one value: square) */
+  int n_kernel;
+  int stride;            /* conv2d, pools: 0 = the type's default (conv2d 1, pools the kernel) */
+  int padding;           /* conv2d: zeros on each side, or DP_PAD_SAME */
+  double rate;           /* dropout */
+  unsigned given;        /* layer keys set in the file or by --set (bit: the key's place among the layer keys) */
   dp_act activation;
   dp_init_rule init;
   dp_init_dist init_dist;
@@ -150,6 +176,8 @@ typedef struct {
 
   struct {
     char path[DP_PATH_MAX];
+    int64_t shape[3];  /* C, H, W of the image a row holds (n_shape = 0: flat rows) */
+    int n_shape;
     dp_in_memory in_memory;
     double mean, std; /* inputs become (x - mean) / std after the file's scale */
     dp_standardize standardize;
@@ -203,6 +231,7 @@ typedef struct {
     double bucket_mb; /* gradient allreduce buckets; 0 = one allreduce after the backward pass */
     bool deterministic; /* the same bits at any rank count: chunks of chunk_rows rows, exact sums */
     int chunk_rows;
+    dp_comm_mode comm; /* node: one model copy per node, reduction in shared memory (nodesync.h) */
     char timeline[DP_PATH_MAX]; /* Chrome trace of the first timeline_steps steps; "" = none */
     int timeline_steps;
     dp_on_nonfinite on_nonfinite;
@@ -226,7 +255,8 @@ typedef enum {
   DP_KEY_BOOL,
   DP_KEY_STRING,
   DP_KEY_ENUM,
-  DP_KEY_LIST /* comma-separated int64s: an array of `size` followed by its int count */
+  DP_KEY_LIST, /* comma-separated ascending int64s: an array of `size` followed by its int count */
+  DP_KEY_INTS  /* the same in any order (sizes: a kernel, an image shape) */
 } dp_key_type;
 
 /* Whether a key may change when a run resumes. The zero value is the safe one for a key nobody

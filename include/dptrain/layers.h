@@ -32,5 +32,8 @@ int dp_dense_backward(dp_dense *l, const float *x, int B, float *dx, int accumul
 /* With chunk: dp_dense_backward computes dx only; this puts chunk c's own weight and bias (or gain,
  * shift) gradients, from its rows alone, into dw, db (overwritten). */
 void dp_dense_chunk_grads(dp_dense *l, const float *x, int B, int c);
+/* After dp_dense_backward with dx = NULL: dL/dx (B, in) = dz · W into dx, chunk by chunk with chunk
+ * (a conv2d's column gradient, made once its columns' scratch is free). */
+void dp_dense_input_grad(const dp_dense *l, int B, float *dx);
 
 #endif

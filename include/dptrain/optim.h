@@ -56,6 +56,7 @@ typedef struct {
   size_t n;       /* floats per state slot (the padded parameter length) */
   int n_slots;    /* state slots of n floats */
   float *state;   /* (n_slots, n) */
+  int shared;     /* state belongs to a shared window (dp_optim_adopt_state): not freed */
   int64_t t;      /* first-order steps taken (Adam's bias correction) */
   dp_lbfgs lbfgs; /* lbfgs: the history, and the loss and gradient at the current point */
   double f;       /* lbfgs: the loss at the current point */
@@ -93,6 +94,16 @@ int dp_optim_needs_gradient(const dp_optim *o);
 int dp_optim_update(dp_optim *o, dp_optim_problem *p);
 /* A first-order update of w (n) with gradient g (n) and step size lr: 1 when g was not finite, else 0. */
 int dp_optim_step(dp_optim *o, float *w, const float *g, float lr);
+/* The same update on elements [lo, hi) of w, g and every state slot only, counted as one step: the
+ * node's ranks each update a slice ([train] comm = node). The update is elementwise, so the slices
+ * together give the bits of dp_optim_step. */
+int dp_optim_step_range(dp_optim *o, float *w, const float *g, float lr, size_t lo, size_t hi);
+/* The update of the n elements from lo, w and g pointing at element lo (g may be a scratch copy),
+ * not counted as a step: a caller updating a slice piece by piece counts the step itself (o->t++)
+ * after the last piece. */
+int dp_optim_step_slice(dp_optim *o, float *w, const float *g, float lr, size_t lo, size_t n);
+/* The state slots move to shared memory the caller owns (n_slots × n floats, zeroed by the caller). */
+void dp_optim_adopt_state(dp_optim *o, float *state);
 /* State slot i (n floats), e.g. for checkpoints; NULL past the last. */
 float *dp_optim_slot(dp_optim *o, int i);
 /* The slot's name in checkpoints ("momentum", "m", "v", ...); NULL past the last. */

@@ -30,7 +30,9 @@ enum {
   DP_ST_MODEL = 1u << 0,    /* part of the trained model: init_from and eval read only these */
   DP_ST_INFO = 1u << 1,     /* written for readers (inspect, h5py), never loaded nor broadcast */
   DP_ST_OPTIONAL = 1u << 2, /* may be absent (older checkpoints): the registered value stays (tensors too) */
-  DP_ST_CONST = 1u << 3     /* follows from the configuration: compared on load, never overwritten */
+  DP_ST_CONST = 1u << 3,    /* follows from the configuration: compared on load, never overwritten */
+  DP_ST_NODE = 1u << 4      /* lives once per node in shared memory ([train] comm = node): a broadcast
+                               reaches the node leaders, which write it for their node */
 };
 
 enum { DP_STATE_NAME_MAX = 96, DP_STATE_STR_MAX = 128 };
@@ -93,7 +95,10 @@ const void *dp_state_loaded(const dp_state *s, const char *name);
 double dp_state_bytes(const dp_state *s, unsigned mask);
 /* Whether an entry takes part in a load or broadcast restricted to mask (0: everything loadable). */
 int dp_state_selected(const dp_state_entry *e, unsigned mask);
-/* Copies every selected, loadable entry from root to all ranks of c. Collective. */
+/* Adds flag to every tensor whose memory lies within [p, p + bytes). */
+void dp_state_flag_range(dp_state *s, const void *p, size_t bytes, unsigned flag);
+/* Copies every selected, loadable entry from root to all ranks of c. Collective. DP_ST_NODE entries go
+ * to the node leaders only (root must be 0), then the node's ranks wait for them. */
 int dp_state_bcast(const dp_state *s, dp_comm *c, unsigned mask, int root);
 /* Element size of a dtype in memory. */
 size_t dp_dtype_size(dp_dtype t);

@@ -18,6 +18,7 @@
 #include "dptrain/gradsync.h"
 #include "dptrain/metrics.h"
 #include "dptrain/model.h"
+#include "dptrain/nodesync.h"
 #include "dptrain/optim.h"
 #include "dptrain/order.h"
 #include "dptrain/schedule.h"
@@ -40,6 +41,12 @@ typedef struct {
   dp_model model;
   dp_gradsync sync;        /* the gradient allreduce, in buckets overlapped with the backward pass */
   dp_exactsync exact;      /* instead, with [train] deterministic: chunks and exact sums */
+  dp_nodesync node;        /* [train] comm = node: the model once per node, the reduction in shared memory */
+  const char *flat_why;    /* why comm = auto resolved to flat (NULL: it did not, or comm = flat) */
+  /* This step sums the gradient and updates in one pass (dp_nodesync_reduce_update): the step's
+   * sums are taken after the update, from the local status and batch kept here. */
+  int fused, fused_status;
+  int64_t fused_batch;
   dp_optim optim;
   dp_schedule sched;
   dp_state state;          /* everything a resume needs, registered by each part above */

@@ -1,5 +1,6 @@
 # Shared by test_infer.sh, test_predict.sh and test_export.sh (sourced after lib.sh): small CSV data
-# sets with features of very different scales, converted, and three trained models in $tmp.
+# sets with features of very different scales, converted, and three trained models in $tmp; images and
+# a CNN (make_cnn).
 
 # gen_csv FILE ROWS SEED class|reg: 6 features of scales 1 .. 100 and a label (3 classes) or a target.
 gen_csv() {
@@ -73,3 +74,78 @@ max_diff() {
 
 # within MAX TOL: MAX (from max_diff) is at most TOL.
 within() { awk -v m="$1" -v t="$2" 'BEGIN { exit !(m != "" && m + 0 <= t + 0) }'; }
+
+# gen_img_csv FILE ROWS SEED: rows of one 2x6x6 image (72 pixels of 0..159, channel-major as
+# [data] shape reads them) and a label (3 classes: a brighter corner of channel 0 or 1, or both).
+gen_img_csv() {
+  awk -v n="$2" -v seed="$3" 'BEGIN {
+    srand(seed);
+    for (i = 0; i < n; i++) {
+      c = int(rand() * 3); line = "";
+      for (ch = 0; ch < 2; ch++)
+        for (y = 0; y < 6; y++)
+          for (x = 0; x < 6; x++) {
+            v = rand() * 120;
+            if ((c == ch || c == 2) && x + y < 5 + 3 * ch) v += 40;
+            line = line sprintf("%d,", v);
+          }
+      print line c;
+    }
+  }' > "$1"
+}
+
+# make_cnn [NAME [implicit]]: img.csv/img.h5 (400 training, 100 test rows) and the model NAME (cnn)
+# in $tmp/NAME.h5: every image layer (conv2d with batch norm, maxpool, a rectangular padded conv2d,
+# avgpool with stride 1, flatten: left implicit with `implicit`), then dense, dropout and the output,
+# per-feature standardisation.
+make_cnn() {
+  local name=${1:-cnn} flatten=flatten
+  [ "${2:-}" = implicit ] && flatten=
+  [ -f "$tmp/img.h5" ] || { gen_img_csv "$tmp/img_train.csv" 400 5 && gen_img_csv "$tmp/img.csv" 100 6 &&
+    "$bin" convert csv "$tmp/img_train.csv" --test "$tmp/img.csv" -o "$tmp/img.h5" > /dev/null; } || return 1
+  cat > "$tmp/$name.ini" << EOC
+[data]
+path = $tmp/img.h5
+shape = 2,6,6
+standardize = per_feature
+[layer]
+type = conv2d
+filters = 4
+kernel = 3
+padding = same
+norm = batch
+[layer]
+type = maxpool
+kernel = 2
+[layer]
+type = conv2d
+filters = 5
+kernel = 2,1
+padding = 1
+activation = tanh
+[layer]
+type = avgpool
+kernel = 2
+stride = 1
+${flatten:+[layer]
+type = flatten}
+[layer]
+units = 12
+[layer]
+type = dropout
+rate = 0.25
+[layer]
+units = 3
+activation = identity
+[optimizer]
+name = adam
+lr = 0.01
+[train]
+batch_size = 50
+epochs = 6
+log_every = 100
+out_dir = $tmp/run-$name
+EOC
+  "$bin" train "$tmp/$name.ini" --quiet > "$tmp/$name.log" 2>&1 || { echo "train $name failed:"; cat "$tmp/$name.log"; return 1; }
+  cp "$(ls "$tmp/run-$name"/checkpoints/ckpt-*.h5 | tail -1)" "$tmp/$name.h5"
+}

@@ -107,9 +107,10 @@ make_synth "$tmp/syn.h5" 3000 0 20 5 1
 small_config "$tmp/c.ini" layer.0.units=64 train.batch_size=30 train.epochs=100000 train.max_steps= train.log_every=20 \
   checkpoint.every_steps=20 checkpoint.keep_last=2
 
-# --- a stuck rank: the others give up after collective_timeout with one message
+# --- a stuck rank: the others give up after collective_timeout with one message (comm = flat: the
+# gradient allreduce; test_nodecomm.sh has comm = node's node barrier)
 start=$(date +%s)
-DPTRAIN_TEST_STALL=1:30 at_np 2 60 "$fbin" train "$tmp/c.ini" -q \
+DPTRAIN_TEST_STALL=1:30 at_np 2 60 "$fbin" train "$tmp/c.ini" -q --set train.comm=flat \
   --set train.out_dir="$tmp/stall" --set train.collective_timeout=2 > "$tmp/stall.txt" 2>&1
 rc=$?
 took=$(($(date +%s) - start))

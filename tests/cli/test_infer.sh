@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The inference library from outside: installed into a temporary PREFIX (make install-lib), a C and a
 # Fortran program built through pkg-config against the installed files give `dptrain predict`'s
-# outputs within 1e-6 for an MLP with batch norm, one with layer norm and an mse regression with
-# per-feature standardisation; a missing, truncated or foreign checkpoint, NaN and Inf rows, n = 0,
-# a Fortran array of the wrong width; two handles in two threads equal the sequential outputs; the
-# static library; a program that is an MPI program itself, at 2 ranks.
+# outputs within 1e-6 for an MLP with batch norm, one with layer norm, an mse regression with
+# per-feature standardisation and a CNN whose dropout is off (predict at 2 ranks, whose passes start at
+# other rows and would draw other masks, agrees); a missing, truncated or foreign checkpoint, NaN and
+# Inf rows, n = 0, a Fortran array of the wrong width; two handles in two threads equal the sequential
+# outputs; the static library; a program that is an MPI program itself, at 2 ranks.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/infer_lib.sh"
 need "$bin" "$build/libdptrain.so"
@@ -54,10 +55,11 @@ else
   bad "gfortran: $(cat "$tmp/gf.log")"
 fi
 
-make_models || { bad "training the three models"; finish; }
-for m in bn ln mse; do
+make_models && make_cnn || { bad "training the four models"; finish; }
+for m in bn ln mse cnn; do
   data=$tmp/class.csv
   [ $m = mse ] && data=$tmp/reg.csv
+  [ $m = cnn ] && data=$tmp/img.csv
   if ! "$bin" predict "$tmp/$m.h5" "$data" -o "$tmp/$m.pred.csv" 2> "$tmp/err"; then
     bad "$m: predict failed: $(cat "$tmp/err")"
     continue
@@ -74,11 +76,19 @@ done
 at_np 2 60 "$tmp/infer_mpi" "$tmp/ln.h5" "$tmp/class.csv" "$tmp/ln.mpi.csv" 2> "$tmp/err" &&
   d=$(max_diff "$tmp/ln.pred.csv" "$tmp/ln.mpi.csv") && within "$d" 1e-6 &&
   ok "inside an MPI program at 2 ranks: predict's outputs (max difference $d)" || bad "MPI program: ${d:-$(cat "$tmp/err")}"
+# The CNN's rows split across 2 ranks (each its own handle): the same outputs.
+at_np 2 60 "$bin" predict "$tmp/cnn.h5" "$tmp/img.csv" -o "$tmp/cnn.np2.csv" 2> "$tmp/err" &&
+  d=$(max_diff "$tmp/cnn.pred.csv" "$tmp/cnn.np2.csv") && within "$d" 1e-6 &&
+  ok "cnn: predict at 2 ranks equals 1 rank (max difference $d)" || bad "cnn at 2 ranks: ${d:-$(cat "$tmp/err")}"
 # The models learned something, so the comparisons compare outputs that mean something.
 acc=$(awk -F, 'NR == FNR { if ($1 ~ /^y/) next; p[++n] = $NF; next } { h += (p[FNR] == $NF) } END { print h / n }' \
   "$tmp/bn.pred.csv" "$tmp/class.csv")
 within "$(awk -v a="$acc" 'BEGIN { print 1 - a }')" 0.2 && ok "bn's predicted labels are right for $acc of the rows" ||
   bad "bn's labels: accuracy $acc"
+acc=$(awk -F, 'NR == FNR { if ($1 ~ /^y/) next; p[++n] = $NF; next } { h += (p[FNR] == $NF) } END { print h / n }' \
+  "$tmp/cnn.pred.csv" "$tmp/img.csv")
+within "$(awk -v a="$acc" 'BEGIN { print 1 - a }')" 0.2 && ok "cnn's predicted labels are right for $acc of the rows" ||
+  bad "cnn's labels: accuracy $acc"
 
 out=$("$tmp/infer_f" "$tmp/bn.h5" "$tmp/class.csv" /dev/null --wrong-width 2> /dev/null)
 case $out in

@@ -12,7 +12,7 @@ small_config "$tmp/c.ini" layer.0.units=8 layer.1.units=3 optimizer.lr=0.2 train
 
 # a "1" before a plural noun: "1 steps", "1 ranks", ...
 singular_plurals() {
-  grep -Eo '(^|[^0-9.])1 (steps|ranks|nodes|threads|BLAS threads|layers|parameters|rows|samples|iterations|evaluations|allreduce buckets|buckets|step sizes|groups|cores|restores)\b' "$1"
+  grep -Eo '(^|[^0-9.])1 (steps|ranks|nodes|threads|BLAS threads|layers|parameters|rows|samples|iterations|evaluations|allreduce buckets|buckets|slices|ways|step sizes|groups|cores|restores)\b' "$1"
 }
 
 for np in 1 2; do
@@ -21,7 +21,9 @@ for np in 1 2; do
     bad "np $np: training failed: $(tail -3 "$tmp/out$np.txt")"
   want="dptrain: $np rank$([ "$np" = 1 ] || echo s) on 1 node, 1 BLAS thread per rank"
   grep -qF "$want" "$tmp/out$np.txt" && ok "np $np: '$want'" || bad "np $np: no '$want': $(head -1 "$tmp/out$np.txt")"
-  for want in '1 step/epoch, 1 step, gradients in 1 allreduce bucket' 'done: 1 step, 64 samples'; do
+  # 2 ranks on one node: [train] comm = auto is node
+  reduction=$([ "$np" = 1 ] && echo 'gradients in 1 allreduce bucket' || echo "gradients summed in the node's shared memory in 2 slices")
+  for want in "1 step/epoch, 1 step, $reduction" 'done: 1 step, 64 samples'; do
     grep -qF "$want" "$tmp/out$np.txt" && ok "np $np: '$want'" || bad "np $np: no '$want': $(cat "$tmp/out$np.txt")"
   done
   bad_words=$(singular_plurals "$tmp/out$np.txt")
@@ -58,6 +60,13 @@ EOP
     bad "np $np: timeline metadata: $(head -c 400 "$tmp/tl.json")"
   fi
 done
+
+# comm = node at 1 rank: one slice, the update split one way
+"$bin" train "$tmp/c.ini" --set train.out_dir="$tmp/node1" --set train.comm=node > "$tmp/node1.txt" 2>&1 ||
+  bad "np 1 comm = node: training failed: $(tail -3 "$tmp/node1.txt")"
+grep -q "in 1 slice; weights and optimizer state once per node ([0-9.e-]* MB shared), the update split 1 way$" "$tmp/node1.txt" &&
+  [ -z "$(singular_plurals "$tmp/node1.txt")" ] && ok "np 1 comm = node: '1 slice', 'split 1 way'" ||
+  bad "np 1 comm = node: $(grep training: "$tmp/node1.txt") $(singular_plurals "$tmp/node1.txt")"
 
 # errors about one column or one unit say so in the singular
 printf '1\n2\n' > "$tmp/one.csv"

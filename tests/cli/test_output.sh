@@ -62,8 +62,9 @@ else
 fi
 
 # --- the timeline at 2 ranks: valid JSON, every rank with data/forward/backward/optimizer and a
-# span per gradient bucket
-at_np 2 60 "$bin" train "$tmp/c.ini" --overwrite --quiet > "$tmp/mpi.txt" 2>&1 || bad "2-rank run failed: $(tail -3 "$tmp/mpi.txt")"
+# span per gradient bucket (comm = flat: node, the default here, has no buckets)
+at_np 2 60 "$bin" train "$tmp/c.ini" --overwrite --quiet --set train.comm=flat > "$tmp/mpi.txt" 2>&1 ||
+  bad "2-rank run failed: $(tail -3 "$tmp/mpi.txt")"
 if python3 - "$tmp/tl.json" << 'EOP'; then
 import json, sys
 ev = json.load(open(sys.argv[1]))["traceEvents"]
@@ -77,6 +78,22 @@ EOP
   ok "timeline: valid JSON, spans for both ranks, one per bucket"
 else
   bad "timeline: $(head -c 300 "$tmp/tl.json")"
+fi
+# comm = node: a "node reduce" span per step on each rank instead
+at_np 2 60 "$bin" train "$tmp/c.ini" --overwrite --quiet --set train.comm=node > "$tmp/node.txt" 2>&1 ||
+  bad "2-rank comm = node run failed: $(tail -3 "$tmp/node.txt")"
+if python3 - "$tmp/tl.json" << 'EOP'; then
+import json, sys
+ev = json.load(open(sys.argv[1]))["traceEvents"]
+for rank in (0, 1):
+    names = [e["name"] for e in ev if e["pid"] == rank and e["ph"] == "X"]
+    for want in ("data", "forward", "backward", "optimizer", "node reduce"):
+        assert names.count(want) == 6, (rank, want, names.count(want))
+    assert not any(n.startswith("allreduce bucket") for n in names), names
+EOP
+  ok "timeline, comm = node: one node reduce span per step on both ranks"
+else
+  bad "timeline, comm = node: $(head -c 300 "$tmp/tl.json")"
 fi
 
 finish

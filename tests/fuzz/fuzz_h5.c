@@ -54,7 +54,7 @@ static void setup(void) {
   devnull = fopen("/dev/null", "w");
   text = malloc(TEXT_MAX);
   if (!devnull || !text || dp_config_parse_string(&cfg, FZ_MODEL, "fuzz-model.ini", NULL, 0) != 0 ||
-      dp_model_create(&model, cfg.layer, cfg.n_layers, cfg.model.loss, FZ_IN_DIM, 8) != 0 || make_state() != 0) {
+      dp_model_create(&model, cfg.layer, cfg.n_layers, cfg.model.loss, NULL, FZ_IN_DIM, 8) != 0 || make_state() != 0) {
     fprintf(stderr, "fuzz_h5: setup failed: %s\n", dp_errmsg(DP_EINVAL));
     exit(1);
   }
