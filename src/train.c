@@ -718,7 +718,8 @@ static int fused_update(dp_trainer *t, dp_step_result *r) {
   DP_TRY(dp_nodesync_reduce_update(&t->node, &t->optim, (float)r->lr, &bad, &wait));
   t->time.comm += wait;
   t->time.optim = MPI_Wtime() - t0 - wait;
-  dp_timeline_span(t->tl, "node reduce + optimizer", -1, t0, t0 + wait + t->time.optim);
+  dp_timeline_span(t->tl, "node reduce", -1, t0, t0 + wait); /* the wait; the sum is the update's */
+  dp_timeline_span(t->tl, "optimizer", -1, t0 + wait, t0 + wait + t->time.optim);
   DP_TRY(take_sums(t, t->fused_batch, t->fused_status, r));
   char what[160];
   if ((bad || !isfinite(r->loss))) {
