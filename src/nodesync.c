@@ -101,8 +101,7 @@ static int create(dp_nodesync *s, dp_comm *c, dp_model *m, dp_optim *o, int dete
   dp_model_adopt(m, s->params, s->reduce ? s->grads[l] : NULL);
   dp_optim_adopt_state(o, s->state);
   s->bytes_shared = (double)(s->n + state) * sizeof(float);
-  MPI_Win_sync(s->node_win);
-  return dp_comm_node_barrier(c);
+  return 0;
 }
 
 int dp_nodesync_init(dp_nodesync *s, dp_comm *c, dp_model *m, dp_optim *o, int deterministic) {
@@ -110,6 +109,13 @@ int dp_nodesync_init(dp_nodesync *s, dp_comm *c, dp_model *m, dp_optim *o, int d
   s->comm = c;
   s->node_win = s->grad_win = MPI_WIN_NULL;
   int rc = create(s, c, m, o, deterministic);
+  if (s->node_win != MPI_WIN_NULL)
+    MPI_Win_sync(s->node_win);
+  /* Every rank gets here, also one whose allocation failed: the agreement is also the barrier after
+   * which every rank's zeroed slices are seen by all. */
+  rc = dp_comm_agree(c, rc, NULL);
+  if (s->node_win != MPI_WIN_NULL)
+    MPI_Win_sync(s->node_win);
   s->on = rc == 0;
   return rc;
 }
