@@ -190,12 +190,11 @@ static void watch_end(dp_comm *c) { watch_set(c, NULL, 0); }
 
 int dp_comm_init(dp_comm *c, MPI_Comm parent) {
   memset(c, 0, sizeof *c);
-  c->comm = MPI_COMM_NULL;
+  c->comm = c->node = c->cross = MPI_COMM_NULL; /* what dp_comm_free leaves alone if a call below fails */
   MPI_TRY(MPI_Comm_dup(parent, &c->comm));
   MPI_TRY(MPI_Comm_set_errhandler(c->comm, MPI_ERRORS_RETURN));
   MPI_TRY(MPI_Comm_rank(c->comm, &c->rank));
   MPI_TRY(MPI_Comm_size(c->comm, &c->size));
-  c->node = c->cross = MPI_COMM_NULL;
   MPI_TRY(MPI_Comm_split_type(c->comm, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &c->node));
   MPI_TRY(MPI_Comm_set_errhandler(c->node, MPI_ERRORS_RETURN));
   MPI_Comm_rank(c->node, &c->node_rank);
