@@ -141,88 +141,74 @@ void dp_nodesync_free(dp_nodesync *s) {
   memset(s, 0, sizeof *s);
 }
 
-/* out[i] = Σ_r in_r[i] for r = 0 .. L-1 in that order: the same sum on every node. */
-static void sum_slice(float *restrict out, float *const *in, int L, size_t lo, size_t hi) {
-  const float *a = in[0];
-  memcpy(out + lo, a + lo, sizeof(float) * (hi - lo));
+/* out[k] = Σ_r in_r[at + k] for k < n, r = 0 .. L-1 in that order: the same sum on every node. */
+static void sum_into(float *restrict out, float *const *in, int L, size_t at, size_t n) {
+  memcpy(out, in[0] + at, sizeof(float) * n);
   for (int r = 1; r < L; r++) {
-    const float *restrict b = in[r];
-    for (size_t i = lo; i < hi; i++)
-      out[i] += b[i];
+    const float *restrict b = in[r] + at;
+    for (size_t k = 0; k < n; k++)
+      out[k] += b[k];
   }
 }
 
-static void sync_windows(dp_nodesync *s) {
+/* The node barrier with what each rank wrote to the windows before it seen by all after it. */
+static int node_barrier(dp_nodesync *s) {
   MPI_Win_sync(s->node_win);
   if (s->grad_win != MPI_WIN_NULL)
     MPI_Win_sync(s->grad_win);
+  DP_TRY(dp_comm_node_barrier(s->comm));
+  MPI_Win_sync(s->node_win);
+  if (s->grad_win != MPI_WIN_NULL)
+    MPI_Win_sync(s->grad_win);
+  return 0;
+}
+
+/* After this rank updated its slice (b: its gradient was not finite): the barrier after which every
+ * rank sees the new weights, and *bad, the same on every rank. */
+static int updated(dp_nodesync *s, int b, int *bad) {
+  s->bad[s->comm->node_rank] = b;
+  DP_TRY(node_barrier(s));
+  *bad = 0;
+  for (int r = 0; r < s->comm->node_size; r++)
+    *bad |= s->bad[r];
+  return 0;
+}
+
+/* This rank's slice of the gradient blocks summed into the reduced block (slice 0 with the extra slots). */
+static void sum_slice(dp_nodesync *s) {
+  sum_into(s->reduced + s->block_lo, s->grads, s->comm->node_size, s->block_lo, 16 + s->hi - s->block_lo);
 }
 
 int dp_nodesync_reduce(dp_nodesync *s) {
   dp_comm *c = s->comm;
-  size_t lo = s->block_lo, hi = 16 + s->hi;
-  sync_windows(s);
-  DP_TRY(dp_comm_node_barrier(c)); /* every gradient block is complete */
-  sync_windows(s);
-  sum_slice(s->reduced, s->grads, c->node_size, lo, hi);
+  DP_TRY(node_barrier(s)); /* every gradient block is complete */
+  sum_slice(s);
   if (c->n_nodes > 1)
-    DP_TRY(dp_comm_allreduce_cross_f32(c, s->reduced + lo, hi - lo));
-  sync_windows(s);
-  DP_TRY(dp_comm_node_barrier(c)); /* every slice is reduced */
-  sync_windows(s);
-  return 0;
+    DP_TRY(dp_comm_allreduce_cross_f32(c, s->reduced + s->block_lo, 16 + s->hi - s->block_lo));
+  return node_barrier(s); /* every slice is reduced */
 }
 
 int dp_nodesync_update(dp_nodesync *s, dp_optim *o, const float *g, float lr, int *bad) {
-  dp_comm *c = s->comm;
-  s->bad[c->node_rank] = dp_optim_step_range(o, s->params, g, lr, s->lo, s->hi);
-  sync_windows(s);
-  DP_TRY(dp_comm_node_barrier(c)); /* every slice of the weights is updated */
-  sync_windows(s);
-  *bad = 0;
-  for (int r = 0; r < c->node_size; r++)
-    *bad |= s->bad[r];
-  return 0;
+  return updated(s, dp_optim_step_range(o, s->params, g, lr, s->lo, s->hi), bad);
 }
 
 int dp_nodesync_reduce_update(dp_nodesync *s, dp_optim *o, float lr, int *bad, double *wait) {
-  dp_comm *c = s->comm;
-  int L = c->node_size, b = 0;
+  int L = s->comm->node_size, b = 0;
   double t0 = MPI_Wtime();
-  sync_windows(s);
-  DP_TRY(dp_comm_node_barrier(c)); /* every gradient block is complete */
-  sync_windows(s);
+  DP_TRY(node_barrier(s)); /* every gradient block is complete */
   *wait = MPI_Wtime() - t0;
-  if (c->node_rank == 0) /* the extra slots: the loss, the counts and the flags */
-    sum_slice(s->reduced, s->grads, L, 0, 16);
-  int64_t steps = o->t;
+  if (s->comm->node_rank == 0) /* the extra slots: the loss, the counts and the flags */
+    sum_into(s->reduced, s->grads, L, 0, 16);
   for (size_t i = s->lo; i < s->hi; i += PIECE) {
     size_t n = s->hi - i < PIECE ? s->hi - i : PIECE;
-    float *const *g = s->grads;
-    memcpy(s->piece, g[0] + 16 + i, sizeof(float) * n);
-    for (int r = 1; r < L; r++) {
-      const float *restrict in = g[r] + 16 + i;
-      float *restrict out = s->piece;
-      for (size_t k = 0; k < n; k++)
-        out[k] += in[k];
-    }
+    sum_into(s->piece, s->grads, L, 16 + i, n);
     b |= dp_optim_step_slice(o, s->params + i, s->piece, lr, i, n);
   }
-  o->t = steps + 1;
-  s->bad[c->node_rank] = b;
-  sync_windows(s);
-  DP_TRY(dp_comm_node_barrier(c)); /* every slice of the weights is updated, the extra slots summed */
-  sync_windows(s);
-  *bad = 0;
-  for (int r = 0; r < L; r++)
-    *bad |= s->bad[r];
-  return 0;
+  o->t++; /* the slices were one step */
+  return updated(s, b, bad); /* the extra slots are summed too */
 }
 
 int dp_nodesync_materialize(dp_nodesync *s) {
-  sum_slice(s->reduced, s->grads, s->comm->node_size, s->block_lo, 16 + s->hi);
-  sync_windows(s);
-  DP_TRY(dp_comm_node_barrier(s->comm));
-  sync_windows(s);
-  return 0;
+  sum_slice(s);
+  return node_barrier(s);
 }

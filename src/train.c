@@ -558,7 +558,6 @@ static int batch_gradient(dp_trainer *t, int64_t g0, int64_t g1, const dp_step_r
   t->time.compute += t1 - t0;
   if (t->fused) { /* the update sums the gradient; the step's sums are taken after it */
     t->fused_status = rc;
-    t->fused_batch = Bg;
     return 0;
   }
   if (t->node.reduce) {
@@ -720,9 +719,9 @@ static int fused_update(dp_trainer *t, dp_step_result *r) {
   t->time.optim = MPI_Wtime() - t0 - wait;
   dp_timeline_span(t->tl, "node reduce", -1, t0, t0 + wait); /* the wait; the sum is the update's */
   dp_timeline_span(t->tl, "optimizer", -1, t0 + wait, t0 + wait + t->time.optim);
-  DP_TRY(take_sums(t, t->fused_batch, t->fused_status, r));
+  DP_TRY(take_sums(t, r->batch, t->fused_status, r));
   char what[160];
-  if ((bad || !isfinite(r->loss))) {
+  if (bad || !isfinite(r->loss)) {
     DP_TRY(dp_nodesync_materialize(&t->node));
     if (find_nonfinite(t, r->loss, what, sizeof what) >= 0)
       DP_TRY(nonfinite(t, r, what, 0));

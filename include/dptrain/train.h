@@ -44,9 +44,8 @@ typedef struct {
   dp_nodesync node;        /* [train] comm = node: the model once per node, the reduction in shared memory */
   const char *flat_why;    /* why comm = auto resolved to flat (NULL: it did not, or comm = flat) */
   /* This step sums the gradient and updates in one pass (dp_nodesync_reduce_update): the step's
-   * sums are taken after the update, from the local status and batch kept here. */
+   * sums are taken after the update, with this rank's status kept here. */
   int fused, fused_status;
-  int64_t fused_batch;
   dp_optim optim;
   dp_schedule sched;
   dp_state state;          /* everything a resume needs, registered by each part above */
